@@ -1,0 +1,56 @@
+"""Label masks as palette PNGs in the PASCAL VOC colour map (index 255 = ignore, drawn white)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+IGNORE_INDEX = 255
+
+
+def voc_palette(num_entries: int = 256) -> np.ndarray:
+    """The PASCAL VOC colour map: a (num_entries, 3) uint8 array built from the bits of each index."""
+    palette = np.zeros((num_entries, 3), dtype=np.uint8)
+    for index in range(num_entries):
+        value, r, g, b = index, 0, 0, 0
+        for shift in range(7, -1, -1):  # spread the index bits over the high bits of r, g, b
+            r |= ((value >> 0) & 1) << shift
+            g |= ((value >> 1) & 1) << shift
+            b |= ((value >> 2) & 1) << shift
+            value >>= 3
+        palette[index] = (r, g, b)
+    return palette
+
+
+def colorize(mask: np.ndarray) -> np.ndarray:
+    """An (H, W) label mask as an (H, W, 3) RGB picture in VOC colours."""
+    return voc_palette()[mask.astype(np.uint8)]
+
+
+def save_mask(path: str | Path, mask: np.ndarray) -> None:
+    """Write an (H, W) uint8 label mask as a palette PNG (what VOC's SegmentationClass uses)."""
+    if mask.ndim != 2:
+        raise ValueError(f"{path}: a label mask must be 2-D, got shape {mask.shape}")
+    image = Image.fromarray(mask.astype(np.uint8), mode="P")
+    image.putpalette(voc_palette().reshape(-1).tolist())
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+
+
+def load_mask(path: str | Path) -> np.ndarray:
+    """Read a label mask PNG as (H, W) uint8 label indices.
+
+    Palette and 8-bit grey PNGs are read as indices; an RGB mask is refused because its colours would
+    have to be guessed back into labels.
+    """
+    try:
+        with Image.open(path) as image:
+            if image.mode not in ("P", "L"):
+                raise ValueError(f"{path}: a label mask must be a palette or 8-bit PNG, got mode {image.mode}")
+            return np.array(image, dtype=np.uint8)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: label mask not found") from None
+    except OSError as error:
+        raise ValueError(f"{path}: unreadable label mask ({error})") from error

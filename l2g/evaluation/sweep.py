@@ -1,0 +1,180 @@
+"""Pseudo labels from attention maps and the background-threshold sweep.
+
+A pseudo label at background threshold ``t`` is the argmax over ``[t, map_1, ..., map_K]``: index 0
+means background (0), index k means ``labels[k - 1]``. Because argmax returns the first maximum,
+background wins ties, so a pixel takes its best class only when that class's score is strictly
+greater than ``t``. The comparison is done in the maps' floating dtype (``t`` is cast to it), so a
+float32 score equal to ``float32(t)`` is a tie.
+
+:class:`ThresholdSweep` evaluates many thresholds in one pass over each image: the best score and
+class per pixel are computed once, each pixel is binned by how many thresholds its score beats, and
+the per-threshold confusion matrices come out of cumulative sums over those bins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from l2g.evaluation.confusion import segmentation_metrics
+
+
+def default_thresholds(start: float = 0.05, stop: float = 0.60, step: float = 0.01) -> list[float]:
+    """Return the grid start, start + step, ... up to stop (inclusive when on the grid), 2 decimals.
+
+    The count is computed with a small tolerance so floating-point error in (stop - start) / step
+    does not drop the last point.
+    """
+    if step <= 0:
+        raise ValueError(f"step must be > 0, got {step}")
+    if stop < start:
+        raise ValueError(f"stop {stop} is below start {start}")
+    count = int(np.floor((stop - start) / step + 1e-9)) + 1
+    return [round(start + i * step, 2) for i in range(count)]
+
+
+def _as_float_maps(maps: np.ndarray) -> np.ndarray:
+    """Return maps as a floating array (non-float input becomes float64), rejecting NaN."""
+    maps = np.asarray(maps)
+    if not np.issubdtype(maps.dtype, np.floating):
+        maps = maps.astype(np.float64)
+    if np.isnan(maps).any():
+        raise ValueError("maps contain NaN")
+    return maps
+
+
+def _check_inputs(maps: np.ndarray, labels: np.ndarray, gt_shape: tuple[int, ...] | None) -> None:
+    """Validate that maps is (K, H, W), labels is (K,) and, if given, gt is (H, W)."""
+    if maps.ndim != 3:
+        raise ValueError(f"maps must be (K, H, W), got shape {maps.shape}")
+    if labels.ndim != 1 or labels.shape[0] != maps.shape[0]:
+        raise ValueError(f"labels shape {labels.shape} does not match {maps.shape[0]} maps {maps.shape}")
+    if gt_shape is not None and tuple(gt_shape) != maps.shape[1:]:
+        raise ValueError(f"gt shape {tuple(gt_shape)} does not match maps spatial shape {maps.shape[1:]}")
+
+
+def _check_labels(labels: np.ndarray, upper: int) -> None:
+    """Map labels must be foreground values in [1, upper)."""
+    bad = (labels < 1) | (labels >= upper)
+    if bad.any():
+        raise ValueError(f"label value {labels[bad][0]} is outside [1, {upper})")
+
+
+def pseudo_label(maps: np.ndarray, labels: np.ndarray, threshold: float) -> np.ndarray:
+    """Return the (H, W) uint8 pseudo mask: argmax over [threshold, maps...], background on ties.
+
+    ``maps`` is (K, H, W) with K >= 0; ``labels`` (K,) gives the mask value (1..255) of each map.
+    With K == 0 the result is all background.
+    """
+    maps = _as_float_maps(maps)
+    labels = np.asarray(labels).astype(np.int64).reshape(-1)
+    _check_inputs(maps, labels, None)
+    _check_labels(labels, 256)
+    if maps.shape[0] == 0:
+        return np.zeros(maps.shape[1:], dtype=np.uint8)
+    background = np.full((1, *maps.shape[1:]), threshold, dtype=maps.dtype)
+    index = np.argmax(np.concatenate([background, maps], axis=0), axis=0)
+    lookup = np.concatenate([[0], labels]).astype(np.uint8)
+    return lookup[index]
+
+
+class ThresholdSweep:
+    """Accumulates confusion matrices for many background thresholds in one pass per image.
+
+    ``num_classes`` counts background (C + 1). Internally a (T + 1, num_classes, num_classes)
+    histogram is kept, indexed by (number of sorted thresholds the pixel's best score beats, gt,
+    best class); outputs are reported in the threshold order the user gave.
+    """
+
+    def __init__(self, num_classes: int, thresholds: Sequence[float], ignore_index: int = 255) -> None:
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        values = np.asarray(list(thresholds), dtype=np.float64)
+        if values.ndim != 1 or values.size == 0:
+            raise ValueError("thresholds must be a non-empty sequence of numbers")
+        if not np.isfinite(values).all():
+            raise ValueError("thresholds must be finite")
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.thresholds = [float(t) for t in values]
+        self._order = np.argsort(values, kind="stable")
+        self._sorted = values[self._order]
+        self._hist = np.zeros((values.size + 1, num_classes, num_classes), dtype=np.int64)
+
+    def _best(self, maps: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Return (number of sorted thresholds beaten, best class) per pixel, both flattened."""
+        if maps.shape[0] == 0:
+            size = int(np.prod(maps.shape[1:]))
+            return np.zeros(size, dtype=np.int64), np.zeros(size, dtype=np.int64)
+        flat = maps.reshape(maps.shape[0], -1)
+        best_index = np.argmax(flat, axis=0)
+        best_score = np.take_along_axis(flat, best_index[None], axis=0)[0]
+        # side="left" counts thresholds strictly below the score, i.e. the ones it strictly beats.
+        beaten = np.searchsorted(self._sorted.astype(maps.dtype), best_score, side="left")
+        return beaten.astype(np.int64), labels[best_index]
+
+    def update(self, maps: np.ndarray, labels: np.ndarray, gt: np.ndarray) -> None:
+        """Add one image: maps (K, H, W) float, labels (K,) in 1..C, gt (H, W) with 255 = ignore."""
+        maps = _as_float_maps(maps)
+        labels = np.asarray(labels).astype(np.int64).reshape(-1)
+        gt = np.asarray(gt)
+        _check_inputs(maps, labels, gt.shape)
+        _check_labels(labels, self.num_classes)
+        beaten, best_class = self._best(maps, labels)
+        gt = gt.astype(np.int64).ravel()
+        valid = gt != self.ignore_index
+        gt = gt[valid]
+        bad = (gt < 0) | (gt >= self.num_classes)
+        if bad.any():
+            raise ValueError(f"gt value {gt[bad][0]} is outside [0, {self.num_classes})")
+        n = self.num_classes
+        index = (beaten[valid] * n + gt) * n + best_class[valid]
+        self._hist += np.bincount(index, minlength=self._hist.size).reshape(self._hist.shape)
+
+    def merge(self, other: ThresholdSweep) -> None:
+        """Add another sweep's counts (e.g. from another shard); settings must be identical."""
+        same = (
+            other.num_classes == self.num_classes
+            and other.ignore_index == self.ignore_index
+            and other.thresholds == self.thresholds
+        )
+        if not same:
+            raise ValueError("cannot merge sweeps with different num_classes, ignore_index or thresholds")
+        self._hist += other._hist
+
+    def matrices(self) -> np.ndarray:
+        """Return the (T, num_classes, num_classes) confusion matrices in the user's threshold order.
+
+        For sorted threshold j, pixels that beat more than j thresholds keep their best class (a
+        suffix sum over the histogram); the rest are background, so their gt rows go to column 0.
+        """
+        suffix = np.cumsum(self._hist[::-1], axis=0)[::-1]
+        below = np.cumsum(self._hist.sum(axis=2), axis=0)
+        sorted_mats = suffix[1:].copy()
+        sorted_mats[:, :, 0] += below[:-1]
+        out = np.empty_like(sorted_mats)
+        out[self._order] = sorted_mats
+        return out
+
+    def results(self, class_names: list[str] | None = None) -> dict:
+        """Return JSON-serialisable metrics per threshold plus the entry with the highest mIoU.
+
+        ``best`` is the first (in user order) entry with the highest defined mIoU, or None when no
+        pixel has been counted.
+        """
+        per_threshold = []
+        for t, matrix in zip(self.thresholds, self.matrices(), strict=True):
+            entry = segmentation_metrics(matrix, class_names)
+            entry["threshold"] = t
+            per_threshold.append(entry)
+        mious = [entry["miou"] for entry in per_threshold]
+        scored = [i for i, m in enumerate(mious) if m is not None]
+        best = per_threshold[max(scored, key=lambda i: mious[i])] if scored else None
+        return {
+            "thresholds": list(self.thresholds),
+            "miou": mious,
+            "per_threshold": per_threshold,
+            "best": best,
+            "class_names": per_threshold[0]["class_names"],
+        }

@@ -1,0 +1,83 @@
+"""Attention targets that the local network teaches the global network (paper Sec. 3.3-3.4).
+
+All maps have C + 1 channels: the C classes first, the background channel LAST (as in the release,
+whose classification logits pool only the first C channels). Functions are pure: tensors in,
+tensors out, nothing learned.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def normalize_attention(maps: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Eq. 2: ``A^c = ReLU(F^c) / max(ReLU(F^c))`` per sample and channel. ``maps`` (B, K, h, w)."""
+    positive = maps.clamp(min=0)
+    return positive / (positive.amax(dim=(2, 3), keepdim=True) + eps)
+
+
+def keep_the_max(maps: torch.Tensor) -> torch.Tensor:
+    """At every pixel keep only the largest channel's value; the others become 0.
+
+    Ties go to the first channel (argmax), so exactly one channel keeps its value per pixel.
+    """
+    best = maps.argmax(dim=1, keepdim=True)
+    return torch.zeros_like(maps).scatter_(1, best, maps.gather(1, best))
+
+
+def attention_targets(
+    local_maps: torch.Tensor, labels: torch.Tensor, background: str = "release", eps: float = 1e-8
+) -> torch.Tensor:
+    """The attention target A of each local view (detached), as in the authors' release.
+
+    ``local_maps`` (V, C+1, h, w) is the local network's output for V views, ``labels`` (V, C) the
+    multi-hot image labels each view inherits. Steps: ReLU and per-channel max normalisation (Eq. 2);
+    channels of classes absent from the label zeroed (the background channel is never zeroed);
+    then :func:`keep_the_max`.
+
+    ``background`` chooses the background channel before keep-the-max:
+    - ``"release"``: the local network's own background channel, normalised like the others. No loss
+      trains it (the classification logits pool only the C class channels), so it is whatever the
+      backbone's features project to; it still wins keep-the-max wherever classes are weak.
+    - ``"complement"``: ``1 - max_c A^c`` over the present classes: background is where no present
+      class attends. Every pixel's target then has one channel >= 0.5, so the softmax of the global
+      network is never regressed onto an all-zero column (see method-notes.md, pitfalls).
+    """
+    num_classes = labels.shape[1]
+    if local_maps.shape[1] != num_classes + 1:
+        raise ValueError(f"local maps have {local_maps.shape[1]} channels, expected C + 1 = {num_classes + 1}")
+    maps = normalize_attention(local_maps.detach(), eps)
+    classes = maps[:, :num_classes] * labels[:, :, None, None].to(maps.dtype)
+    if background == "release":
+        back = maps[:, num_classes:]
+    elif background == "complement":
+        back = 1.0 - classes.amax(dim=1, keepdim=True) if num_classes else torch.ones_like(maps[:, :1])
+    else:
+        raise ValueError(f"unknown background mode {background!r}")
+    return keep_the_max(torch.cat([classes, back], dim=1))
+
+
+def shape_targets(
+    targets: torch.Tensor, saliency: torch.Tensor, threshold: float, form: str = "paper"
+) -> torch.Tensor:
+    """Shape transfer targets (Eq. 7).
+
+    ``targets`` (V, C+1, h, w) from :func:`attention_targets`; ``saliency`` (V, 1, h, w) in [0, 1], the
+    view's saliency crop resized (nearest) to the map. ``B = targets > threshold``; class channels get
+    ``B * S`` and the background channel ``B_bg * (1 - S)``.
+
+    - ``form="release"``: always that, even for a view whose saliency crop is empty (then every class
+      target is 0 and only the background survives); the release's threshold is 0.001.
+    - ``form="paper"``: Eq. 7 as written: a view with an empty saliency crop (``|S_i| = 0``) keeps its
+      plain attention target ``A_i`` instead; the paper's threshold is "e.g. 0.1".
+    """
+    if saliency.shape[1] != 1 or saliency.shape[2:] != targets.shape[2:] or saliency.shape[0] != targets.shape[0]:
+        raise ValueError(f"saliency {tuple(saliency.shape)} does not fit targets {tuple(targets.shape)}")
+    binary = (targets > threshold).to(targets.dtype)
+    shaped = torch.cat([binary[:, :-1] * saliency, binary[:, -1:] * (1.0 - saliency)], dim=1)
+    if form == "release":
+        return shaped
+    if form == "paper":
+        empty = saliency.flatten(1).sum(dim=1) == 0
+        return torch.where(empty[:, None, None, None], targets, shaped)
+    raise ValueError(f"unknown shape transfer form {form!r}")

@@ -1,0 +1,55 @@
+"""A classification network that produces class attention maps: backbone -> 1x1 head (C+1) -> PCM."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from l2g.models.backbones import build_backbone
+from l2g.models.pcm import PixelCorrelation
+
+
+@dataclass
+class NetOutput:
+    maps: torch.Tensor  # (B, C+1, h, w): class maps + background channel (last), incl. PCM when on
+    logits: torch.Tensor  # (B, C): global average pool of the C class channels of the head
+
+
+class AttentionNet(nn.Module):
+    """Backbone + dropout + 1x1 conv to C + 1 channels (no bias) + optional PCM.
+
+    The classification logits pool the head's C class channels before the PCM (the background channel,
+    last, takes part in no classification loss); the returned map is ``F + F_pcm`` with the PCM on.
+    """
+
+    def __init__(self, backbone: nn.Module, num_classes: int, pcm: PixelCorrelation | None = None,
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.num_classes = num_classes
+        self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
+        self.head = nn.Conv2d(backbone.out_channels, num_classes + 1, 1, bias=False)
+        self.pcm = pcm
+
+    def forward(self, images: torch.Tensor) -> NetOutput:
+        out = self.backbone(images)
+        cam = self.head(self.dropout(out.features))
+        logits = cam[:, : self.num_classes].mean(dim=(2, 3))
+        maps = cam + self.pcm(cam, images, out.intermediates) if self.pcm is not None else cam
+        return NetOutput(maps=maps, logits=logits)
+
+    def new_parameters(self) -> list[nn.Parameter]:
+        """Parameters not covered by pretrained weights (lr multiplier x10 / x20)."""
+        pretrained = {id(p) for p in self.backbone.pretrained_parameters()}
+        return [p for p in self.parameters() if id(p) not in pretrained]
+
+
+def build_attention_net(model_cfg, num_classes: int, backbone: nn.Module | None = None) -> AttentionNet:
+    """An AttentionNet from a ModelConfig; pass ``backbone`` to share one between two networks."""
+    backbone = backbone or build_backbone(model_cfg.backbone, model_cfg.width, model_cfg.pretrained)
+    pcm = None
+    if model_cfg.pcm:
+        pcm = PixelCorrelation(backbone.intermediate_channels, model_cfg.pcm_dims, model_cfg.pcm_out)
+    return AttentionNet(backbone, num_classes, pcm, model_cfg.dropout)
