@@ -6,6 +6,7 @@ silently train with a default.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import types
@@ -277,10 +278,8 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         return tuple(_coerce(a, v, where) for a, v in zip(args, value, strict=True))
     if hint is float:
         if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
-            try:
+            with contextlib.suppress(ValueError):
                 value = float(value)
-            except ValueError:
-                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)

@@ -1,0 +1,1 @@
+from l2g.cli import main; raise SystemExit(main())

@@ -1,0 +1,172 @@
+"""The ``l2g`` command: one subcommand per pipeline stage, plus the synthetic demo.
+
+Every stage reads files and writes files, so any stage can be rerun alone:
+
+    l2g synth      --out data/synth                       write the synthetic dataset (VOC layout)
+    l2g train      CONFIG --run runs/x [--set k=v ...]    train the classification stage
+    l2g cams       --run runs/x                           attention maps -> runs/x/cams/<id>.npy
+    l2g eval-cams  --run runs/x                           threshold sweep -> runs/x/sweep.json
+    l2g pseudo     --run runs/x                           pseudo masks -> runs/x/pseudo/<id>.png
+    l2g demo                                              all of the above for CAM/local/L2G/L2G+shape
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EPILOG = """examples:
+  l2g demo                                   # the synthetic benchmark, ~15 min on 2 CPU cores
+  l2g synth --out data/synth
+  l2g train synth --run runs/l2g_shape --set method.name=l2g_shape --set optim.epochs=4
+  l2g cams --run runs/l2g_shape
+  l2g eval-cams --run runs/l2g_shape
+  l2g pseudo --run runs/l2g_shape            # at the sweep's best threshold, or --threshold 0.25
+
+CONFIG is a YAML file or the name of a shipped preset (synth). --set overrides any key, e.g.
+--set optim.lr=1e-3 --set views.strategy=random. Unknown keys are errors.
+Note: the background threshold of pseudo labels (eval-cams/pseudo) is not the training-time
+shape threshold (method.shape_threshold)."""
+
+
+def _add_overrides(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set optim.epochs=2 (repeatable)")
+
+
+def _add_quiet(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="l2g", description="L2G: local-to-global attention transfer for weakly supervised segmentation.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("synth", help="write the synthetic dataset in PASCAL VOC layout",
+                       description="Write the embedded synthetic dataset (images, masks, saliency maps, "
+                                   "split lists, train_cls.txt-style class lists) in VOC layout.")
+    p.add_argument("--out", default="data/synth", help="dataset root to write (default: data/synth)")
+    p.add_argument("--train", type=int, default=360, help="number of training images (default: 360)")
+    p.add_argument("--val", type=int, default=60, help="number of validation images (default: 60)")
+    p.add_argument("--classes", type=int, default=6, help="number of foreground classes (default: 6, max 8)")
+    p.add_argument("--seed", type=int, default=0)
+    _add_quiet(p)
+
+    p = sub.add_parser("train", help="train the classification stage (CAM, local, L2G, L2G+shape)",
+                       description="Train from a YAML config into a run folder: config.yaml, "
+                                   "train_log.jsonl, checkpoints/last.pt (per epoch) and checkpoints/final.pt.",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", help="YAML config file or preset name (e.g. synth)")
+    p.add_argument("--run", required=True, help="run folder to write")
+    p.add_argument("--resume", action="store_true", help="continue from <run>/checkpoints/last.pt")
+    _add_overrides(p)
+    _add_quiet(p)
+
+    p = sub.add_parser("cams", help="infer attention maps with a trained run",
+                       description="Multi-scale + flip attention maps of a split, saved per image as "
+                                   "<run>/cams/<id>.npy: a dict {0-based class index: float32 HxW map in [0,1]} "
+                                   "for the image's labelled classes. Existing files are kept (resumable).")
+    p.add_argument("--run", required=True, help="run folder written by 'l2g train'")
+    p.add_argument("--split", help="split to infer (default: cams.split of the config)")
+    p.add_argument("--out", help="output folder (default: <run>/cams)")
+    _add_overrides(p)
+    _add_quiet(p)
+
+    p = sub.add_parser("eval-cams", help="sweep the background threshold over attention maps",
+                       description="Pseudo-label mIoU, per-class IoU, precision and recall for every "
+                                   "background threshold, in one pass over the maps -> <run>/sweep.json.")
+    p.add_argument("--run", required=True, help="run folder (its config and cams/ are used)")
+    p.add_argument("--cams", help="attention-map folder (default: <run>/cams)")
+    p.add_argument("--split", help="split with ground-truth masks (default: cams.split)")
+    p.add_argument("--out", help="output JSON (default: <run>/sweep.json)")
+    _add_overrides(p)
+    _add_quiet(p)
+
+    p = sub.add_parser("pseudo", help="write pseudo masks at a background threshold",
+                       description="Argmax over [threshold, class maps] -> palette PNGs (VOC colours).")
+    p.add_argument("--run", required=True, help="run folder")
+    p.add_argument("--threshold", type=float, help="background threshold (default: best of <run>/sweep.json)")
+    p.add_argument("--cams", help="attention-map folder (default: <run>/cams)")
+    p.add_argument("--split", help="split (default: cams.split)")
+    p.add_argument("--out", help="output folder (default: <run>/pseudo)")
+    _add_overrides(p)
+    _add_quiet(p)
+
+    p = sub.add_parser("demo", help="the synthetic benchmark: CAM vs local vs L2G vs L2G+shape",
+                       description="Generate the synthetic dataset if absent, train the four methods, infer "
+                                   "their maps, sweep thresholds, print a table and write an HTML report. "
+                                   "Finished steps are skipped, so an interrupted demo continues.")
+    p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
+    p.add_argument("--data", default="data/synth", help="synthetic dataset root (default: data/synth)")
+    p.add_argument("--config", default="synth", help="preset or YAML (default: synth)")
+    p.add_argument("--methods", default="cam,local,l2g,l2g_shape", help="comma-separated subset")
+    _add_overrides(p)
+    _add_quiet(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from l2g.config import ConfigError
+    from l2g.data.voc_layout import DatasetError
+
+    try:
+        return _dispatch(args)
+    except (ConfigError, DatasetError, FileNotFoundError, FileExistsError, ValueError) as error:
+        print(f"l2g {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    progress = not getattr(args, "quiet", False)
+    if args.command == "synth":
+        from l2g.data.synth import SynthSpec, write_dataset
+
+        spec = SynthSpec(num_classes=args.classes, train=args.train, val=args.val, seed=args.seed)
+        print(write_dataset(args.out, spec, progress=progress))
+        return 0
+    if args.command == "demo":
+        from l2g.stages.demo import run_demo
+
+        methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+        run_demo(args.out, args.data, args.config, methods, args.overrides, progress=progress)
+        return 0
+    if args.command == "train":
+        from l2g.config import load_config
+        from l2g.stages.train import train
+
+        print(train(load_config(args.config, args.overrides), args.run, args.resume, progress))
+        return 0
+
+    from l2g.stages.common import run_config
+
+    config = run_config(args.run, args.overrides)
+    run = Path(args.run)
+    if args.command == "cams":
+        from l2g.stages.cams import infer_cams
+
+        print(infer_cams(config, run, args.split, args.out, progress))
+    elif args.command == "eval-cams":
+        from l2g.stages.eval_cams import evaluate_cams
+
+        results = evaluate_cams(config, args.cams or run / "cams", args.out, args.split, progress)
+        best = results["best"]
+        print(f"best threshold {best['threshold']:.2f}: mIoU {100 * best['miou']:.1f}")
+        for name, iou in zip(results["class_names"], best["iou"], strict=True):
+            print(f"  {name:<14} {'-' if iou is None else f'{100 * iou:.1f}'}")
+    elif args.command == "pseudo":
+        from l2g.stages.pseudo import choose_threshold, write_pseudo_masks
+
+        if args.threshold is not None:
+            config.eval.threshold = args.threshold
+        threshold = choose_threshold(config, run / "sweep.json")
+        print(write_pseudo_masks(config, args.cams or run / "cams", args.out or run / "pseudo", threshold,
+                                 args.split, progress))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""Training samples of the classification stage: an augmented global view, its saliency, its labels
+and the boxes of its local views (sampled here so they belong to the data's random stream)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image, ImageEnhance
+from torch.utils.data import Dataset
+
+from l2g.config import Config
+from l2g.data.images import read_image, read_saliency
+from l2g.data.views import sample_view_boxes
+from l2g.data.voc_layout import Sample
+
+
+def color_jitter(image: Image.Image, jitter: tuple[float, float, float, float], rng) -> Image.Image:
+    """Brightness, contrast, saturation factors in [1 - j, 1 + j] and a hue shift in [-h, h], random order."""
+    brightness, contrast, saturation, hue = jitter
+    steps = [
+        (ImageEnhance.Brightness, brightness),
+        (ImageEnhance.Contrast, contrast),
+        (ImageEnhance.Color, saturation),
+    ]
+    for index in rng.permutation(len(steps) + 1):
+        if index < len(steps):
+            enhancer, amount = steps[index]
+            if amount > 0:
+                image = enhancer(image).enhance(rng.uniform(1 - amount, 1 + amount))
+        elif hue > 0:
+            h, s, v = image.convert("HSV").split()
+            shift = int(round(rng.uniform(-hue, hue) * 255))
+            h = h.point(lambda x, shift=shift: (x + shift) % 256)
+            image = Image.merge("HSV", (h, s, v)).convert("RGB")
+    return image
+
+
+def resize_short(array: np.ndarray, short: int, resample: int) -> np.ndarray:
+    h, w = array.shape[:2]
+    scale = short / min(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(array).resize(size, resample))
+
+
+def random_crop_box(height: int, width: int, size: int, rng) -> tuple[int, int]:
+    """Top-left corner of a size x size crop; negative offsets mean the view is padded."""
+    top = int(rng.integers(0, height - size + 1)) if height >= size else -int(rng.integers(0, size - height + 1))
+    left = int(rng.integers(0, width - size + 1)) if width >= size else -int(rng.integers(0, size - width + 1))
+    return top, left
+
+
+def crop_pad(array: np.ndarray, top: int, left: int, size: int) -> np.ndarray:
+    """A size x size crop at (top, left), zero-padded where it leaves the array."""
+    out = np.zeros((size, size, *array.shape[2:]), dtype=array.dtype)
+    y0, x0 = max(top, 0), max(left, 0)
+    y1, x1 = min(top + size, array.shape[0]), min(left + size, array.shape[1])
+    out[y0 - top : y1 - top, x0 - left : x1 - left] = array[y0:y1, x0:x1]
+    return out
+
+
+def normalize(image: np.ndarray, mean, std) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (3, H, W) float tensor normalised with mean/std given in [0, 1] units."""
+    tensor = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).float() / 255.0
+    return (tensor - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
+
+
+def multi_hot(labels: tuple[int, ...], num_classes: int) -> torch.Tensor:
+    vector = torch.zeros(num_classes)
+    vector[list(labels)] = 1.0
+    return vector
+
+
+class ClassificationDataset(Dataset):
+    """Global views for training: resize short side, random crop, flip, colour jitter, normalise."""
+
+    def __init__(self, samples: list[Sample], config: Config, use_saliency: bool, seed: int = 0) -> None:
+        self.samples = samples
+        self.config = config
+        self.use_saliency = use_saliency
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict:
+        data, views = self.config.data, self.config.views
+        rng = np.random.default_rng([self.seed, self.epoch, index])  # reproducible whatever the workers
+        sample = self.samples[index]
+        image = read_image(sample.image_path)
+        saliency = None
+        if self.use_saliency:
+            saliency = (read_saliency(sample.saliency_path, image.shape[:2]) * 255).astype(np.uint8)
+        image = resize_short(image, data.resize_short, Image.BILINEAR)
+        top, left = random_crop_box(image.shape[0], image.shape[1], data.global_size, rng)
+        flip = data.flip and rng.random() < 0.5
+        view = Image.fromarray(crop_pad(image, top, left, data.global_size))
+        if flip:
+            view = view.transpose(Image.FLIP_LEFT_RIGHT)
+        view = np.asarray(color_jitter(view, data.jitter, rng))
+        item = {
+            "image": normalize(view, data.mean, data.std),
+            "labels": multi_hot(sample.labels, data.num_classes),
+            "boxes": torch.from_numpy(
+                sample_view_boxes((data.global_size,) * 2, views.patch_size, views.n, views.strategy, rng,
+                                  views.grid_stride)
+            ),
+            "index": index,
+        }
+        if saliency is not None:
+            saliency = resize_short(saliency, data.resize_short, Image.BILINEAR)
+            saliency = crop_pad(saliency, top, left, data.global_size).astype(np.float32)
+            if flip:
+                saliency = saliency[:, ::-1]
+            saliency = saliency / (saliency.max() + 1e-10)  # the release's per-view max normalisation
+            item["saliency"] = torch.from_numpy(np.ascontiguousarray(saliency))[None]
+        return item

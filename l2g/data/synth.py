@@ -1,0 +1,167 @@
+"""The embedded synthetic benchmark: a seeded generator writing a small dataset in PASCAL VOC layout.
+
+What it models (the phenomenon the paper is about):
+- every object has a large BODY and a small PART (a "head") at its rim. The part is highly
+  discriminative: a saturated colour and a bright ring unique to the class. The body is weakly
+  discriminative: a low-contrast stripe texture whose hue and orientation depend on the class, with
+  noise. A whole-image classifier can label every image from the part alone, so its CAM covers
+  mostly parts; a view that misses the part still carries the label, so the body has to be learnt.
+- distractors in the background: blobs with the same kind of stripe texture but a random hue and
+  orientation, belonging to no class.
+- multi-label images (1-3 objects of distinct classes).
+- a simulated class-agnostic saliency detector, imperfect on purpose: soft and jittered boundaries,
+  objects missed, distractors detected, a few empty maps.
+
+Nothing here knows about the method; the parameters are fixed a priori, not tuned to any result.
+"""
+
+from __future__ import annotations
+
+import colorsys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from l2g.data.palette import save_mask
+
+CLASS_NAMES = ("ant", "bee", "crab", "duck", "eel", "frog", "gnu", "hare")
+
+
+@dataclass
+class SynthSpec:
+    num_classes: int = 6
+    train: int = 360
+    val: int = 60
+    min_side: int = 112
+    max_side: int = 160
+    seed: int = 0
+    jpeg_quality: int = 92
+    miss_rate: float = 0.12  # saliency misses an object
+    distractor_hit_rate: float = 0.35  # saliency fires on a distractor
+    empty_rate: float = 0.04  # saliency map empty
+
+
+def class_style(c: int, num_classes: int) -> dict:
+    """Fixed per-class appearance: body hue and stripe angle spread evenly, a part colour and ring."""
+    body_hue = (c / num_classes + 0.07) % 1.0
+    return {
+        "body_hue": body_hue,
+        "angle": np.pi * c / num_classes,
+        "part_rgb": np.array(colorsys.hsv_to_rgb((c / num_classes + 0.5) % 1.0, 1.0, 1.0)) * 255,
+        "ring_rgb": np.array([255.0, 255.0, 255.0]) if c % 2 == 0 else np.array([20.0, 20.0, 20.0]),
+    }
+
+
+def _blob(h: int, w: int, cy: float, cx: float, ry: float, rx: float, rot: float, rng) -> np.ndarray:
+    """A boolean ellipse with a wobbly outline."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    dy, dx = yy - cy, xx - cx
+    u = dx * np.cos(rot) + dy * np.sin(rot)
+    v = -dx * np.sin(rot) + dy * np.cos(rot)
+    theta = np.arctan2(v, u)
+    wobble = 1 + 0.12 * np.sin(3 * theta + rng.uniform(0, 6.28)) + 0.06 * np.sin(5 * theta + rng.uniform(0, 6.28))
+    return (u / rx) ** 2 + (v / ry) ** 2 <= wobble**2
+
+
+def _stripes(h: int, w: int, hue: float, angle: float, rng, contrast: float = 0.18) -> np.ndarray:
+    """A noisy low-contrast stripe texture of one hue, (h, w, 3) float in [0, 255]."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    period = rng.uniform(6.0, 9.0)
+    wave = np.sin((xx * np.cos(angle) + yy * np.sin(angle)) * 2 * np.pi / period + rng.uniform(0, 6.28))
+    sat, val = rng.uniform(0.25, 0.45), rng.uniform(0.5, 0.7)
+    base = np.array(colorsys.hsv_to_rgb(hue % 1.0, sat, val)) * 255
+    texture = base[None, None] * (1 + contrast * wave[..., None])
+    return texture + rng.normal(0, 10, (h, w, 3))
+
+
+def _background(h: int, w: int, rng) -> np.ndarray:
+    low = rng.uniform(60, 170, (3, 3, 3)).astype(np.uint8)
+    smooth = np.asarray(Image.fromarray(low).resize((w, h), Image.BICUBIC), dtype=np.float32)
+    return smooth + rng.normal(0, 12, (h, w, 3))
+
+
+def render(spec: SynthSpec, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+    """One sample: RGB uint8 image, uint8 label mask, uint8 saliency map, sorted 0-based classes."""
+    h, w = (int(v) for v in rng.integers(spec.min_side, spec.max_side + 1, 2))
+    image = _background(h, w, rng)
+    mask = np.zeros((h, w), np.uint8)
+    salient = np.zeros((h, w), np.float32)
+    side = min(h, w)
+    # Distractors first (behind the objects).
+    for _ in range(int(rng.integers(1, 4))):
+        r = side * rng.uniform(0.10, 0.2)
+        blob = _blob(h, w, rng.uniform(0, h), rng.uniform(0, w), r, r * rng.uniform(0.6, 1.0), rng.uniform(0, 3.14), rng)
+        image[blob] = _stripes(h, w, rng.uniform(0, 1), rng.uniform(0, np.pi), rng)[blob]
+        if rng.random() < spec.distractor_hit_rate:
+            salient[blob] = 1.0
+    count = int(rng.choice([1, 2, 3], p=[0.45, 0.4, 0.15]))
+    classes = sorted(rng.choice(spec.num_classes, size=count, replace=False).tolist())
+    for c in rng.permutation(classes):
+        style = class_style(int(c), spec.num_classes)
+        ry = side * rng.uniform(0.18, 0.30)
+        rx = ry * rng.uniform(0.55, 0.9)
+        cy, cx = rng.uniform(ry, h - ry), rng.uniform(rx, w - rx)
+        rot = rng.uniform(0, np.pi)
+        body = _blob(h, w, cy, cx, ry, rx, rot, rng)
+        texture = _stripes(h, w, style["body_hue"] + rng.normal(0, 0.03), style["angle"] + rng.normal(0, 0.15), rng)
+        # The part sits on the rim of the body, along its long axis.
+        sign = rng.choice([-1.0, 1.0])
+        py, px = cy + sign * 0.85 * ry * np.cos(rot), cx - sign * 0.85 * ry * np.sin(rot)
+        pr = ry * rng.uniform(0.28, 0.36)
+        yy, xx = np.mgrid[0:h, 0:w]
+        dist = np.sqrt((yy - py) ** 2 + (xx - px) ** 2)
+        part = dist <= pr
+        ring = part & (dist >= pr * 0.55) & (dist <= pr * 0.75)
+        image[body] = texture[body]
+        image[part] = style["part_rgb"] + rng.normal(0, 8, (int(part.sum()), 3))
+        image[ring] = style["ring_rgb"]
+        region = body | part
+        mask[region] = int(c) + 1
+        if rng.random() >= spec.miss_rate:
+            salient[region] = 1.0
+        else:
+            salient[region] = 0.0
+    saliency = _imperfect_saliency(salient, rng, spec.empty_rate)
+    return np.clip(image, 0, 255).astype(np.uint8), mask, saliency, classes
+
+
+def _imperfect_saliency(salient: np.ndarray, rng, empty_rate: float) -> np.ndarray:
+    """Soft, slightly wrong boundaries like a real detector's; sometimes nothing at all."""
+    if rng.random() < empty_rate:
+        return np.zeros_like(salient, dtype=np.uint8)
+    picture = Image.fromarray((salient * 255).astype(np.uint8))
+    size = int(rng.choice([3, 5]))
+    picture = picture.filter(ImageFilter.MaxFilter(size) if rng.random() < 0.5 else ImageFilter.MinFilter(size))
+    picture = picture.filter(ImageFilter.GaussianBlur(rng.uniform(1.0, 2.0)))
+    return np.asarray(picture, dtype=np.uint8)
+
+
+def write_dataset(root: str | Path, spec: SynthSpec | None = None, progress: bool = True) -> Path:
+    """Write the dataset under ``root`` in VOC layout (train and val splits). Returns the root."""
+    from tqdm import tqdm
+
+    spec = spec or SynthSpec()
+    if spec.num_classes > len(CLASS_NAMES):
+        raise ValueError(f"the generator has {len(CLASS_NAMES)} class styles, asked for {spec.num_classes}")
+    root = Path(root)
+    for folder in ("JPEGImages", "SegmentationClassAug", "saliency", "ImageSets/Segmentation"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    (root / "classes.txt").write_text("\n".join(CLASS_NAMES[: spec.num_classes]) + "\n")
+    rng = np.random.default_rng(spec.seed)
+    for split, count in (("train", spec.train), ("val", spec.val)):
+        ids, lines = [], []
+        for index in tqdm(range(count), desc=f"synth {split}", disable=not progress):
+            image_id = f"{split}_{index:05d}"
+            image, mask, saliency, classes = render(spec, rng)
+            Image.fromarray(image).save(root / "JPEGImages" / f"{image_id}.jpg", quality=spec.jpeg_quality)
+            save_mask(root / "SegmentationClassAug" / f"{image_id}.png", mask)
+            Image.fromarray(saliency).save(root / "saliency" / f"{image_id}.png")
+            ids.append(image_id)
+            lines.append(" ".join([image_id, *map(str, classes)]))
+        sets = root / "ImageSets" / "Segmentation"
+        (sets / f"{split}.txt").write_text("\n".join(ids) + "\n")
+        (sets / f"{split}_cls.txt").write_text("\n".join(lines) + "\n")
+    (root / "COMPLETE").write_text(f"{spec}\n")  # written last: the dataset is whole
+    return root

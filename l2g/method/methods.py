@@ -1,0 +1,119 @@
+"""The four training methods behind one small base class: what networks they train, what loss one
+batch gives, and which network produces attention maps at test time.
+
+- ``cam``: one network, classification loss on the global view (Eq. 1) — the CAM baseline.
+- ``local``: the local network alone, classification loss on the local views (Eq. 4); its maps are
+  used at test time.
+- ``l2g``: local network (Eq. 4) teaching a global network by attention transfer (Eq. 6).
+- ``l2g_shape``: the same with shape transfer (Eq. 7) from saliency maps.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from l2g.config import Config
+from l2g.data.views import crop_resize_nearest, crop_views
+from l2g.method.losses import attention_transfer_loss, classification_loss
+from l2g.method.roi import cut_global_map
+from l2g.method.targets import attention_targets, shape_targets
+from l2g.models.attention_net import AttentionNet, build_attention_net
+from l2g.models.backbones import build_backbone
+
+
+class Method(nn.Module):
+    """Networks + the loss of one batch. Subclasses name the network used for inference."""
+
+    uses_saliency = False
+
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        self.config = config
+        self.num_classes = config.data.num_classes
+
+    def losses(self, batch: dict) -> dict[str, torch.Tensor]:
+        """A dict whose ``"loss"`` entry is optimised; the other entries are logged."""
+        raise NotImplementedError
+
+    def inference_net(self) -> AttentionNet:
+        raise NotImplementedError
+
+
+class CamMethod(Method):
+    def __init__(self, config: Config) -> None:
+        super().__init__(config)
+        self.net = build_attention_net(config.model, self.num_classes)
+
+    def losses(self, batch: dict) -> dict[str, torch.Tensor]:
+        loss = classification_loss(self.net(batch["image"]).logits, batch["labels"])
+        return {"loss": loss, "loss_cls": loss.detach()}
+
+    def inference_net(self) -> AttentionNet:
+        return self.net
+
+
+class LocalMethod(Method):
+    def __init__(self, config: Config) -> None:
+        super().__init__(config)
+        self.local = build_attention_net(config.model, self.num_classes)
+
+    def local_forward(self, batch: dict):
+        views = crop_views(batch["image"], batch["boxes"])
+        labels = batch["labels"].repeat_interleave(batch["boxes"].shape[1], dim=0)
+        out = self.local(views)
+        return out, labels, classification_loss(out.logits, labels)
+
+    def losses(self, batch: dict) -> dict[str, torch.Tensor]:
+        _, _, loss = self.local_forward(batch)
+        return {"loss": loss, "loss_cls": loss.detach()}
+
+    def inference_net(self) -> AttentionNet:
+        return self.local
+
+
+class L2GMethod(LocalMethod):
+    def __init__(self, config: Config) -> None:
+        super().__init__(config)
+        shared = self.local.backbone if config.model.shared_backbone else None
+        self.global_net = build_attention_net(config.model, self.num_classes, backbone=shared)
+        self.shape = config.method.name == "l2g_shape"
+        self.uses_saliency = self.shape
+
+    def losses(self, batch: dict) -> dict[str, torch.Tensor]:
+        method = self.config.method
+        local_out, labels, loss_cls = self.local_forward(batch)
+        targets = attention_targets(local_out.maps, labels, method.background)
+        size = tuple(targets.shape[2:])
+        if self.shape:
+            saliency = crop_resize_nearest(batch["saliency"], batch["boxes"], size)
+            targets = shape_targets(targets, saliency, self.config.shape_threshold, method.shape_form)
+        global_out = self.global_net(batch["image"])
+        stride = self.global_net.backbone.stride
+        crops = cut_global_map(global_out.maps, batch["boxes"], size, stride)
+        loss_kt = attention_transfer_loss(crops, targets)
+        loss_cls_global = classification_loss(global_out.logits, batch["labels"])
+        loss = loss_cls + method.lam * loss_kt
+        if method.global_cls_weight:
+            loss = loss + method.global_cls_weight * loss_cls_global
+        return {
+            "loss": loss,
+            "loss_cls": loss_cls.detach(),
+            "loss_kt": loss_kt.detach(),
+            "loss_cls_global": loss_cls_global.detach(),  # logged, not trained (paper Sec. 4.2)
+        }
+
+    def inference_net(self) -> AttentionNet:
+        return self.global_net
+
+
+def build_method(config: Config) -> Method:
+    name = config.method.name
+    if name == "cam":
+        return CamMethod(config)
+    if name == "local":
+        return LocalMethod(config)
+    return L2GMethod(config)
+
+
+__all__ = ["Method", "CamMethod", "LocalMethod", "L2GMethod", "build_method", "build_backbone"]

@@ -1,0 +1,41 @@
+"""Stage 4: pseudo masks (palette PNGs, VOC colours) from attention maps at one background threshold."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from l2g.config import Config
+from l2g.data.palette import save_mask
+from l2g.evaluation.sweep import pseudo_label
+from l2g.stages.cams import load_cams
+from l2g.stages.common import split_samples
+from l2g.stages.eval_cams import stack_maps
+
+
+def choose_threshold(config: Config, sweep_path: str | Path) -> float:
+    """The configured threshold, else the best one of the sweep."""
+    if config.eval.threshold is not None:
+        return config.eval.threshold
+    path = Path(sweep_path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no sweep found; run 'l2g eval-cams' or give --threshold")
+    return float(json.loads(path.read_text())["best"]["threshold"])
+
+
+def write_pseudo_masks(config: Config, cams_dir: str | Path, out_dir: str | Path, threshold: float,
+                       split: str | None = None, progress: bool = True) -> Path:
+    cams_dir, out_dir = Path(cams_dir), Path(out_dir)
+    samples = split_samples(config, split or config.cams.split)
+    for sample in tqdm(samples, desc=f"pseudo @ {threshold:.2f}", disable=not progress):
+        cams = load_cams(cams_dir / f"{sample.image_id}.npy")
+        maps, labels = stack_maps(cams)
+        if maps.size == 0:
+            from l2g.data.images import read_image
+
+            maps = np.zeros((0, *read_image(sample.image_path).shape[:2]), np.float32)
+        save_mask(out_dir / f"{sample.image_id}.png", pseudo_label(maps, labels, threshold))
+    return out_dir
