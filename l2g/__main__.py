@@ -1,1 +1,3 @@
-from l2g.cli import main; raise SystemExit(main())
+from l2g.cli import main
+
+raise SystemExit(main())

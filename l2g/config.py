@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -96,6 +97,9 @@ class CamsConfig:
     scales: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0)
     flip: bool = True
     upsample: str = "bicubic"  # release: bicubic
+    # Which output becomes the attention map: "logits" (release: raw scores F), "softmax" (G, Eq. 5), or
+    # "auto": softmax for networks trained by attention transfer (l2g, l2g_shape), logits otherwise.
+    source: str = "auto"
 
 
 @dataclass
@@ -126,6 +130,7 @@ class Config:
         _choice("method.shape_form", self.method.shape_form, ("release", "paper"))
         _choice("views.strategy", self.views.strategy, VIEW_STRATEGIES)
         _choice("optim.schedule", self.optim.schedule, ("step", "poly"))
+        _choice("cams.source", self.cams.source, ("auto", "logits", "softmax"))
         _choice("cams.upsample", self.cams.upsample, ("bicubic", "bilinear"))
         _choice("data.check_images", self.data.check_images, ("exists", "decode"))
         _choice("device", self.device, ("auto", "cpu", "cuda"))
@@ -145,6 +150,12 @@ class Config:
         if not self.cams.scales:
             raise ConfigError("cams.scales must list at least one scale")
         return self
+
+    @property
+    def cams_use_softmax(self) -> bool:
+        if self.cams.source == "auto":
+            return self.method.name in ("l2g", "l2g_shape")
+        return self.cams.source == "softmax"
 
     @property
     def shape_threshold(self) -> float:
@@ -253,7 +264,7 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     """Check ``value`` against type ``hint``, converting only where it is lossless (int -> float, list -> tuple)."""
     origin = typing.get_origin(hint)
     if dataclasses.is_dataclass(hint):
-        return from_dict(hint, value, where)
+        return from_dict(hint, {} if value is None else value, where)  # a section with every key commented out
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(hint)
         if value is None and type(None) in options:
@@ -280,8 +291,8 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
             with contextlib.suppress(ValueError):
                 value = float(value)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):

@@ -92,7 +92,8 @@ def render(spec: SynthSpec, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
     # Distractors first (behind the objects).
     for _ in range(int(rng.integers(1, 4))):
         r = side * rng.uniform(0.10, 0.2)
-        blob = _blob(h, w, rng.uniform(0, h), rng.uniform(0, w), r, r * rng.uniform(0.6, 1.0), rng.uniform(0, 3.14), rng)
+        cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+        blob = _blob(h, w, cy, cx, r, r * rng.uniform(0.6, 1.0), rng.uniform(0, 3.14), rng)
         image[blob] = _stripes(h, w, rng.uniform(0, 1), rng.uniform(0, np.pi), rng)[blob]
         if rng.random() < spec.distractor_hit_rate:
             salient[blob] = 1.0

@@ -19,7 +19,9 @@ class PixelCorrelation(nn.Module):
         self.project_b = nn.Conv2d(in_channels[1], dims[1], 1, bias=False)
         self.embed = nn.Conv2d(3 + dims[0] + dims[1], out_dim, 1, bias=False)
 
-    def forward(self, cam: torch.Tensor, images: torch.Tensor, feats: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def forward(
+        self, cam: torch.Tensor, images: torch.Tensor, feats: tuple[torch.Tensor, torch.Tensor]
+    ) -> torch.Tensor:
         batch, channels, height, width = cam.shape
         small = F.interpolate(images, size=(height, width), mode="bilinear", align_corners=True)
         # Features are detached as in SEAM: the PCM learns its embedding without reshaping the backbone.

@@ -25,7 +25,12 @@ from l2g.stages.common import pick_device, set_threads, split_samples
 def load_inference_net(config: Config, checkpoint: str | Path, device: torch.device):
     method = build_method(config)
     net = method.inference_net()
-    state = torch.load(checkpoint, map_location=device, weights_only=True)
+    if not Path(checkpoint).exists():
+        raise FileNotFoundError(f"{checkpoint}: no trained network (run 'l2g train' to finish first)")
+    try:
+        state = torch.load(checkpoint, map_location=device, weights_only=True)
+    except Exception as error:  # truncated or corrupted file: unpickling can raise many types
+        raise ValueError(f"{checkpoint}: unreadable checkpoint ({type(error).__name__}: {error})") from error
     try:
         net.load_state_dict(state["model"])
     except RuntimeError as error:
@@ -48,7 +53,8 @@ def infer_cams(config: Config, run_dir: str | Path, split: str | None = None, ou
         if target.exists():
             continue  # resumable: maps already written are kept
         image = normalize(read_image(sample.image_path), config.data.mean, config.data.std).to(device)
-        maps = multiscale_maps(net, image, config.cams.scales, config.cams.flip, config.cams.upsample)
+        maps = multiscale_maps(net, image, config.cams.scales, config.cams.flip, config.cams.upsample,
+                              config.cams_use_softmax)
         tmp = out_dir / f"{sample.image_id}.tmp.npy"
         np.save(tmp, class_attention(maps, sample.labels), allow_pickle=True)
         os.replace(tmp, target)

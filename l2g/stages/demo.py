@@ -40,6 +40,11 @@ def demo_config(method: str, data_root: str, preset: str, overrides: list[str]) 
 def run_demo(out: str | Path = "runs/demo", data_root: str | Path = "data/synth", preset: str = "synth",
              methods: tuple[str, ...] = tuple(METHOD_TITLES), overrides: list[str] | None = None,
              synth: SynthSpec | None = None, progress: bool = True) -> list[DemoRow]:
+    if not methods:
+        raise ValueError("demo: no method given (choose from " + ", ".join(METHOD_TITLES) + ")")
+    unknown = [m for m in methods if m not in METHOD_TITLES]
+    if unknown:
+        raise ValueError(f"demo: unknown method(s) {unknown} (choose from {', '.join(METHOD_TITLES)})")
     out, data_root = Path(out), Path(data_root)
     if not (data_root / "COMPLETE").exists():
         print(f"writing the synthetic dataset to {data_root}")

@@ -27,8 +27,10 @@ def train(config: Config, run_dir: str | Path, resume: bool = False, progress: b
     """Train and return the path of the final checkpoint."""
     run_dir = Path(run_dir)
     final = run_dir / "checkpoints" / "final.pt"
-    if final.exists() and not resume:
-        raise FileExistsError(f"{final} exists: this run is finished (use another --run, or --resume)")
+    if final.exists():
+        if not resume:
+            raise FileExistsError(f"{final} exists: this run is finished (use another --run)")
+        return final  # resuming a finished run has nothing left to do
     set_threads(config)
     seed_everything(config.seed)
     device = pick_device(config)
@@ -44,13 +46,14 @@ def train(config: Config, run_dir: str | Path, resume: bool = False, progress: b
     pretrained = [p for m in method.modules() if hasattr(m, "pretrained_parameters")
                   for p in m.pretrained_parameters()]
     optimizer = build_optimizer(method, pretrained, config.optim)
-    start_epoch = 0
+    start_epoch, previous_seconds = 0, 0.0
     last = run_dir / "checkpoints" / "last.pt"
     if resume and last.exists():
         state = torch.load(last, map_location=device, weights_only=True)
         method.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch = state["epoch"] + 1
+        previous_seconds = float(state.get("seconds", 0.0))
         generator.set_state(state["generator"])
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / "config.yaml")
@@ -81,16 +84,18 @@ def train(config: Config, run_dir: str | Path, resume: bool = False, progress: b
                 log.flush()
                 bar.set_postfix_str(_fmt(losses))
         _save(last, {"model": method.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                     "generator": generator.get_state()})
+                     "generator": generator.get_state(), "seconds": previous_seconds + time.time() - started})
     log.close()
     _save(final, {"model": method.inference_net().state_dict(), "method": config.method.name})
-    write_json(run_dir / "train_metrics.json", {"minutes": (time.time() - started) / 60, "iterations": total,
-                                               "images": len(samples), "device": str(device)})
+    minutes = (previous_seconds + time.time() - started) / 60
+    write_json(run_dir / "train_metrics.json",
+               {"minutes": minutes, "iterations": total, "images": len(samples), "device": str(device)})
     return final
 
 
 def _fmt(losses: dict) -> str:
-    return " ".join(f"{k}={float(v):.4f}" if math.isfinite(float(v)) else f"{k}={float(v)}" for k, v in losses.items())
+    values = {k: float(v.detach()) for k, v in losses.items()}
+    return " ".join(f"{k}={v:.4f}" if math.isfinite(v) else f"{k}={v}" for k, v in values.items())
 
 
 def _save(path: Path, payload: dict) -> None:

@@ -1,0 +1,20 @@
+"""Shared fixtures: a tiny synthetic dataset in VOC layout, generated once per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from l2g.data.synth import SynthSpec, write_dataset
+
+TINY_SPEC = SynthSpec(num_classes=3, train=8, val=4, min_side=40, max_side=56)
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Root of a tiny synthetic dataset (3 classes, 8 train + 4 val images of 40-56 px).
+
+    Shared by the whole session: tests must treat it as read-only (copy it to break it).
+    """
+    return write_dataset(tmp_path_factory.mktemp("tiny") / "synth", TINY_SPEC, progress=False)

@@ -1,0 +1,328 @@
+"""End-to-end tests of the ``l2g`` command on a tiny synthetic dataset (see conftest.py).
+
+Stages run in-process through ``l2g.cli.main``; only ``--help`` goes through the installed console
+script. Training is shrunk with ``--set`` overrides to a few seconds per run on one CPU thread.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from l2g.cli import main
+
+METHODS = ("cam", "local", "l2g", "l2g_shape")
+
+# The one list of overrides that makes every stage tiny (data.root is added separately: demo sets it).
+TINY_SETTINGS = [
+    "data.num_classes=3",
+    "data.resize_short=40",
+    "data.global_size=32",
+    "views.patch_size=24",
+    "optim.epochs=1",
+    "optim.batch_size=4",
+    "model.width=4",
+    "cams.scales=[1.0]",
+    "threads=1",
+]
+
+
+def tiny_set(root: Path | None = None) -> list[str]:
+    """``--set`` arguments of TINY_SETTINGS, plus ``data.root`` when given."""
+    settings = [*TINY_SETTINGS, *([f"data.root={root}"] if root is not None else [])]
+    return [arg for setting in settings for arg in ("--set", setting)]
+
+
+def run_cli(capsys: pytest.CaptureFixture, *argv: object) -> tuple[int, str, str]:
+    """``main(argv)`` in-process: (exit code, stdout, stderr)."""
+    capsys.readouterr()  # drop whatever was printed before
+    code = main([str(arg) for arg in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def train_cli(capsys, root: Path, run: Path, method: str, *extra: str) -> tuple[int, str, str]:
+    return run_cli(capsys, "train", "synth", "--run", run, "--set", f"method.name={method}", *tiny_set(root),
+                   *extra, "--quiet")
+
+
+def read_labels(cls_file: Path) -> dict[str, set[int]]:
+    """{image id: class ids} of a ``train_cls.txt``-style file."""
+    labels = {}
+    for line in cls_file.read_text().splitlines():
+        if line.strip():
+            image_id, *classes = line.split()
+            labels[image_id] = {int(c) for c in classes}
+    return labels
+
+
+def train_labels(root: Path) -> dict[str, set[int]]:
+    return read_labels(root / "ImageSets" / "Segmentation" / "train_cls.txt")
+
+
+def image_size(root: Path, image_id: str) -> tuple[int, int]:
+    """(H, W) of a dataset image."""
+    with Image.open(root / "JPEGImages" / f"{image_id}.jpg") as image:
+        return image.height, image.width
+
+
+def copy_dataset(root: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "data"
+    shutil.copytree(root, copy)
+    return copy
+
+
+# --- synth ---------------------------------------------------------------------------------------
+
+
+def test_synth_writes_voc_layout(tmp_path, capsys):
+    out = tmp_path / "synth"
+    code, stdout, _ = run_cli(capsys, "synth", "--out", out, "--train", 5, "--val", 2, "--classes", 3, "--quiet")
+    assert code == 0
+    assert str(out) in stdout
+    assert (out / "COMPLETE").is_file()
+    assert len(list((out / "JPEGImages").glob("*.jpg"))) == 7
+    assert len(list((out / "SegmentationClassAug").glob("*.png"))) == 7
+    assert len(list((out / "saliency").glob("*.png"))) == 7
+    assert (out / "classes.txt").read_text().split() == ["ant", "bee", "crab"]
+    sets = out / "ImageSets" / "Segmentation"
+    for split, count in (("train", 5), ("val", 2)):
+        ids = sets.joinpath(f"{split}.txt").read_text().split()
+        assert len(ids) == count
+        labels = read_labels(sets / f"{split}_cls.txt")
+        assert list(labels) == ids
+        for image_id, classes in labels.items():
+            assert classes, image_id
+            assert classes <= {0, 1, 2}, image_id
+            assert (out / "JPEGImages" / f"{image_id}.jpg").is_file()
+            assert (out / "SegmentationClassAug" / f"{image_id}.png").is_file()
+            assert (out / "saliency" / f"{image_id}.png").is_file()
+
+
+# --- the pipeline, per method ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_pipeline(method, tiny_root, tmp_path, capsys):
+    run = tmp_path / method
+    labels = train_labels(tiny_root)
+
+    code, stdout, err = train_cli(capsys, tiny_root, run, method)
+    assert code == 0, err
+    assert "final.pt" in stdout
+    assert (run / "config.yaml").is_file()
+    assert (run / "checkpoints" / "final.pt").is_file()
+    records = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    assert records
+    assert all(math.isfinite(record["loss"]) for record in records)
+
+    # cams: one dict per train image, keyed by exactly its labels, maps at its size in [0, 1]
+    code, _, err = run_cli(capsys, "cams", "--run", run, "--quiet")
+    assert code == 0, err
+    cams_dir = run / "cams"
+    assert sorted(p.stem for p in cams_dir.glob("*.npy")) == sorted(labels)
+    for image_id, classes in labels.items():
+        cams = np.load(cams_dir / f"{image_id}.npy", allow_pickle=True).item()
+        assert set(cams) == classes, image_id
+        for key, cam in cams.items():
+            assert cam.shape == image_size(tiny_root, image_id), (image_id, key)
+            assert np.isfinite(cam).all()
+            assert cam.min() >= 0 and cam.max() <= 1 + 1e-6, (image_id, key)
+            assert cam.max() == pytest.approx(1.0, abs=1e-5) or cam.max() == 0, (image_id, key)
+
+    # eval-cams: a sweep with a best threshold
+    code, stdout, err = run_cli(capsys, "eval-cams", "--run", run, "--quiet")
+    assert code == 0, err
+    assert "best threshold" in stdout
+    sweep = json.loads((run / "sweep.json").read_text())
+    best = sweep["best"]
+    assert best["threshold"] in sweep["thresholds"]
+    assert 0 <= best["miou"] <= 1
+    assert sweep["images"] == len(labels)
+
+    # pseudo masks at the best threshold: palette PNGs holding background and the image's classes only
+    code, _, err = run_cli(capsys, "pseudo", "--run", run, "--quiet")
+    assert code == 0, err
+    pseudo_dir = run / "pseudo"
+    assert sorted(p.stem for p in pseudo_dir.glob("*.png")) == sorted(labels)
+    for image_id, classes in labels.items():
+        with Image.open(pseudo_dir / f"{image_id}.png") as picture:
+            assert picture.mode == "P"
+            mask = np.array(picture)
+        assert mask.shape == image_size(tiny_root, image_id)
+        assert set(np.unique(mask).tolist()) <= {0, *(c + 1 for c in classes)}, image_id
+
+    # no map exceeds 1.0, and ties go to background: all masks are background
+    code, _, err = run_cli(capsys, "pseudo", "--run", run, "--threshold", "1.0", "--quiet")
+    assert code == 0, err
+    for image_id in labels:
+        with Image.open(pseudo_dir / f"{image_id}.png") as picture:
+            assert not np.array(picture).any(), image_id
+
+
+# --- usage errors --------------------------------------------------------------------------------
+
+
+def test_train_into_finished_run_is_refused(tiny_root, tmp_path, capsys):
+    run = tmp_path / "run"
+    code, _, err = train_cli(capsys, tiny_root, run, "cam")
+    assert code == 0, err
+    final = run / "checkpoints" / "final.pt"
+    mtime = final.stat().st_mtime_ns
+    code, _, err = train_cli(capsys, tiny_root, run, "cam")
+    assert code == 2
+    assert "exists" in err
+    assert str(final) in err
+    assert final.stat().st_mtime_ns == mtime
+
+
+def test_unknown_override_key_suggests(tiny_root, tmp_path, capsys):
+    run = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", "synth", "--run", run, "--set", "method.nme=l2g", *tiny_set(tiny_root),
+                           "--quiet")
+    assert code == 2
+    assert "did you mean" in err
+    assert "'name'" in err
+    assert not run.exists()
+
+
+def test_unknown_yaml_key_is_an_error(tiny_root, tmp_path, capsys):
+    config = tmp_path / "bad.yaml"
+    config.write_text(f"data:\n  root: {tiny_root}\n  num_classes: 3\noptim:\n  epoch: 1\n")
+    code, _, err = run_cli(capsys, "train", config, "--run", tmp_path / "run", "--quiet")
+    assert code == 2
+    assert "unknown key 'epoch'" in err
+    assert str(config) in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_cams_without_run_config(tmp_path, capsys):
+    folder = tmp_path / "not_a_run"
+    folder.mkdir()
+    code, _, err = run_cli(capsys, "cams", "--run", folder, "--quiet")
+    assert code == 2
+    assert str(folder / "config.yaml") in err
+    assert "l2g train" in err
+    assert not (folder / "cams").exists()
+
+
+# --- broken datasets -----------------------------------------------------------------------------
+
+
+def _delete_image(root: Path) -> Path:
+    path = root / "JPEGImages" / "train_00003.jpg"
+    path.unlink()
+    return path
+
+
+def _corrupt_image(root: Path) -> Path:
+    path = root / "JPEGImages" / "train_00002.jpg"
+    path.write_bytes(b"this is not a JPEG at all" * 40)
+    return path
+
+
+def _bad_class_id(root: Path) -> Path:
+    path = root / "ImageSets" / "Segmentation" / "train_cls.txt"
+    lines = path.read_text().splitlines()
+    lines[1] = f"{lines[1].split()[0]} 7"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _delete_saliency(root: Path) -> Path:
+    path = root / "saliency" / "train_00005.png"
+    path.unlink()
+    return path
+
+
+@pytest.mark.parametrize(
+    ("breaker", "method", "expected"),
+    [
+        (_delete_image, "cam", "not found"),
+        (_corrupt_image, "cam", "unreadable"),
+        (_bad_class_id, "cam", "class id 7"),
+        (_delete_saliency, "l2g_shape", "saliency map"),
+    ],
+    ids=["missing-jpeg", "garbage-jpeg", "class-id-7", "missing-saliency"],
+)
+def test_broken_dataset_names_the_file(breaker, method, expected, tiny_root, tmp_path, capsys):
+    root = copy_dataset(tiny_root, tmp_path)
+    bad_file = breaker(root)
+    run = tmp_path / "run"
+    code, _, err = train_cli(capsys, root, run, method)
+    assert code == 2, err
+    assert str(bad_file) in err
+    assert expected in err
+    assert "Traceback" not in err
+    assert not (run / "checkpoints").exists()
+
+
+# --- demo ----------------------------------------------------------------------------------------
+
+
+def test_demo_then_rerun_skips_training(tiny_root, tmp_path, capsys):
+    out = tmp_path / "demo"
+    argv = ["demo", "--out", out, "--data", tiny_root, *tiny_set(), "--quiet"]
+    started = time.perf_counter()
+    code, stdout, err = run_cli(capsys, *argv)
+    first = time.perf_counter() - started
+    assert code == 0, err
+    assert "writing the synthetic dataset" not in stdout  # the tiny dataset is complete: reused
+
+    rows = json.loads((out / "summary.json").read_text())["rows"]
+    assert [row["method"] for row in rows] == list(METHODS)
+    for row in rows:
+        assert 0 <= row["miou"] <= 1
+    summary = (out / "summary.md").read_text()
+    assert summary.count("\n| ") == 1 + 1 + 4 - 1  # header, separator, one line per method
+    assert "L2G + shape" in summary
+
+    index = out / "report" / "index.html"
+    sources = re.findall(r'<img src="([^"]+)"', index.read_text())
+    assert sources
+    for source in sources:
+        picture = index.parent / source
+        assert picture.is_file(), source
+        assert picture.stat().st_size > 0, source
+
+    checkpoints = {m: out / m / "checkpoints" / "final.pt" for m in METHODS}
+    mtimes = {m: path.stat().st_mtime_ns for m, path in checkpoints.items()}
+    started = time.perf_counter()
+    code, _, err = run_cli(capsys, *argv)
+    second = time.perf_counter() - started
+    assert code == 0, err
+    assert {m: path.stat().st_mtime_ns for m, path in checkpoints.items()} == mtimes
+    assert second < first
+    assert len(json.loads((out / "summary.json").read_text())["rows"]) == 4
+
+
+# --- the console script ----------------------------------------------------------------------------
+
+
+def _console_script() -> str:
+    script = Path(sys.executable).with_name("l2g")
+    if script.exists():
+        return str(script)
+    found = shutil.which("l2g")
+    if found is None:
+        pytest.skip("the l2g console script is not installed")
+    return found
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"]], ids=["l2g", "l2g-train"])
+def test_console_script_help(argv):
+    result = subprocess.run([_console_script(), *argv], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "examples:" in result.stdout
+    assert "l2g train synth --run runs/l2g_shape" in result.stdout
+    assert "--set" in result.stdout
