@@ -5,7 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 TORCH_VERSION=${TORCH_VERSION:-2.13.0}
+TORCHVISION_VERSION=${TORCHVISION_VERSION:-0.28.0}  # the torchvision that pairs with torch 2.13
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check "torch==${TORCH_VERSION}"
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev]" "torch==${TORCH_VERSION}"
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev]" "torch==${TORCH_VERSION}" \
+  "torchvision==${TORCHVISION_VERSION}"
 .venv/bin/python -c "import l2g, torch; print('l2g ready: torch', torch.__version__)"

@@ -76,5 +76,5 @@ def roi_align_op(
     try:
         impl = _roi_align_impl()
     except ImportError as error:
-        raise ImportError("l2g needs torchvision for roi_align: pip install 'l2g[vision]'") from error
+        raise ImportError("l2g needs torchvision for roi_align: pip install torchvision (the version that pairs with your torch)") from error
     return impl(input, rois, output_size, spatial_scale, sampling_ratio, aligned)
