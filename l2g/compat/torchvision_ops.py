@@ -76,5 +76,6 @@ def roi_align_op(
     try:
         impl = _roi_align_impl()
     except ImportError as error:
-        raise ImportError("l2g needs torchvision for roi_align: pip install torchvision (the version that pairs with your torch)") from error
+        hint = "pip install the torchvision that pairs with your torch"
+        raise ImportError(f"l2g needs torchvision for roi_align: {hint}") from error
     return impl(input, rois, output_size, spatial_scale, sampling_ratio, aligned)
