@@ -12,7 +12,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -273,9 +272,7 @@ def test_broken_dataset_names_the_file(breaker, method, expected, tiny_root, tmp
 def test_demo_then_rerun_skips_training(tiny_root, tmp_path, capsys):
     out = tmp_path / "demo"
     argv = ["demo", "--out", out, "--data", tiny_root, *tiny_set(), "--quiet"]
-    started = time.perf_counter()
     code, stdout, err = run_cli(capsys, *argv)
-    first = time.perf_counter() - started
     assert code == 0, err
     assert "writing the synthetic dataset" not in stdout  # the tiny dataset is complete: reused
 
@@ -297,12 +294,10 @@ def test_demo_then_rerun_skips_training(tiny_root, tmp_path, capsys):
 
     checkpoints = {m: out / m / "checkpoints" / "final.pt" for m in METHODS}
     mtimes = {m: path.stat().st_mtime_ns for m, path in checkpoints.items()}
-    started = time.perf_counter()
     code, _, err = run_cli(capsys, *argv)
-    second = time.perf_counter() - started
     assert code == 0, err
+    # Training was skipped: no checkpoint was rewritten (a timing comparison would be flaky on a busy CPU).
     assert {m: path.stat().st_mtime_ns for m, path in checkpoints.items()} == mtimes
-    assert second < first
     assert len(json.loads((out / "summary.json").read_text())["rows"]) == 4
 
 
