@@ -19,7 +19,6 @@ from l2g.method.losses import attention_transfer_loss, classification_loss
 from l2g.method.roi import cut_global_map
 from l2g.method.targets import attention_targets, shape_targets
 from l2g.models.attention_net import AttentionNet, build_attention_net
-from l2g.models.backbones import build_backbone
 
 
 class Method(nn.Module):
@@ -115,5 +114,3 @@ def build_method(config: Config) -> Method:
         return LocalMethod(config)
     return L2GMethod(config)
 
-
-__all__ = ["Method", "CamMethod", "LocalMethod", "L2GMethod", "build_method", "build_backbone"]

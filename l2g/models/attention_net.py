@@ -40,10 +40,6 @@ class AttentionNet(nn.Module):
         maps = cam + self.pcm(cam, images, out.intermediates) if self.pcm is not None else cam
         return NetOutput(maps=maps, logits=logits)
 
-    def new_parameters(self) -> list[nn.Parameter]:
-        """Parameters not covered by pretrained weights (lr multiplier x10 / x20)."""
-        pretrained = {id(p) for p in self.backbone.pretrained_parameters()}
-        return [p for p in self.parameters() if id(p) not in pretrained]
 
 
 def build_attention_net(model_cfg, num_classes: int, backbone: nn.Module | None = None) -> AttentionNet:

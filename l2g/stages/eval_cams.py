@@ -15,11 +15,12 @@ from l2g.stages.cams import load_cams
 from l2g.stages.common import split_samples, write_json
 
 
-def stack_maps(cams: dict[int, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """(K, H, W) maps and their mask values (class index + 1) from a cams dict."""
+def stack_maps(cams: dict[int, np.ndarray], shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(K, H, W) maps and their mask values (class index + 1) from a cams dict; an image without
+    labelled classes gives (0, *shape) maps, which label every pixel background."""
     keys = sorted(cams)
     if not keys:
-        return np.zeros((0, 0, 0), np.float32), np.zeros(0, np.int64)
+        return np.zeros((0, *shape), np.float32), np.zeros(0, np.int64)
     return np.stack([cams[k] for k in keys]), np.array(keys, np.int64) + 1
 
 
@@ -33,9 +34,7 @@ def evaluate_cams(config: Config, cams_dir: str | Path, out_path: str | Path | N
     sweep = ThresholdSweep(num_classes + 1, thresholds)
     for sample in tqdm(samples, desc=f"eval-cams {split}", disable=not progress):
         gt = read_mask(sample.mask_path, num_classes)
-        maps, labels = stack_maps(load_cams(cams_dir / f"{sample.image_id}.npy"))
-        if maps.size == 0:
-            maps = np.zeros((0, *gt.shape), np.float32)
+        maps, labels = stack_maps(load_cams(cams_dir / f"{sample.image_id}.npy"), gt.shape)
         if maps.shape[1:] != gt.shape:
             raise ValueError(f"{cams_dir / sample.image_id}.npy: maps {maps.shape[1:]} vs mask {gt.shape}")
         sweep.update(maps, labels, gt)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from l2g.config import Config
 from l2g.data.palette import save_mask
+from l2g.data.voc_layout import decoded_size
 from l2g.evaluation.sweep import pseudo_label
 from l2g.stages.cams import load_cams
 from l2g.stages.common import split_samples
@@ -32,10 +32,7 @@ def write_pseudo_masks(config: Config, cams_dir: str | Path, out_dir: str | Path
     samples = split_samples(config, split or config.cams.split)
     for sample in tqdm(samples, desc=f"pseudo @ {threshold:.2f}", disable=not progress):
         cams = load_cams(cams_dir / f"{sample.image_id}.npy")
-        maps, labels = stack_maps(cams)
-        if maps.size == 0:
-            from l2g.data.images import read_image
-
-            maps = np.zeros((0, *read_image(sample.image_path).shape[:2]), np.float32)
+        shape = next(iter(cams.values())).shape if cams else decoded_size(sample.image_path)
+        maps, labels = stack_maps(cams, shape)
         save_mask(out_dir / f"{sample.image_id}.png", pseudo_label(maps, labels, threshold))
     return out_dir
