@@ -13,6 +13,7 @@ Every stage reads files and writes files, so any stage can be rerun alone:
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 
@@ -30,13 +31,19 @@ Note: the background threshold of pseudo labels (eval-cams/pseudo) is not the tr
 shape threshold (method.shape_threshold)."""
 
 
-def _add_overrides(parser: argparse.ArgumentParser) -> None:
+def add_overrides(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set optim.epochs=2 (repeatable)")
 
 
-def _add_quiet(parser: argparse.ArgumentParser) -> None:
+def add_quiet(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+# Commands of the later pipeline stages live in their own modules. Each exposes
+# ``register(subparsers)`` and gives its parsers a ``handler`` default (args -> exit code), so adding a
+# stage never touches the dispatch below.
+COMMAND_MODULES: tuple[str, ...] = ()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val", type=int, default=60, help="number of validation images (default: 60)")
     p.add_argument("--classes", type=int, default=6, help="number of foreground classes (default: 6, max 8)")
     p.add_argument("--seed", type=int, default=0)
-    _add_quiet(p)
+    add_quiet(p)
 
     p = sub.add_parser("train", help="train the classification stage (CAM, local, L2G, L2G+shape)",
                        description="Train from a YAML config into a run folder: config.yaml, "
@@ -62,8 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="YAML config file or preset name (e.g. synth)")
     p.add_argument("--run", required=True, help="run folder to write")
     p.add_argument("--resume", action="store_true", help="continue from <run>/checkpoints/last.pt")
-    _add_overrides(p)
-    _add_quiet(p)
+    add_overrides(p)
+    add_quiet(p)
 
     p = sub.add_parser("cams", help="infer attention maps with a trained run",
                        description="Multi-scale + flip attention maps of a split, saved per image as "
@@ -72,8 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True, help="run folder written by 'l2g train'")
     p.add_argument("--split", help="split to infer (default: cams.split of the config)")
     p.add_argument("--out", help="output folder (default: <run>/cams)")
-    _add_overrides(p)
-    _add_quiet(p)
+    add_overrides(p)
+    add_quiet(p)
 
     p = sub.add_parser("eval-cams", help="sweep the background threshold over attention maps",
                        description="Pseudo-label mIoU, per-class IoU, precision and recall for every "
@@ -82,8 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cams", help="attention-map folder (default: <run>/cams)")
     p.add_argument("--split", help="split with ground-truth masks (default: cams.split)")
     p.add_argument("--out", help="output JSON (default: <run>/sweep.json)")
-    _add_overrides(p)
-    _add_quiet(p)
+    add_overrides(p)
+    add_quiet(p)
 
     p = sub.add_parser("pseudo", help="write pseudo masks at a background threshold",
                        description="Argmax over [threshold, class maps] -> palette PNGs (VOC colours).")
@@ -92,8 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cams", help="attention-map folder (default: <run>/cams)")
     p.add_argument("--split", help="split (default: cams.split)")
     p.add_argument("--out", help="output folder (default: <run>/pseudo)")
-    _add_overrides(p)
-    _add_quiet(p)
+    add_overrides(p)
+    add_quiet(p)
 
     p = sub.add_parser("demo", help="the synthetic benchmark: CAM vs local vs L2G vs L2G+shape",
                        description="Generate the synthetic dataset if absent, train the four methods, infer "
@@ -103,8 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="data/synth", help="synthetic dataset root (default: data/synth)")
     p.add_argument("--config", default="synth", help="preset or YAML (default: synth)")
     p.add_argument("--methods", default="cam,local,l2g,l2g_shape", help="comma-separated subset")
-    _add_overrides(p)
-    _add_quiet(p)
+    add_overrides(p)
+    add_quiet(p)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
     return parser
 
 
@@ -121,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    handler = getattr(args, "handler", None)
+    if handler is not None:
+        return int(handler(args))
     progress = not getattr(args, "quiet", False)
     if args.command == "synth":
         from l2g.data.synth import SynthSpec, write_dataset
