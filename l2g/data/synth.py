@@ -2,13 +2,14 @@
 
 What it models (the phenomenon the paper is about):
 - every object has a large BODY and a small PART (a "head") at its rim. The part is highly
-  discriminative: a saturated colour and a bright ring unique to the class. The body is weakly
-  discriminative: a low-contrast stripe texture whose hue and orientation depend on the class, with
-  noise. A whole-image classifier can label every image from the part alone, so its CAM covers
-  mostly parts; a view that misses the part still carries the label, so the body has to be learnt.
-- distractors in the background: blobs with the same kind of stripe texture but a random hue and
-  orientation, belonging to no class.
-- multi-label images (1-3 objects of distinct classes).
+  discriminative: a saturated colour and a ring unique to the class. The body is only weakly
+  discriminative, as fur or skin is in real photos: classes come in families of two that share one
+  body texture (a noisy low-contrast stripe pattern whose hue and orientation depend on the family),
+  and the same textures appear on background distractors that belong to no class. So a whole-image
+  classifier learns to rely on the part and its CAM is strong on parts and weak on bodies, while a
+  view that misses the part still carries the label, so the body has to be learnt there.
+- distractors in the background: part-less blobs wearing a family's body texture.
+- multi-label images with PASCAL VOC's statistics (about 60% single-class, 30% two, 10% three).
 - a simulated class-agnostic saliency detector, imperfect on purpose: soft and jittered boundaries,
   objects missed, distractors detected, a few empty maps.
 
@@ -26,6 +27,8 @@ from PIL import Image, ImageFilter
 
 from l2g.data.palette import save_mask
 
+Rendered = tuple[np.ndarray, np.ndarray, np.ndarray, list[int], np.ndarray]
+PARTS_DIR = "parts"  # binary PNGs of the discriminative parts, for diagnostics only
 CLASS_NAMES = ("ant", "bee", "crab", "duck", "eel", "frog", "gnu", "hare")
 
 
@@ -41,14 +44,22 @@ class SynthSpec:
     miss_rate: float = 0.12  # saliency misses an object
     distractor_hit_rate: float = 0.35  # saliency fires on a distractor
     empty_rate: float = 0.04  # saliency map empty
+    family_size: int = 2  # classes sharing one body texture
+    label_counts: tuple[float, float, float] = (0.6, 0.3, 0.1)  # P(1, 2, 3 classes), as in VOC
 
 
-def class_style(c: int, num_classes: int) -> dict:
-    """Fixed per-class appearance: body hue and stripe angle spread evenly, a part colour and ring."""
-    body_hue = (c / num_classes + 0.07) % 1.0
+def family_texture(family: int, families: int) -> tuple[float, float]:
+    """The body hue and stripe angle of a family, spread evenly."""
+    return (family / families + 0.07) % 1.0, np.pi * family / families
+
+
+def class_style(c: int, num_classes: int, family_size: int = 2) -> dict:
+    """Fixed per-class appearance: the family's body texture, a class-unique part colour and ring."""
+    families = -(-num_classes // family_size)
+    body_hue, angle = family_texture(c // family_size, families)
     return {
         "body_hue": body_hue,
-        "angle": np.pi * c / num_classes,
+        "angle": angle,
         "part_rgb": np.array(colorsys.hsv_to_rgb((c / num_classes + 0.5) % 1.0, 1.0, 1.0)) * 255,
         "ring_rgb": np.array([255.0, 255.0, 255.0]) if c % 2 == 0 else np.array([20.0, 20.0, 20.0]),
     }
@@ -82,25 +93,29 @@ def _background(h: int, w: int, rng) -> np.ndarray:
     return smooth + rng.normal(0, 12, (h, w, 3))
 
 
-def render(spec: SynthSpec, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
-    """One sample: RGB uint8 image, uint8 label mask, uint8 saliency map, sorted 0-based classes."""
+def render(spec: SynthSpec, rng: np.random.Generator) -> Rendered:
+    """One sample: RGB uint8 image, uint8 label mask, uint8 saliency map, sorted 0-based classes, and a
+    boolean map of the visible discriminative parts (for diagnostics: where does a CAM look?)."""
     h, w = (int(v) for v in rng.integers(spec.min_side, spec.max_side + 1, 2))
     image = _background(h, w, rng)
     mask = np.zeros((h, w), np.uint8)
+    parts = np.zeros((h, w), bool)
     salient = np.zeros((h, w), np.float32)
     side = min(h, w)
-    # Distractors first (behind the objects).
+    families = -(-spec.num_classes // spec.family_size)
+    # Distractors first (behind the objects): a family's body texture without a part.
     for _ in range(int(rng.integers(1, 4))):
         r = side * rng.uniform(0.10, 0.2)
         cy, cx = rng.uniform(0, h), rng.uniform(0, w)
         blob = _blob(h, w, cy, cx, r, r * rng.uniform(0.6, 1.0), rng.uniform(0, 3.14), rng)
-        image[blob] = _stripes(h, w, rng.uniform(0, 1), rng.uniform(0, np.pi), rng)[blob]
+        hue, angle = family_texture(int(rng.integers(families)), families)
+        image[blob] = _stripes(h, w, hue + rng.normal(0, 0.03), angle + rng.normal(0, 0.15), rng)[blob]
         if rng.random() < spec.distractor_hit_rate:
             salient[blob] = 1.0
-    count = int(rng.choice([1, 2, 3], p=[0.45, 0.4, 0.15]))
+    count = int(rng.choice([1, 2, 3], p=list(spec.label_counts)))
     classes = sorted(rng.choice(spec.num_classes, size=count, replace=False).tolist())
     for c in rng.permutation(classes):
-        style = class_style(int(c), spec.num_classes)
+        style = class_style(int(c), spec.num_classes, spec.family_size)
         ry = side * rng.uniform(0.18, 0.30)
         rx = ry * rng.uniform(0.55, 0.9)
         cy, cx = rng.uniform(ry, h - ry), rng.uniform(rx, w - rx)
@@ -120,12 +135,13 @@ def render(spec: SynthSpec, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
         image[ring] = style["ring_rgb"]
         region = body | part
         mask[region] = int(c) + 1
+        parts[region] = part[region]  # a later object hides the parts it covers
         if rng.random() >= spec.miss_rate:
             salient[region] = 1.0
         else:
             salient[region] = 0.0
     saliency = _imperfect_saliency(salient, rng, spec.empty_rate)
-    return np.clip(image, 0, 255).astype(np.uint8), mask, saliency, classes
+    return np.clip(image, 0, 255).astype(np.uint8), mask, saliency, classes, parts
 
 
 def _imperfect_saliency(salient: np.ndarray, rng, empty_rate: float) -> np.ndarray:
@@ -147,7 +163,7 @@ def write_dataset(root: str | Path, spec: SynthSpec | None = None, progress: boo
     if spec.num_classes > len(CLASS_NAMES):
         raise ValueError(f"the generator has {len(CLASS_NAMES)} class styles, asked for {spec.num_classes}")
     root = Path(root)
-    for folder in ("JPEGImages", "SegmentationClassAug", "saliency", "ImageSets/Segmentation"):
+    for folder in ("JPEGImages", "SegmentationClassAug", "saliency", PARTS_DIR, "ImageSets/Segmentation"):
         (root / folder).mkdir(parents=True, exist_ok=True)
     (root / "classes.txt").write_text("\n".join(CLASS_NAMES[: spec.num_classes]) + "\n")
     rng = np.random.default_rng(spec.seed)
@@ -155,10 +171,11 @@ def write_dataset(root: str | Path, spec: SynthSpec | None = None, progress: boo
         ids, lines = [], []
         for index in tqdm(range(count), desc=f"synth {split}", disable=not progress):
             image_id = f"{split}_{index:05d}"
-            image, mask, saliency, classes = render(spec, rng)
+            image, mask, saliency, classes, parts = render(spec, rng)
             Image.fromarray(image).save(root / "JPEGImages" / f"{image_id}.jpg", quality=spec.jpeg_quality)
             save_mask(root / "SegmentationClassAug" / f"{image_id}.png", mask)
             Image.fromarray(saliency).save(root / "saliency" / f"{image_id}.png")
+            Image.fromarray(parts.astype(np.uint8) * 255).save(root / PARTS_DIR / f"{image_id}.png")
             ids.append(image_id)
             lines.append(" ".join([image_id, *map(str, classes)]))
         sets = root / "ImageSets" / "Segmentation"
