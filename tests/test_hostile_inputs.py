@@ -27,6 +27,7 @@ from PIL import Image
 
 from l2g.cli import main
 from l2g.data import pil_open
+from l2g.data.coco_json import read_instances
 from l2g.data.errors import DatasetError
 from l2g.data.images import SALIENCY_MODES, read_image, read_mask, read_saliency
 from l2g.data.labels import (
@@ -39,7 +40,7 @@ from l2g.data.labels import (
     xml_labels,
 )
 from l2g.data.palette import IGNORE_INDEX, load_mask, save_mask
-from l2g.data.prepare_coco import read_instances, semantic_mask
+from l2g.data.prepare_coco import semantic_mask
 from l2g.data.prepare_voc import prepare_voc
 from l2g.data.voc_layout import load_split
 

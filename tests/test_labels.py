@@ -297,3 +297,15 @@ def test_data_config_format_defaults_and_cls_list_scope(custom):
     templated = custom_config(custom, "data.cls_list={split}.csv")
     assert split_cls_list(templated, "val") == "{split}.csv"
     assert split_cls_list(custom_config(custom, "data.cls_list=a.npy"), "val") == "a.npy"
+
+
+def test_split_placeholder_in_yaml_and_overrides(tmp_path):
+    assert load_config(None, ["data.image_dir={split}"]).data.image_dir == "{split}"
+    quoted, unquoted = tmp_path / "quoted.yaml", tmp_path / "unquoted.yaml"
+    quoted.write_text('data:\n  image_dir: "{split}"\n')
+    assert load_config(quoted).data.image_dir == "{split}"
+    unquoted.write_text("data:\n  image_dir: {split}\n")  # YAML reads a mapping {split: null}
+    with pytest.raises(ConfigError, match=r'quote it: "\{split\}"'):
+        load_config(unquoted)
+    with pytest.raises(ConfigError, match="expected a string, got 2024"):
+        load_config(None, ["data.root=2024"])

@@ -86,6 +86,14 @@ def test_train_aug_is_derived_from_the_augmented_masks_minus_val(voc):
     assert (voc["voc"] / "classes.txt").read_text().split() == list(VOC_CLASSES)
 
 
+def test_missing_saliency_maps_are_noted(voc):
+    (voc["voc"] / "saliency" / f"{voc['train'][0]}.png").unlink()
+    _, summaries, lines = run(voc)
+    assert [s.saliency for s in summaries] == [6, 3, 3]
+    assert any(line.startswith("note: train_aug: 6 of 7 images have a saliency map") for line in lines)
+    assert not any(line.startswith("note: val") for line in lines)
+
+
 def test_rerun_keeps_the_written_lists(voc):
     run(voc, labels="xml")
     before = cls_file(voc["voc"], "val").stat().st_mtime_ns

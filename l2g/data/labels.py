@@ -374,11 +374,14 @@ def mask_value_error(path: Path, bad: list[int], num_classes: int) -> DatasetErr
 
 
 def derived_labels(
-    ids: list[str], path_of, read, problems: list[str]
+    ids: list[str], path_of, read, problems: list[str], progress: bool = False, desc: str = "labels"
 ) -> dict[str, tuple[int, ...]]:
-    """{id: read(path_of(id))} for every id; each failure is appended to ``problems`` (not raised)."""
+    """{id: read(path_of(id))} for every id (XML or mask per image); each failure is appended to
+    ``problems`` rather than raised, so that one error can list them all."""
+    from tqdm import tqdm
+
     labels = {}
-    for image_id in ids:
+    for image_id in tqdm(ids, desc=desc, disable=not progress, leave=False):
         try:
             labels[image_id] = read(path_of(image_id))
         except DatasetError as error:

@@ -22,13 +22,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
-
 from l2g.data.errors import DatasetError
 from l2g.data.labels import (
     LABEL_SOURCES,
     VOC_CLASSES,
     LabelTable,
+    derived_labels,
     mask_labels,
     read_class_list,
     read_class_names,
@@ -115,12 +114,8 @@ def _covers(table: dict[str, tuple[int, ...]], ids: list[str]) -> list[str]:
 
 def _derive(ids: list[str], path_of, read, desc: str, progress: bool) -> dict[str, tuple[int, ...]]:
     """Labels read per image, every failure collected into one DatasetError."""
-    labels, problems = {}, []
-    for image_id in tqdm(ids, desc=desc, disable=not progress, leave=False):
-        try:
-            labels[image_id] = read(path_of(image_id))
-        except DatasetError as error:
-            problems.append(str(error))
+    problems: list[str] = []
+    labels = derived_labels(ids, path_of, read, problems, progress, desc)
     if problems:
         listed = "\n".join(f"  - {problem}" for problem in problems[:20])
         more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
@@ -251,10 +246,14 @@ def prepare_voc(
             write_class_list(target, table.labels)
         samples = load_split(voc, split, NUM_CLASSES, labels="cls_txt", mask_dir=mask_dir,
                              saliency_dir=saliency_dir, check_images=check_images)
-        summaries.append(SplitSummary(
+        summary = SplitSummary(
             split, len(samples), table.source, derived[split], written,
             sum(s.mask_path is not None for s in samples), sum(s.saliency_path is not None for s in samples),
-        ))
+        )
+        if summary.saliency < summary.images:
+            log(f"note: {split}: {summary.saliency:,} of {summary.images:,} images have a saliency map in "
+                f"{voc / saliency_dir}; L2G + shape needs one per training image (l2g saliency writes them)")
+        summaries.append(summary)
     return voc, summaries
 
 

@@ -13,9 +13,10 @@ EPILOG = """examples:
 
 Maps are 8-bit grey PNGs named like the images (<name>.png), which is what data.saliency_dir expects.
 Existing maps are kept, so an interrupted run continues where it stopped (--overwrite redraws them).
-Methods: mbd (minimum barrier distance, default; ~0.2 s per 500x375 image on one core), fine_grained and
-spectral_residual (OpenCV contrib). Maps of a trained detector (e.g. PoolNet) are better where you have
-them: any 8-bit PNG with the image's name works."""
+Methods: mbd (minimum barrier distance, default; about 0.2 s per 500x375 image on one core),
+fine_grained and spectral_residual (OpenCV contrib; faster, much less accurate on the synthetic set).
+Maps of a trained detector (e.g. PoolNet) are better where you have them: any 8-bit PNG with the
+image's name works."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
