@@ -43,7 +43,7 @@ def add_quiet(parser: argparse.ArgumentParser) -> None:
 # Commands of the later pipeline stages live in their own modules. Each exposes
 # ``register(subparsers)`` and gives its parsers a ``handler`` default (args -> exit code), so adding a
 # stage never touches the dispatch below.
-COMMAND_MODULES: tuple[str, ...] = ("l2g.stages.convert_weights",)
+COMMAND_MODULES: tuple[str, ...] = ("l2g.stages.convert_weights", "l2g.stages.prepare", "l2g.stages.saliency")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -26,6 +26,14 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # data.mean / data.std left unset (null) follow the backbone.
 BACKBONE_NORMALIZATION = {"efficientnet_lite0": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))}
 VIEW_STRATEGIES = ("corners+random", "random", "grid")
+# data.format -> default (image folder, mask folder); "{split}" is replaced by the split's name.
+DATA_FORMATS = {
+    "voc": ("JPEGImages", "SegmentationClassAug"),  # PASCAL VOC 2012 + SBD (l2g prepare voc)
+    "synth": ("JPEGImages", "SegmentationClassAug"),  # the synthetic benchmark writes VOC layout
+    "coco": ("{split}", "SegmentationClass"),  # COCO's train2014/ val2014/ + masks of l2g prepare coco
+    "custom": ("images", "masks"),  # a folder of images + a label list (CSV or train_cls.txt form)
+}
+LABEL_SOURCES = ("auto", "cls_txt", "csv", "npy", "xml", "masks")  # = l2g.data.labels.LABEL_SOURCES
 
 
 class ConfigError(ValueError):
@@ -36,8 +44,10 @@ class ConfigError(ValueError):
 class DataConfig:
     root: str = "data/synth"
     train_split: str = "train"
-    cls_list: str | None = None  # default: ImageSets/Segmentation/<split>_cls.txt
-    mask_dir: str = "SegmentationClassAug"
+    # Label file of the train split (default: found by data.labels). A .npy file or a path containing
+    # "{split}" applies to every split; any other file to the train split only.
+    cls_list: str | None = None
+    mask_dir: str | None = None  # None: the format's default (see DATA_FORMATS)
     saliency_dir: str = "saliency"
     num_classes: int = 6  # foreground classes C (the network has C + 1 output channels)
     resize_short: int = 128  # release: 512
@@ -49,6 +59,16 @@ class DataConfig:
     flip: bool = True
     workers: int = 0
     check_images: str = "decode"  # "exists" or "decode": how hard to validate files before training
+    format: str = "voc"  # voc | coco | custom | synth: sets the defaults of image_dir and mask_dir
+    image_dir: str | None = None  # None: the format's default (see DATA_FORMATS)
+    # Where image-level labels come from: auto | cls_txt | csv | npy | xml | masks (l2g.data.labels).
+    labels: str = "auto"
+    classes_file: str | None = None  # class names, one per line (default: <root>/classes.txt)
+
+    def folders(self) -> tuple[str, str]:
+        """(image folder, mask folder): the configured ones, else the format's defaults."""
+        image_dir, mask_dir = DATA_FORMATS[self.format]
+        return self.image_dir or image_dir, self.mask_dir or mask_dir
 
 
 @dataclass
@@ -167,6 +187,8 @@ class Config:
         _choice("cams.source", self.cams.source, ("auto", "logits", "softmax"))
         _choice("cams.upsample", self.cams.upsample, ("bicubic", "bilinear"))
         _choice("data.check_images", self.data.check_images, ("exists", "decode"))
+        _choice("data.format", self.data.format, tuple(DATA_FORMATS))
+        _choice("data.labels", self.data.labels, LABEL_SOURCES)
         _choice("device", self.device, ("auto", "cpu", "cuda"))
         if self.views.strategy == "corners+random" and self.views.n < 4:
             raise ConfigError("views.n must be >= 4 with strategy corners+random (four corners come first)")
@@ -264,13 +286,29 @@ def apply_override(config: Config, item: str) -> None:
             raise ConfigError(f"--set {dotted}: {prefix} has no key {name!r}{_did_you_mean(name, names)}")
         if depth == len(parts) - 1:
             hint = typing.get_type_hints(type(target))[name]
-            setattr(target, name, _coerce(hint, yaml.safe_load(text), f"--set {dotted}"))
+            setattr(target, name, _coerce(hint, _override_value(hint, text, dotted), f"--set {dotted}"))
             if isinstance(target, DataConfig):
                 config.__dict__.get("_auto_normalization", {}).pop(name, None)  # set by the user now
         else:
             target = getattr(target, name)
             if not dataclasses.is_dataclass(target):
                 raise ConfigError(f"--set {dotted}: {name!r} is a value, not a section")
+
+
+def _override_value(hint: Any, text: str, dotted: str) -> Any:
+    """The value of ``--set key=text``, parsed as YAML. A text field takes a ``{placeholder}`` text as it
+    is (``data.image_dir={split}``, ``data.cls_list={split}.csv``), which YAML reads as a mapping or
+    cannot parse at all."""
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        if str in options and "{" in text:
+            return text.strip()
+        raise ConfigError(f"--set {dotted}: {text!r} is not valid YAML ({error})") from None
+    if str in options and isinstance(value, dict) and text.strip().startswith("{"):
+        return text.strip()
+    return value
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -339,6 +377,8 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected true or false, got {value!r}")
         return value
     if hint is str:
+        if isinstance(value, dict) and len(value) == 1 and None in value.values():  # YAML read {split} as a mapping
+            raise ConfigError(f"{where}: expected a string, got {value!r}; quote it: \"{{{next(iter(value))}}}\"")
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
         return value

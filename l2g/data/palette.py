@@ -7,6 +7,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from l2g.data.atomic import atomic_write
+from l2g.data.errors import DatasetError
+from l2g.data.pil_open import load_image
+
 IGNORE_INDEX = 255
 
 
@@ -30,27 +34,25 @@ def colorize(mask: np.ndarray) -> np.ndarray:
 
 
 def save_mask(path: str | Path, mask: np.ndarray) -> None:
-    """Write an (H, W) uint8 label mask as a palette PNG (what VOC's SegmentationClass uses)."""
+    """Write an (H, W) uint8 label mask as a palette PNG (what VOC's SegmentationClass uses).
+
+    The file is written under a temporary name and renamed, so a killed job never leaves a truncated mask.
+    """
     if mask.ndim != 2:
         raise ValueError(f"{path}: a label mask must be 2-D, got shape {mask.shape}")
     image = Image.fromarray(mask.astype(np.uint8), mode="P")
     image.putpalette(voc_palette().reshape(-1).tolist())
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
+    atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
 
 
 def load_mask(path: str | Path) -> np.ndarray:
     """Read a label mask PNG as (H, W) uint8 label indices.
 
     Palette and 8-bit grey PNGs are read as indices; an RGB mask is refused because its colours would
-    have to be guessed back into labels.
+    have to be guessed back into labels, and a 16-bit mask because its values would have to be squeezed
+    into 0..255. Every failure is a DatasetError (a ValueError) naming the file.
     """
-    try:
-        with Image.open(path) as image:
-            if image.mode not in ("P", "L"):
-                raise ValueError(f"{path}: a label mask must be a palette or 8-bit PNG, got mode {image.mode}")
-            return np.array(image, dtype=np.uint8)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: label mask not found") from None
-    except OSError as error:
-        raise ValueError(f"{path}: unreadable label mask ({error})") from error
+    image = load_image(path, "label mask")
+    if image.mode not in ("P", "L"):
+        raise DatasetError(f"{path}: a label mask must be a palette or 8-bit PNG, got mode {image.mode}")
+    return np.array(image, dtype=np.uint8)

@@ -2,8 +2,8 @@
 
 The layout (paths relative to ``<root>``)::
 
-    JPEGImages/<id>.jpg                      RGB images (.jpg; .png or .jpeg are accepted when the .jpg
-                                             is absent)
+    JPEGImages/<id>.jpg                      RGB images (.jpg; .png, .jpeg, .bmp, .webp, .tif are accepted
+                                             when the .jpg is absent); folder configurable (``image_dir``)
     SegmentationClassAug/<id>.png            label masks: 0 = background, 1..C = classes, 255 = ignore
                                              (palette or 8-bit grey PNG); folder name configurable
     saliency/<id>.png                        8-bit grey saliency maps (class-agnostic), same name as the
@@ -15,8 +15,16 @@ The layout (paths relative to ``<root>``)::
                                              (0..C-1), i.e. the mask value minus 1; path configurable
     classes.txt                              optional: the C foreground class names, one per line
 
-Every configurable path may be given relative to ``<root>`` or absolute. When ``<split>.txt`` is absent
-but the class list exists, the class list's ids (in file order) are the split.
+Every configurable path may be given relative to ``<root>`` or absolute, and may contain ``{split}``
+(e.g. ``image_dir="{split}"`` for COCO's ``train2014/`` and ``val2014/`` folders). When ``<split>.txt``
+is absent, the ids of the label list (class list or CSV, in file order) are the split.
+
+Image-level labels come from one of the sources of ``l2g.data.labels`` (``labels=``): ``cls_txt``,
+``csv``, ``npy``, ``xml``, ``masks``, or ``auto``, which takes the first that exists of
+``ImageSets/Segmentation/<split>_cls.txt``, ``<split>_cls.txt``, ``<split>.csv``, ``cls_labels.npy``,
+``Annotations/`` and the mask folder (an explicit ``cls_list`` is typed by its suffix: .npy, .csv, else
+cls_txt). Deriving labels from XML or masks reads one file per image: ``l2g prepare voc`` does it once
+and writes ``<split>_cls.txt``.
 
 Why validate up front: a missing or broken file otherwise surfaces as a crash in a data-loader worker
 hours into training. ``load_split`` checks the whole split and raises a single ``DatasetError`` that
@@ -26,32 +34,45 @@ lists the problems, each starting with the path of the offending file.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
+from l2g.data.errors import DatasetError, DatasetWarning
+from l2g.data.images import image_mode_problem, saliency_mode_problem
+from l2g.data.labels import (
+    IMAGE_SUFFIXES,
+    LABEL_SOURCES,
+    VOC_CLASSES,
+    LabelTable,
+    bad_mask_values,
+    check_num_classes,
+    content_lines,
+    derived_labels,
+    mask_labels,
+    mask_value_error,
+    read_class_list,
+    read_class_names,
+    read_csv_labels,
+    read_npy_labels,
+    xml_labels,
+)
+from l2g.data.palette import load_mask
+from l2g.data.pil_open import PIL_ERRORS, decoded_info, decoded_size
 
-from l2g.data.palette import IGNORE_INDEX, load_mask
+__all__ = [
+    "CHECK_MODES", "DatasetError", "DatasetWarning", "PIL_ERRORS", "Sample", "bad_mask_values", "class_names",
+    "decoded_size", "find_image", "load_split", "mask_value_error", "read_class_list", "read_id_list",
+    "split_labels",
+]
 
 IMAGE_DIR = "JPEGImages"
-IMAGE_SUFFIXES = (".jpg", ".png", ".jpeg")
 SPLIT_DIR = Path("ImageSets") / "Segmentation"
 CLASS_NAMES_FILE = "classes.txt"
+ANNOTATIONS_DIR = "Annotations"
+NPY_LABELS_FILE = "cls_labels.npy"
 MAX_LISTED_PROBLEMS = 20
 MAX_LISTED_WARNINGS = 5
 CHECK_MODES = ("exists", "decode")
-# What PIL raises on missing, unidentified, truncated or corrupt files, depending on the format plugin.
-PIL_ERRORS = (OSError, ValueError, SyntaxError, EOFError)
-
-
-class DatasetError(ValueError):
-    """A dataset on disk does not match the expected layout; the message names the file(s) at fault."""
-
-
-class DatasetWarning(UserWarning):
-    """Something in the dataset is tolerated but worth knowing (e.g. a saliency map that gets resized)."""
 
 
 @dataclass(frozen=True)
@@ -69,26 +90,6 @@ class Sample:
     saliency_path: Path | None
 
 
-def _content_lines(path: Path) -> Iterable[tuple[int, str]]:
-    """(1-based line number, stripped text) of the lines that are neither blank nor ``#`` comments."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise DatasetError(f"{path}: unreadable ({error})") from error
-    for number, line in enumerate(text.splitlines(), start=1):
-        stripped = line.strip()
-        if stripped and not stripped.startswith("#"):
-            yield number, stripped
-
-
-def _check_num_classes(num_classes: int) -> None:
-    """C must leave room for background (0) and the ignore index (255) in a uint8 mask."""
-    if not 1 <= num_classes < IGNORE_INDEX:
-        raise ValueError(f"num_classes must be in 1..{IGNORE_INDEX - 1}, got {num_classes}")
-
-
 def read_id_list(path: str | Path) -> list[str]:
     """The image ids of a split file, one per line, in file order.
 
@@ -97,7 +98,7 @@ def read_id_list(path: str | Path) -> list[str]:
     """
     path = Path(path)
     first_seen: dict[str, int] = {}
-    for number, text in _content_lines(path):
+    for number, text in content_lines(path):
         if len(text.split()) != 1:
             raise DatasetError(f"{path}:{number}: expected one image id per line, got {text!r}")
         if text in first_seen:
@@ -110,59 +111,25 @@ def read_id_list(path: str | Path) -> list[str]:
     return list(first_seen)
 
 
-def _parse_classes(path: Path, number: int, words: list[str], num_classes: int) -> tuple[int, ...]:
-    """The sorted unique class indices of one class-list line, checked against ``num_classes``."""
-    classes = set()
-    for word in words:
-        try:
-            value = int(word)
-        except ValueError:
-            raise DatasetError(f"{path}:{number}: class {word!r} is not an integer") from None
-        if not 0 <= value < num_classes:
-            raise DatasetError(
-                f"{path}:{number}: class id {value} outside the {num_classes} configured classes "
-                f"(expected 0-based foreground indices 0..{num_classes - 1})"
-            )
-        classes.add(value)
-    return tuple(sorted(classes))
+def _names_path(root: Path, classes_file: str | Path | None) -> Path:
+    return _resolve(root, classes_file) if classes_file is not None else root / CLASS_NAMES_FILE
 
 
-def read_class_list(path: str | Path, num_classes: int) -> dict[str, tuple[int, ...]]:
-    """Image-level labels from a ``<id> <c> <c> ...`` file, as {image id: sorted unique class indices}.
-
-    Each ``c`` is a 0-based foreground index (mask value minus 1). The dict keeps file order. A line with
-    an id and no classes is allowed and gives ``()``: such an image contributes only negatives to the
-    classification loss, which is legitimate but usually means a labelling gap, so check such ids.
-    Raises DatasetError (message: ``<path>:<line>: what is wrong``) for a non-integer class, a class
-    outside 0..num_classes-1, an id listed twice, and a file without any ids.
-    """
-    _check_num_classes(num_classes)
-    path = Path(path)
-    labels: dict[str, tuple[int, ...]] = {}
-    first_seen: dict[str, int] = {}
-    for number, text in _content_lines(path):
-        image_id, *words = text.split()
-        if image_id in first_seen:
-            raise DatasetError(
-                f"{path}:{number}: image id {image_id!r} listed twice (first on line {first_seen[image_id]})"
-            )
-        first_seen[image_id] = number
-        labels[image_id] = _parse_classes(path, number, words, num_classes)
-    if not labels:
-        raise DatasetError(f"{path}: no image ids (the file is empty)")
-    return labels
-
-
-def class_names(root: str | Path, num_classes: int) -> list[str]:
-    """The C foreground class names from ``<root>/classes.txt``, else ``["class0", "class1", ...]``."""
-    _check_num_classes(num_classes)
-    path = Path(root) / CLASS_NAMES_FILE
+def class_names(root: str | Path, num_classes: int, classes_file: str | Path | None = None) -> list[str]:
+    """The C foreground class names from the classes file (default ``<root>/classes.txt``), else
+    ``["class0", "class1", ...]``. A classes file given explicitly must exist."""
+    check_num_classes(num_classes)
+    path = _names_path(Path(root), classes_file)
     if not path.exists():
+        if classes_file is not None:
+            raise DatasetError(f"{path}: classes file not found")
         return [f"class{index}" for index in range(num_classes)]
-    names = [text for _, text in _content_lines(path)]
-    if len(names) != num_classes:
-        raise DatasetError(f"{path}: {len(names)} class names for {num_classes} configured classes")
-    return names
+    return read_class_names(path, num_classes)
+
+
+def _fill(path: str | Path, split: str) -> str:
+    """``path`` with ``{split}`` replaced (plain replacement: other braces stay as they are)."""
+    return str(path).replace("{split}", split)
 
 
 def _resolve(root: Path, path: str | Path) -> Path:
@@ -172,7 +139,7 @@ def _resolve(root: Path, path: str | Path) -> Path:
 
 
 def find_image(image_dir: Path, image_id: str) -> Path | None:
-    """The image file of ``image_id``: ``<id>.jpg``, else ``<id>.png``, else ``<id>.jpeg``; None if none."""
+    """The image file of ``image_id``: ``<id>.jpg``, else ``<id>.png``, ... (IMAGE_SUFFIXES order); None if none."""
     for suffix in IMAGE_SUFFIXES:
         candidate = image_dir / f"{image_id}{suffix}"
         if candidate.is_file():
@@ -180,18 +147,81 @@ def find_image(image_dir: Path, image_id: str) -> Path | None:
     return None
 
 
-def _split_ids(split_path: Path, cls_path: Path) -> list[str]:
-    """The ids of the split: its id list, or the class list's ids when there is no id list."""
+def _file_kind(path: Path) -> str:
+    """The label source of an explicitly given label file, from its suffix."""
+    suffix = path.suffix.lower()
+    return {".npy": "npy", ".csv": "csv"}.get(suffix, "cls_txt")
+
+
+def _label_source(root: Path, split: str, labels: str, cls_list: str | Path | None, mask_dir: str) -> tuple[
+    str | None, Path | None, list[Path]
+]:
+    """(source kind, path, paths tried) of the split's labels; kind None when ``auto`` finds nothing."""
+    if labels not in LABEL_SOURCES:
+        raise ValueError(f"labels must be one of {', '.join(LABEL_SOURCES)}, got {labels!r}")
+    if cls_list is not None:
+        path = _resolve(root, _fill(cls_list, split))
+        kind = _file_kind(path) if labels == "auto" else labels
+        if kind in ("xml", "masks"):
+            raise ValueError(f"a label file (cls_list={cls_list}) cannot be used with labels={kind}")
+        return kind, path, [path]
+    defaults = {
+        "cls_txt": [SPLIT_DIR / f"{split}_cls.txt", Path(f"{split}_cls.txt")],
+        "csv": [Path(f"{split}.csv")],
+        "npy": [Path(NPY_LABELS_FILE)],
+        "xml": [Path(ANNOTATIONS_DIR)],
+        "masks": [Path(mask_dir)],
+    }
+    kinds = [labels] if labels != "auto" else list(defaults)
+    tried = []
+    for kind in kinds:
+        for candidate in defaults[kind]:
+            path = _resolve(root, candidate)
+            tried.append(path)
+            if path.exists():
+                return kind, path, tried
+    if labels != "auto":
+        return labels, tried[0], tried  # explicitly asked for: its absence is reported by the reader
+    return None, None, tried
+
+
+def _label_names(root: Path, num_classes: int, classes_file: str | Path | None, kind: str) -> list[str] | None:
+    """Class names for sources that label by name (csv, xml); None where indices are used instead."""
+    path = _names_path(root, classes_file)
+    if path.exists():
+        return read_class_names(path, num_classes)
+    if classes_file is not None:
+        raise DatasetError(f"{path}: classes file not found")
+    if kind == "xml":
+        if num_classes == len(VOC_CLASSES):
+            return list(VOC_CLASSES)
+        raise DatasetError(f"{path}: labels from Annotations XML need the class names, and the file is missing")
+    return None
+
+
+def _read_table(root: Path, kind: str, path: Path, num_classes: int, classes_file) -> LabelTable | None:
+    """The label table of a file source (cls_txt, csv, npy); None for per-image sources (xml, masks)."""
+    if kind == "cls_txt":
+        return LabelTable(read_class_list(path, num_classes), path, kind)
+    if kind == "csv":
+        names = _label_names(root, num_classes, classes_file, kind)
+        return read_csv_labels(path, num_classes, names, str(_names_path(root, classes_file)))
+    if kind == "npy":
+        return read_npy_labels(path, num_classes)
+    return None
+
+
+def _split_ids(root: Path, split: str, table: LabelTable | None, tried: list[Path]) -> list[str]:
+    """The ids of the split: its id list, else the label list's ids (CSV or class list)."""
+    split_path = root / SPLIT_DIR / f"{split}.txt"
     if split_path.exists():
         return read_id_list(split_path)
-    if cls_path.exists():
-        return _class_list_ids(cls_path)
-    raise DatasetError(f"{split_path}: split list not found, and no class list at {cls_path} to fall back on")
-
-
-def _class_list_ids(path: Path) -> list[str]:
-    """The image ids of a class-list file, in file order (no class parsing)."""
-    return [text.split()[0] for _, text in _content_lines(path)]
+    if table is not None and table.kind != "npy":
+        return list(table.labels)
+    if table is not None:
+        raise DatasetError(f"{split_path}: split list not found (labels from a cls_labels.npy need it)")
+    looked = ", ".join(str(path) for path in tried)
+    raise DatasetError(f"{split_path}: split list not found, and no label list to take the ids from ({looked})")
 
 
 def _optional_dir(root: Path, name: str | Path, what: str, needed: bool, problems: list[str]) -> Path | None:
@@ -218,6 +248,56 @@ def _optional_file(
     return None
 
 
+def _image_dir(root: Path, image_dir: str | Path, split: str) -> Path:
+    folder = _resolve(root, _fill(image_dir, split))
+    if folder.is_dir():
+        return folder
+    hint = ""
+    for nested in ("VOC2012", "VOCdevkit/VOC2012"):
+        if (root / nested / IMAGE_DIR).is_dir():
+            hint = f" (did you mean data.root={root / nested}?)"
+    raise DatasetError(f"{folder}: image folder not found{hint}")
+
+
+def split_labels(
+    root: str | Path,
+    split: str,
+    num_classes: int,
+    *,
+    labels: str = "auto",
+    cls_list: str | Path | None = None,
+    mask_dir: str | Path = "SegmentationClassAug",
+    classes_file: str | Path | None = None,
+) -> tuple[list[str], LabelTable]:
+    """The split's ids and their labels from the chosen source, without looking at images.
+
+    Per-image sources (xml, masks) read every file; their problems are raised together as one
+    DatasetError. Ids without labels are not an error here (``load_split`` reports them).
+    """
+    root = Path(root)
+    kind, path, tried = _label_source(root, split, labels, cls_list, _fill(mask_dir, split))
+    if kind is None:
+        split_path = root / SPLIT_DIR / f"{split}.txt"
+        looked = ", ".join(str(p) for p in tried)
+        if not split_path.exists():
+            raise DatasetError(f"{split_path}: split list not found, and no labels to take the ids from "
+                               f"(looked for {looked})")
+        raise DatasetError(f"{root}: no image-level labels for split {split!r} (looked for {looked}); "
+                           "run 'l2g prepare voc' or set data.cls_list / data.labels")
+    table = _read_table(root, kind, path, num_classes, classes_file)
+    ids = _split_ids(root, split, table, tried)
+    if table is not None:
+        return ids, table
+    problems: list[str] = []
+    if kind == "xml":
+        names = _label_names(root, num_classes, classes_file, kind)
+        derived = derived_labels(ids, lambda i: path / f"{i}.xml", lambda p: xml_labels(p, names), problems)
+    else:
+        derived = derived_labels(ids, lambda i: path / f"{i}.png", lambda p: mask_labels(p, num_classes), problems)
+    _raise_problems(root, split, problems)
+    return ids, LabelTable(derived, path, kind)
+
+
 def load_split(
     root: str | Path,
     split: str,
@@ -229,53 +309,64 @@ def load_split(
     need_masks: bool = False,
     need_saliency: bool = False,
     check_images: str = "exists",
+    image_dir: str | Path = IMAGE_DIR,
+    labels: str = "auto",
+    classes_file: str | Path | None = None,
 ) -> list[Sample]:
     """The samples of ``split``, after checking the whole split on disk.
 
-    Reads the id list (or falls back to the class list's ids), the labels and resolves every path. All
-    problems are collected and raised as one DatasetError (the first 20 listed, plus the total): an id
-    without an image, an id missing from the class list, a needed mask or saliency map that is missing.
-    ``check_images="decode"`` also decodes every image, mask and saliency map, and reports unreadable
-    files, masks whose size differs from their image (when masks are needed) and mask values outside
-    0..C and 255. A saliency map whose size differs from its image is only warned about (one
-    DatasetWarning for the whole split): it is resized at load time by ``read_saliency``.
+    Reads the id list (or falls back to the label list's ids), the labels (``labels`` source, see the
+    module docstring) and resolves every path. All problems are collected and raised as one DatasetError
+    (the first 20 listed, plus the total): an id without an image, an id without labels, a needed mask or
+    saliency map that is missing. ``check_images="decode"`` also decodes every image, mask and saliency
+    map, and reports unreadable files, masks whose size differs from their image (when masks are needed)
+    and mask values outside 0..C and 255. A saliency map whose size differs from its image is only warned
+    about (one DatasetWarning for the whole split): it is resized at load time by ``read_saliency``.
     """
-    _check_num_classes(num_classes)
+    check_num_classes(num_classes)
     if check_images not in CHECK_MODES:
         raise ValueError(f"check_images must be one of {CHECK_MODES}, got {check_images!r}")
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{root}: dataset root not found")
-    cls_path = _resolve(root, cls_list if cls_list is not None else SPLIT_DIR / f"{split}_cls.txt")
-    ids = _split_ids(root / SPLIT_DIR / f"{split}.txt", cls_path)
-    labels = read_class_list(cls_path, num_classes)
+    mask_dir, saliency_dir = _fill(mask_dir, split), _fill(saliency_dir, split)
+    images = _image_dir(root, image_dir, split)  # first: a root one level too high is the likeliest mistake
+    ids, table = split_labels(root, split, num_classes, labels=labels, cls_list=cls_list, mask_dir=mask_dir,
+                              classes_file=classes_file)
 
     problems: list[str] = []
-    image_dir = root / IMAGE_DIR
-    if not image_dir.is_dir():
-        raise DatasetError(f"{image_dir}: image folder not found")
     masks = _optional_dir(root, mask_dir, "mask", need_masks, problems)
     saliency = _optional_dir(root, saliency_dir, "saliency", need_saliency, problems)
-
     samples = []
     for image_id in ids:
-        image_path = find_image(image_dir, image_id)
-        if image_path is None:
-            tried = ", ".join(IMAGE_SUFFIXES[1:])
-            problems.append(
-                f"{image_dir / image_id}.jpg: image for id {image_id!r} not found (also tried {tried})"
-            )
-        if image_id not in labels:
-            problems.append(f"{cls_path}: no labels for image id {image_id!r}")
+        image_path = _image_path(images, image_id, table, problems)
+        if image_id not in table.labels:
+            problems.append(f"{table.path}: no labels for image id {image_id!r}")
         mask_path = _optional_file(masks, image_id, "mask", need_masks, problems)
         saliency_path = _optional_file(saliency, image_id, "saliency map", need_saliency, problems)
         if image_path is not None:
-            samples.append(Sample(image_id, image_path, labels.get(image_id, ()), mask_path, saliency_path))
+            samples.append(Sample(image_id, image_path, table.labels.get(image_id, ()), mask_path, saliency_path))
 
     resized = _decode_check(samples, num_classes, need_masks, problems) if check_images == "decode" else []
     _raise_problems(root, split, problems)
     _warn_resized(resized)  # only for a split that loads: the error would list what matters first
     return samples
+
+
+def _image_path(images: Path, image_id: str, table: LabelTable, problems: list[str]) -> Path | None:
+    """The image of ``image_id``: the file a CSV row names, else ``<id>.<suffix>``; None (+ a problem) if absent."""
+    listed = table.files.get(image_id)
+    if listed is not None:
+        path = images / listed
+        if path.is_file():
+            return path
+        problems.append(f"{path}: image listed in {table.path} not found")
+        return None
+    path = find_image(images, image_id)
+    if path is None:
+        tried = ", ".join(IMAGE_SUFFIXES[1:])
+        problems.append(f"{images / image_id}.jpg: image for id {image_id!r} not found (also tried {tried})")
+    return path
 
 
 def _raise_problems(root: Path, split: str, problems: list[str]) -> None:
@@ -302,37 +393,6 @@ def _warn_resized(paths: list[Path]) -> None:
     )
 
 
-def decoded_size(path: Path) -> tuple[int, int]:
-    """(H, W) of an image after decoding all of it, so truncated files are caught; DatasetError if not.
-
-    JPEGs are decoded at 1/8 scale (``draft``): the whole compressed stream is still read, at a fraction
-    of the cost.
-    """
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-            image.draft(image.mode, (max(1, width // 8), max(1, height // 8)))
-            image.load()
-    except PIL_ERRORS as error:
-        raise DatasetError(f"{path}: unreadable or truncated image ({error})") from error
-    return height, width
-
-
-def bad_mask_values(mask: np.ndarray, num_classes: int) -> list[int]:
-    """The values of ``mask`` that are neither 0..num_classes nor the ignore index, sorted."""
-    counts = np.bincount(mask.ravel().astype(np.int64), minlength=256)
-    present = np.flatnonzero(counts)
-    return [int(value) for value in present if value > num_classes and value != IGNORE_INDEX]
-
-
-def mask_value_error(path: Path, bad: list[int], num_classes: int) -> DatasetError:
-    """The error for a mask with out-of-range values, naming the file and the values."""
-    return DatasetError(
-        f"{path}: mask values {bad} outside 0..{num_classes} and {IGNORE_INDEX} (ignore) "
-        f"for {num_classes} configured classes"
-    )
-
-
 def _check_mask(path: Path, size: tuple[int, int], num_classes: int) -> str | None:
     """What is wrong with one mask (unreadable, wrong size, bad values), or None."""
     try:
@@ -351,21 +411,27 @@ def _decode_check(
     """Decode every file of every sample, appending problems; returns saliency maps of another size."""
     resized = []
     for sample in samples:
-        try:
-            size = decoded_size(sample.image_path)
-        except DatasetError as error:
-            problems.append(str(error))
-            size = None
+        size = _decoded(sample.image_path, "image", image_mode_problem, problems)
         if need_masks and sample.mask_path is not None and size is not None:
             problem = _check_mask(sample.mask_path, size, num_classes)
             if problem:
                 problems.append(problem)
         if sample.saliency_path is not None:
-            try:
-                saliency_size = decoded_size(sample.saliency_path)
-            except DatasetError as error:
-                problems.append(str(error))
-                continue
-            if size is not None and saliency_size != size:
+            saliency_size = _decoded(sample.saliency_path, "saliency map", saliency_mode_problem, problems)
+            if size is not None and saliency_size is not None and saliency_size != size:
                 resized.append(sample.saliency_path)
     return resized
+
+
+def _decoded(path: Path, what: str, mode_problem, problems: list[str]) -> tuple[int, int] | None:
+    """(H, W) of a file that decodes in a usable mode; None (and a problem) otherwise."""
+    try:
+        height, width, mode = decoded_info(path, what)
+    except DatasetError as error:
+        problems.append(str(error))
+        return None
+    problem = mode_problem(path, mode)
+    if problem:
+        problems.append(problem)
+        return None
+    return height, width

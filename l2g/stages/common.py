@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from l2g.config import Config, load_config
-from l2g.data.voc_layout import Sample, load_split
+from l2g.data.voc_layout import Sample, class_names, load_split
 
 
 def pick_device(config: Config) -> torch.device:
@@ -40,13 +40,29 @@ def run_config(run_dir: str | Path, overrides: list[str] | None = None) -> Confi
 
 
 def split_samples(config: Config, split: str, need_masks: bool = False, need_saliency: bool = False) -> list[Sample]:
+    """The checked samples of ``split`` as the data section configures them (format, folders, labels)."""
     data = config.data
-    cls_list = data.cls_list if split == data.train_split else None
+    image_dir, mask_dir = data.folders()
     return load_split(
-        data.root, split, data.num_classes, cls_list=cls_list, mask_dir=data.mask_dir,
+        data.root, split, data.num_classes, cls_list=split_cls_list(config, split), mask_dir=mask_dir,
         saliency_dir=data.saliency_dir, need_masks=need_masks, need_saliency=need_saliency,
-        check_images=data.check_images,
+        check_images=data.check_images, image_dir=image_dir, labels=data.labels, classes_file=data.classes_file,
     )
+
+
+def split_cls_list(config: Config, split: str) -> str | None:
+    """data.cls_list where it applies to ``split``: always for a .npy or a "{split}" path, else the train split."""
+    cls_list = config.data.cls_list
+    if cls_list is None:
+        return None
+    if split == config.data.train_split or "{split}" in cls_list or cls_list.lower().endswith(".npy"):
+        return cls_list
+    return None
+
+
+def dataset_class_names(config: Config) -> list[str]:
+    """The C foreground class names of the configured dataset (classes file, else class0, class1, ...)."""
+    return class_names(config.data.root, config.data.num_classes, config.data.classes_file)
 
 
 def write_json(path: str | Path, payload: dict) -> None:

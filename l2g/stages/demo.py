@@ -17,11 +17,10 @@ from PIL import Image
 from l2g.config import Config, load_config, to_dict
 from l2g.data.images import read_mask
 from l2g.data.synth import PARTS_DIR, SynthSpec, write_dataset
-from l2g.data.voc_layout import class_names
 from l2g.evaluation.parts import PartBodyAttention
 from l2g.report.html_report import MethodResult, ReportSample, write_report
 from l2g.stages.cams import infer_cams, load_cams
-from l2g.stages.common import split_samples, write_json
+from l2g.stages.common import dataset_class_names, split_samples, write_json
 from l2g.stages.eval_cams import evaluate_cams
 from l2g.stages.train import train
 
@@ -81,7 +80,7 @@ def run_demo(out: str | Path = "runs/demo", data_root: str | Path = "data/synth"
     report = write_report(
         out / "report", results,
         [ReportSample(s.image_id, s.image_path, s.mask_path, s.labels) for s in samples[:8]],
-        ["background", *class_names(config.data.root, config.data.num_classes)],
+        ["background", *dataset_class_names(config)],
         title="l2g synthetic benchmark", num_examples=8,
         notes=["Pseudo-label mIoU on the train split of the synthetic dataset, best background threshold "
                "of each method. Maps: multi-scale + flip, ReLU, per-class max normalisation.", table],

@@ -9,10 +9,9 @@ from tqdm import tqdm
 
 from l2g.config import Config
 from l2g.data.images import read_mask
-from l2g.data.voc_layout import class_names
 from l2g.evaluation.sweep import ThresholdSweep, default_thresholds
 from l2g.stages.cams import load_cams
-from l2g.stages.common import split_samples, write_json
+from l2g.stages.common import dataset_class_names, split_samples, write_json
 
 
 def stack_maps(cams: dict[int, np.ndarray], shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -38,7 +37,7 @@ def evaluate_cams(config: Config, cams_dir: str | Path, out_path: str | Path | N
         if maps.shape[1:] != gt.shape:
             raise ValueError(f"{cams_dir / sample.image_id}.npy: maps {maps.shape[1:]} vs mask {gt.shape}")
         sweep.update(maps, labels, gt)
-    results = sweep.results(["background", *class_names(config.data.root, num_classes)])
+    results = sweep.results(["background", *dataset_class_names(config)])
     results["split"] = split
     results["images"] = len(samples)
     write_json(out_path or cams_dir.parent / "sweep.json", results)

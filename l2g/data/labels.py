@@ -1,0 +1,407 @@
+"""Image-level labels in every form users already have, read into one shape: {image id: class indices}.
+
+Class indices are 0-based FOREGROUND indices (mask value minus 1), sorted and unique. The sources:
+
+``cls_txt``  the authors' ``train_cls.txt`` form: ``<id> <c> <c> ...`` with 0-based indices.
+``csv``      ``image,label1;label2`` with class NAMES from the classes file (or 0-based indices when
+             there is no classes file); the image column is a file name in the image folder (``cat.jpg``)
+             or an id; an optional header row starting with ``image`` is skipped.
+``npy``      ``cls_labels.npy`` as IRN writes it (int keys: ``2007000032`` for ``2007_000032``) or as SEAM
+             writes it (string keys ``'2007_000032'``): a pickled dict {id: C-vector of 0/1}. It is read
+             with an unpickler that only builds numpy arrays and scalars, so a hostile file cannot run code.
+``xml``      ``Annotations/<id>.xml`` (PASCAL VOC): the classes of all ``<object><name>`` entries,
+             difficult and truncated objects included (as IRN derives its ``cls_labels.npy``).
+``masks``    the classes present in the label mask (values 1..C; 0 and 255 are not classes).
+
+Every problem is a ``DatasetError`` naming the file (and line or key) at fault.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import io
+import pickle
+import re
+import xml.etree.ElementTree as ElementTree
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from l2g.data.atomic import atomic_write_text
+from l2g.data.errors import DatasetError
+from l2g.data.palette import IGNORE_INDEX, load_mask
+
+VOC_CLASSES = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
+    "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)
+LABEL_SOURCES = ("auto", "cls_txt", "csv", "npy", "xml", "masks")
+IMAGE_SUFFIXES = (".jpg", ".png", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+INTEGER = re.compile(r"-?[0-9]+")
+CSV_HEADER_WORDS = ("image", "images", "file", "filename", "image_id", "id")
+
+
+@dataclass
+class LabelTable:
+    """Labels read from one source: {id: classes} in file order, the file or folder they came from and
+    its kind (one of LABEL_SOURCES), and for CSV lists the image file name each row gives (so ``cat.png``
+    is used even when a ``cat.jpg`` also exists)."""
+
+    labels: dict[str, tuple[int, ...]]
+    path: Path
+    kind: str
+    files: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def source(self) -> str:
+        return f"{self.path} ({self.kind})"
+
+
+def content_lines(path: Path) -> Iterable[tuple[int, str]]:
+    """(1-based line number, stripped text) of the lines that are neither blank nor ``#`` comments."""
+    for number, line in enumerate(read_text(path).splitlines(), start=1):
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            yield number, stripped
+
+
+def read_text(path: Path) -> str:
+    """The UTF-8 text of ``path`` (a byte-order mark is dropped); DatasetError when missing or not text."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise DatasetError(f"{path}: unreadable ({error})") from error
+
+
+def check_num_classes(num_classes: int) -> None:
+    """C must leave room for background (0) and the ignore index (255) in a uint8 mask."""
+    if not 1 <= num_classes < IGNORE_INDEX:
+        raise ValueError(f"num_classes must be in 1..{IGNORE_INDEX - 1}, got {num_classes}")
+
+
+def _parse_classes(path: Path, number: int, words: list[str], num_classes: int) -> tuple[int, ...]:
+    """The sorted unique class indices of one class-list line, checked against ``num_classes``."""
+    classes = set()
+    for word in words:
+        if not INTEGER.fullmatch(word):  # int() would also take "1_0", "+3" and non-ASCII digits
+            raise DatasetError(f"{path}:{number}: class {word!r} is not an integer")
+        value = int(word)
+        if not 0 <= value < num_classes:
+            raise DatasetError(
+                f"{path}:{number}: class id {value} outside the {num_classes} configured classes "
+                f"(expected 0-based foreground indices 0..{num_classes - 1})"
+            )
+        classes.add(value)
+    return tuple(sorted(classes))
+
+
+def _first_seen_check(path: Path, number: int, image_id: str, first_seen: dict[str, int]) -> None:
+    if image_id in first_seen:
+        raise DatasetError(
+            f"{path}:{number}: image id {image_id!r} listed twice (first on line {first_seen[image_id]})"
+        )
+    first_seen[image_id] = number
+
+
+def read_class_list(path: str | Path, num_classes: int) -> dict[str, tuple[int, ...]]:
+    """Image-level labels from a ``<id> <c> <c> ...`` file, as {image id: sorted unique class indices}.
+
+    Each ``c`` is a 0-based foreground index (mask value minus 1). The dict keeps file order. A line with
+    an id and no classes is allowed and gives ``()``: such an image contributes only negatives to the
+    classification loss, which is legitimate but usually means a labelling gap, so check such ids.
+    Raises DatasetError (message: ``<path>:<line>: what is wrong``) for a non-integer class, a class
+    outside 0..num_classes-1, an id listed twice, and a file without any ids.
+    """
+    check_num_classes(num_classes)
+    path = Path(path)
+    labels: dict[str, tuple[int, ...]] = {}
+    first_seen: dict[str, int] = {}
+    for number, text in content_lines(path):
+        image_id, *words = text.split()
+        _first_seen_check(path, number, image_id, first_seen)
+        labels[image_id] = _parse_classes(path, number, words, num_classes)
+    if not labels:
+        raise DatasetError(f"{path}: no image ids (the file is empty)")
+    return labels
+
+
+def read_class_names(path: str | Path, num_classes: int) -> list[str]:
+    """The C class names of a classes file (one per line), checked for count and duplicates."""
+    path = Path(path)
+    names: list[str] = []
+    for number, text in content_lines(path):
+        if text in names:
+            raise DatasetError(f"{path}:{number}: class name {text!r} listed twice")
+        names.append(text)
+    if len(names) != num_classes:
+        raise DatasetError(f"{path}: {len(names)} class names for {num_classes} configured classes")
+    return names
+
+
+def _class_index(names: dict[str, int], name: str, where: str, names_file: str) -> int:
+    """The index of class ``name``; DatasetError with a "did you mean" hint for an unknown name."""
+    if name in names:
+        return names[name]
+    close = difflib.get_close_matches(name, list(names), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise DatasetError(f"{where}: unknown class name {name!r}{hint}; the classes are listed in {names_file}")
+
+
+def image_id_of(name: str) -> str:
+    """The image id of a file name: the name without a known image suffix."""
+    path = Path(name)
+    return path.stem if path.suffix.lower() in IMAGE_SUFFIXES else name
+
+
+def _check_file_name(path: Path, number: int, name: str) -> None:
+    if not name:
+        raise DatasetError(f"{path}:{number}: empty image name")
+    if "/" in name or "\\" in name or name in (".", ".."):
+        raise DatasetError(
+            f"{path}:{number}: image {name!r} must be a plain file name inside the image folder (no folders)"
+        )
+
+
+def read_csv_labels(
+    path: str | Path, num_classes: int, names: list[str] | None = None, names_file: str = "the classes file"
+) -> LabelTable:
+    """Labels from ``image,label1;label2`` rows (see the module docstring).
+
+    With ``names`` the labels are class names; without, 0-based indices. Raises DatasetError for an
+    unknown name, an index out of range, an image listed twice, a row with more than two columns and a
+    file without rows.
+    """
+    check_num_classes(num_classes)
+    path = Path(path)
+    index_of = {name: index for index, name in enumerate(names)} if names is not None else None
+    reader = csv.reader(io.StringIO(read_text(path)))
+    labels: dict[str, tuple[int, ...]] = {}
+    files: dict[str, str] = {}
+    first_seen: dict[str, int] = {}
+    first_row = True
+    try:
+        for row in reader:
+            number = reader.line_num
+            cells = [cell.strip() for cell in row]
+            if not any(cells) or cells[0].startswith("#"):
+                continue
+            is_header = first_row and cells[0].lower() in CSV_HEADER_WORDS
+            first_row = False
+            if is_header:
+                continue
+            if len(cells) > 2:
+                raise DatasetError(
+                    f"{path}:{number}: expected 2 columns 'image,label1;label2', got {len(cells)} "
+                    f"(separate labels with ';', not ',')"
+                )
+            name = cells[0]
+            _check_file_name(path, number, name)
+            image_id = image_id_of(name)
+            _first_seen_check(path, number, image_id, first_seen)
+            tokens = [token.strip() for token in (cells[1] if len(cells) > 1 else "").split(";") if token.strip()]
+            if index_of is None:
+                classes = _parse_classes(path, number, tokens, num_classes)
+            else:
+                classes = tuple(sorted({_class_index(index_of, t, f"{path}:{number}", names_file) for t in tokens}))
+            labels[image_id] = classes
+            if image_id != name:  # a file name, not a bare id: use exactly that file
+                files[image_id] = name
+    except csv.Error as error:
+        raise DatasetError(f"{path}:{reader.line_num}: not a valid CSV row ({error})") from error
+    if not labels:
+        raise DatasetError(f"{path}: no images listed (the file is empty)")
+    return LabelTable(labels, path, "csv", files)
+
+
+# --- cls_labels.npy (IRN / SEAM) --------------------------------------------------------------------------
+
+# The only globals a pickled dict of numpy arrays and scalars needs; anything else is refused.
+_NUMPY_PICKLE_GLOBALS = {
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),
+}
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickles dicts, lists, strings, numbers and numpy arrays/scalars; refuses every other global."""
+
+    def find_class(self, module: str, name: str):  # noqa: ANN201 - pickle's signature
+        if module.startswith("numpy.core."):  # files written by numpy 1.x
+            module = "numpy._core." + module[len("numpy.core."):]
+        if (module, name) not in _NUMPY_PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name} (only numpy arrays are allowed)")
+        return super().find_class(module, name)
+
+
+def _load_npy_object(path: Path) -> object:
+    """The object stored in an ``.npy`` file, unpickled without running arbitrary code."""
+    try:
+        with path.open("rb") as stream:
+            version = np.lib.format.read_magic(stream)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
+            else:
+                shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
+            if not dtype.hasobject:
+                return np.load(path, allow_pickle=False)
+            array = _NumpyOnlyUnpickler(stream).load()
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: file not found") from None
+    except (OSError, ValueError, EOFError, pickle.UnpicklingError, AttributeError, TypeError,
+            IndexError, KeyError, ImportError, MemoryError) as error:
+        raise DatasetError(f"{path}: not a readable cls_labels.npy ({error})") from error
+    if isinstance(array, np.ndarray) and array.shape == () and array.dtype.hasobject:
+        return array.item()
+    return array
+
+
+def npy_key_to_id(key: object) -> str:
+    """The image id of a ``cls_labels.npy`` key: IRN's int 2007000032 -> '2007_000032'; strings as they are.
+
+    IRN turns ``2007_000032`` into an int by dropping the underscore, so any 10-digit int key is read
+    back as ``YYYY_NNNNNN``; other ints (e.g. COCO image numbers) become their decimal text.
+    """
+    if isinstance(key, (bytes, np.bytes_)):
+        return bytes(key).decode("utf-8")
+    if isinstance(key, (str, np.str_)):
+        return str(key)
+    if isinstance(key, (int, np.integer)) and not isinstance(key, (bool, np.bool_)):
+        text = str(int(key))
+        return f"{text[:4]}_{text[4:]}" if len(text) == 10 else text
+    raise TypeError(f"key {key!r} of type {type(key).__name__} is neither an int nor a string")
+
+
+def read_npy_labels(path: str | Path, num_classes: int) -> LabelTable:
+    """Labels from an IRN or SEAM ``cls_labels.npy``: a dict {id: C-vector of 0/1}.
+
+    Raises DatasetError for a file that is not such a dict, a vector of the wrong length, a value other
+    than 0 or 1 (NaN included), a key that is neither int nor string, and an id present twice (an int
+    and a string key for the same image).
+    """
+    check_num_classes(num_classes)
+    path = Path(path)
+    table = _load_npy_object(path)
+    if not isinstance(table, dict):
+        kind = f"array of shape {table.shape}" if isinstance(table, np.ndarray) else type(table).__name__
+        raise DatasetError(
+            f"{path}: expected a dict {{image id: {num_classes}-vector}} saved with np.save "
+            f"(IRN/SEAM cls_labels.npy), got {kind}"
+        )
+    if not table:
+        raise DatasetError(f"{path}: no image ids (the dict is empty)")
+    labels: dict[str, tuple[int, ...]] = {}
+    for key, value in table.items():
+        try:
+            image_id = npy_key_to_id(key)
+        except (TypeError, UnicodeDecodeError) as error:
+            raise DatasetError(f"{path}: {error}") from None
+        if image_id in labels:
+            raise DatasetError(f"{path}: image id {image_id!r} present twice (as key {key!r} and another key)")
+        labels[image_id] = _npy_vector(path, key, value, num_classes)
+    return LabelTable(labels, path, "npy")
+
+
+def _npy_vector(path: Path, key: object, value: object, num_classes: int) -> tuple[int, ...]:
+    """The class indices of one multi-hot vector, checked for length and 0/1 values."""
+    try:
+        vector = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DatasetError(f"{path}: key {key!r}: value is not a numeric vector") from None
+    if vector.shape != (num_classes,):
+        raise DatasetError(
+            f"{path}: key {key!r}: label vector of shape {vector.shape}, expected ({num_classes},) for "
+            f"{num_classes} configured classes"
+        )
+    if not np.all((vector == 0) | (vector == 1)):
+        bad = np.unique(vector[(vector != 0) & (vector != 1)]).tolist()  # NaN listed once
+        raise DatasetError(f"{path}: key {key!r}: label values must be 0 or 1, got {bad}")
+    return tuple(int(i) for i in np.flatnonzero(vector))
+
+
+# --- labels derived per image (Annotations XML, masks) ----------------------------------------------------
+
+
+def xml_labels(path: Path, names: list[str]) -> tuple[int, ...]:
+    """The classes of the ``<object><name>`` entries of a VOC annotation file."""
+    index_of = {name: index for index, name in enumerate(names)}
+    try:
+        root = ElementTree.parse(path).getroot()
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: annotation file not found") from None
+    except (ElementTree.ParseError, OSError) as error:
+        raise DatasetError(f"{path}: unreadable annotation XML ({error})") from error
+    classes = set()
+    for number, obj in enumerate(root.iter("object"), start=1):
+        name = (obj.findtext("name") or "").strip()
+        if not name:
+            raise DatasetError(f"{path}: object {number} has no <name>")
+        classes.add(_class_index(index_of, name, f"{path}: object {number}", "the class names"))
+    return tuple(sorted(classes))
+
+
+def mask_labels(path: Path, num_classes: int) -> tuple[int, ...]:
+    """The classes present in a label mask (values 1..C); DatasetError for values outside 0..C and 255."""
+    mask = load_mask(path)
+    bad = bad_mask_values(mask, num_classes)
+    if bad:
+        raise mask_value_error(path, bad, num_classes)
+    present = np.flatnonzero(np.bincount(mask.ravel(), minlength=256)[1 : num_classes + 1])
+    return tuple(int(index) for index in present)
+
+
+def bad_mask_values(mask: np.ndarray, num_classes: int) -> list[int]:
+    """The values of ``mask`` that are neither 0..num_classes nor the ignore index, sorted."""
+    counts = np.bincount(mask.ravel().astype(np.int64), minlength=256)
+    present = np.flatnonzero(counts)
+    return [int(value) for value in present if value > num_classes and value != IGNORE_INDEX]
+
+
+def mask_value_error(path: Path, bad: list[int], num_classes: int) -> DatasetError:
+    """The error for a mask with out-of-range values, naming the file and the values."""
+    return DatasetError(
+        f"{path}: mask values {bad} outside 0..{num_classes} and {IGNORE_INDEX} (ignore) "
+        f"for {num_classes} configured classes"
+    )
+
+
+def derived_labels(
+    ids: list[str], path_of, read, problems: list[str], progress: bool = False, desc: str = "labels"
+) -> dict[str, tuple[int, ...]]:
+    """{id: read(path_of(id))} for every id (XML or mask per image); each failure is appended to
+    ``problems`` rather than raised, so that one error can list them all."""
+    from tqdm import tqdm
+
+    labels = {}
+    for image_id in tqdm(ids, desc=desc, disable=not progress, leave=False):
+        try:
+            labels[image_id] = read(path_of(image_id))
+        except DatasetError as error:
+            problems.append(str(error))
+    return labels
+
+
+# --- writing -------------------------------------------------------------------------------------------
+
+
+def format_class_list(labels: dict[str, tuple[int, ...]]) -> str:
+    """The ``<id> <c> <c> ...`` text of ``labels`` (file order kept)."""
+    return "".join(" ".join([image_id, *map(str, classes)]) + "\n" for image_id, classes in labels.items())
+
+
+def write_class_list(path: str | Path, labels: dict[str, tuple[int, ...]]) -> Path:
+    """Write ``labels`` in the ``train_cls.txt`` form, atomically."""
+    return atomic_write_text(path, format_class_list(labels))
+
+
+def write_id_list(path: str | Path, ids: Iterable[str]) -> Path:
+    """Write one id per line, atomically."""
+    return atomic_write_text(path, "".join(f"{image_id}\n" for image_id in ids))
