@@ -43,7 +43,7 @@ def add_quiet(parser: argparse.ArgumentParser) -> None:
 # Commands of the later pipeline stages live in their own modules. Each exposes
 # ``register(subparsers)`` and gives its parsers a ``handler`` default (args -> exit code), so adding a
 # stage never touches the dispatch below.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("l2g.segmentation.cli",)
 
 
 def build_parser() -> argparse.ArgumentParser:
