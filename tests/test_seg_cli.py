@@ -305,6 +305,9 @@ def _check_report(report: Path) -> None:
 def test_run_refuses_an_unknown_stage(tmp_path, capsys):
     code, _, err = run_cli(capsys, "run", "synth", "--out", tmp_path / "p", "--until", "nope")
     assert code == 2 and "not a stage" in err
+    code, _, err = run_cli(capsys, "run", "synth", "--out", tmp_path / "p", "--set", "seg.train_split=trainval")
+    assert code == 2 and "cams.split='train'" in err
+    assert not (tmp_path / "p").exists()
 
 
 def test_help_of_the_new_commands(capsys):

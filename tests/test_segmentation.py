@@ -273,3 +273,13 @@ def test_bad_user_images_give_clear_errors(tmp_path):
         read_user_image(tmp_path / "cut.jpg")
     with pytest.raises(FileNotFoundError, match="no such image"):
         read_user_image(tmp_path / "missing.jpg")
+
+
+def test_overlay_blends_foreground_only():
+    from l2g.stages.predict import overlay
+
+    image = np.full((2, 2, 3), 100, np.uint8)
+    mask = np.array([[0, 1], [0, 2]], np.uint8)  # VOC colours: 1 = (128, 0, 0), 2 = (0, 128, 0)
+    blended = overlay(image, mask)
+    assert tuple(blended[0, 0]) == (100, 100, 100) and tuple(blended[1, 0]) == (100, 100, 100)
+    assert tuple(blended[0, 1]) == (114, 50, 50) and tuple(blended[1, 1]) == (50, 114, 50)

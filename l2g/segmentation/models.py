@@ -315,5 +315,8 @@ def load_seg_checkpoint(path: str | Path, seg: SegConfig, num_classes: int,
         if found.get(key) != expected.get(key):
             raise ValueError(f"{path}: checkpoint has {key}={found.get(key)}, the config seg.{key}={expected.get(key)}")
     model = build_seg_model(seg, num_classes)
-    model.load_state_dict(checkpoint["model"])
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as error:
+        raise ValueError(f"{path}: weights do not fit {ARCH_TITLES[seg.arch]} ({str(error)[:300]})") from error
     return model.to(device).eval(), checkpoint

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from l2g.config import Config, save_config, to_dict
+from l2g.config import Config, ConfigError, save_config, to_dict
 from l2g.data.voc_layout import DatasetError
 from l2g.report.run_report import write_run_report
 from l2g.stages.cams import infer_cams
@@ -258,6 +258,9 @@ def run_pipeline(config: Config, out: str | Path, progress: bool = True, until: 
     """Run (or continue) every stage up to ``until`` (default: all); returns the report's index.html."""
     if until is not None and until not in STAGE_NAMES:
         raise ValueError(f"--until {until!r}: not a stage (stages: {', '.join(STAGE_NAMES)})")
+    if config.seg.train_split != config.cams.split:
+        raise ConfigError(f"seg.train_split={config.seg.train_split!r} but pseudo masks are made for cams.split="
+                          f"{config.cams.split!r}: the pipeline trains on the split it labels, set both alike")
     p = Pipeline(config, Path(out), progress)
     p.out.mkdir(parents=True, exist_ok=True)
     save_config(config, p.out / "config.yaml")

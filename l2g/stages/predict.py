@@ -48,12 +48,14 @@ def collect_images(inputs: list[str | Path]) -> list[Path]:
     return images
 
 
-def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """Class colours blended over the image where the mask is not background; (H, W, 3) uint8."""
-    blended = image.astype(np.float32)
+def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Class colours blended 50/50 over the image where the mask is not background; (H, W, 3) uint8.
+    Only foreground pixels are converted, so a huge image costs little more than its own copy."""
+    blended = image.copy()
     foreground = mask != 0
-    blended[foreground] = (1 - alpha) * blended[foreground] + alpha * colorize(mask)[foreground]
-    return blended.round().astype(np.uint8)
+    colours = colorize(mask[foreground]).astype(np.uint16)
+    blended[foreground] = ((image[foreground].astype(np.uint16) + colours + 1) // 2).astype(np.uint8)
+    return blended
 
 
 def _unique_stems(paths: list[Path]) -> list[str]:
