@@ -326,3 +326,24 @@ def test_copying_a_run_keeps_it_usable(seg_run, tmp_path, capsys):
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(image)
     code, _, err = run_cli(capsys, "predict", image, "--run", copy, "--out", tmp_path / "o", "--quiet")
     assert code == 0, err
+
+
+def test_seg_train_from_a_pretrained_file_records_it(seg_run, tiny_root, tmp_path, capsys):
+    """Backbone weights from a local file (here: the backbone of an earlier run, ImageNet-style naming):
+    loaded, recorded with the file's sha256, and trained at x1 while the new head gets x10."""
+    trained = torch.load(seg_run / "checkpoints" / "final.pt", weights_only=True)["model"]
+    weights = tmp_path / "backbone.pth"
+    torch.save({k.removeprefix("backbone."): v for k, v in trained.items() if k.startswith("backbone.")}, weights)
+    run = tmp_path / "pretrained"
+    code, _, err = seg_train_cli(capsys, tiny_root, run, "--set", f"seg.pretrained={weights}", "--set",
+                                 "seg.pretrained_dataset=coco", "--set", "seg.epochs=1")
+    assert code == 0, err
+    init = json.loads((run / "init.json").read_text())
+    assert init["from_scratch"] is False
+    assert init["pretrained"]["dataset"] == "coco" and init["pretrained"]["path"] == str(weights.resolve())
+    assert init["pretrained"]["tensors_loaded"] == sum(1 for k in trained if k.startswith("backbone."))
+    assert json.loads((run / "train_metrics.json").read_text())["init"] == init
+    groups = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["optimizer"]["param_groups"]
+    assert sorted(g["lr_mult"] for g in groups) == [1.0, 2.0, 10.0, 20.0]
+    head = [g for g in groups if g["lr_mult"] in (10.0, 20.0)]
+    assert sum(len(g["params"]) for g in head) == 2 * 2  # the two ASPP branches' weights and biases

@@ -283,3 +283,10 @@ def test_overlay_blends_foreground_only():
     blended = overlay(image, mask)
     assert tuple(blended[0, 0]) == (100, 100, 100) and tuple(blended[1, 0]) == (100, 100, 100)
     assert tuple(blended[0, 1]) == (114, 50, 50) and tuple(blended[1, 1]) == (50, 114, 50)
+
+
+def test_decompression_bomb_is_refused_with_a_message(tmp_path, monkeypatch):
+    Image.fromarray(np.zeros((30, 30, 3), np.uint8)).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 200)  # 900 px > 2 x the limit: PIL refuses to decode
+    with pytest.raises(ValueError, match="big.png: image too large to decode safely"):
+        read_user_image(tmp_path / "big.png")
