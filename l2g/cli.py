@@ -43,7 +43,12 @@ def add_quiet(parser: argparse.ArgumentParser) -> None:
 # Commands of the later pipeline stages live in their own modules. Each exposes
 # ``register(subparsers)`` and gives its parsers a ``handler`` default (args -> exit code), so adding a
 # stage never touches the dispatch below.
-COMMAND_MODULES: tuple[str, ...] = ("l2g.stages.convert_weights", "l2g.stages.prepare", "l2g.stages.saliency")
+COMMAND_MODULES: tuple[str, ...] = (
+    "l2g.stages.convert_weights",
+    "l2g.stages.prepare",
+    "l2g.stages.saliency",
+    "l2g.segmentation.cli",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,8 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the synthetic benchmark: CAM vs local vs L2G vs L2G+shape",
                        description="Generate the synthetic dataset if absent, train the four methods, infer "
-                                   "their maps, sweep thresholds, print a table and write an HTML report. "
-                                   "Finished steps are skipped, so an interrupted demo continues.")
+                                   "their maps, sweep thresholds, print a table and write an HTML report; then "
+                                   "train DeepLab-small on the L2G + shape and CAM pseudo masks and report its val "
+                                   "mIoU. Finished steps are skipped, so an interrupted demo continues.")
     p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     p.add_argument("--data", default="data/synth", help="synthetic dataset root (default: data/synth)")
     p.add_argument("--config", default="synth", help="preset or YAML (default: synth)")

@@ -139,6 +139,67 @@ class EvalConfig:
     threshold: float | None = None  # pseudo masks: None = best threshold of the sweep
 
 
+SEG_ARCHS = ("deeplab_small", "deeplab_v1_vgg16", "deeplab_v2_resnet101", "deeplabv3_resnet101")
+CRF_PRESETS = ("deeplab", "deeplab_largefov", "psa", "irn")
+PRETRAINED_DATASETS = ("imagenet", "coco", "other")
+
+
+@dataclass
+class CrfConfig:
+    """Dense CRF (pydensecrf2). ``preset`` gives every value; a value set here overrides the preset's.
+
+    Presets (l2g/segmentation/crf.py): deeplab (DeepLab-v2 ResNet-101 on VOC), deeplab_largefov (DeepLab-v1
+    VGG-16), psa (PSA/SEAM's CAM refinement), irn (IRN's refinement of hard labels).
+    """
+
+    enabled: bool = False
+    preset: str = "deeplab"
+    iterations: int | None = None
+    pos_xy_std: float | None = None  # smoothness kernel: spatial std (pixels) and weight
+    pos_w: float | None = None
+    bi_xy_std: float | None = None  # appearance kernel: spatial std (pixels), colour std and weight
+    bi_rgb_std: float | None = None
+    bi_w: float | None = None
+    gt_prob: float = 0.7  # refining hard labels (pseudo masks): probability given to the label
+
+
+@dataclass
+class PseudoCrfConfig(CrfConfig):
+    """The CRF that refines pseudo masks before training: IRN's settings for hard labels by default."""
+
+    preset: str = "irn"
+
+
+@dataclass
+class SegConfig:
+    """The segmentation stage: a DeepLab trained on pseudo masks, evaluated on the val split."""
+
+    arch: str = "deeplab_v2_resnet101"  # deeplab_small | deeplab_v1_vgg16 | deeplab_v2_resnet101 | deeplabv3_resnet101
+    width: int = 16  # deeplab_small only: base width of its small CNN backbone
+    aspp_rates: tuple[int, ...] = (6, 12, 18, 24)  # deeplab_v2_resnet101 and deeplab_small
+    pretrained: str | None = None  # local weights file (ImageNet or COCO); never downloaded; None: from scratch
+    pretrained_dataset: str = "imagenet"  # what ``pretrained`` was trained on, recorded: imagenet | coco | other
+    freeze_bn: bool | None = None  # None: frozen for deeplab_v2_resnet101 (as DeepLab-v2), trained otherwise
+    pseudo_dir: str | None = None  # pseudo masks to train on (``l2g seg train --pseudo`` overrides it)
+    train_split: str = "train"
+    val_split: str = "val"
+    crop_size: int = 321
+    scale_range: tuple[float, float] = (0.5, 1.5)  # random rescaling before the crop
+    flip: bool = True
+    epochs: int = 20  # VOC train_aug at batch 10: ~21k iterations (DeepLab-v2: 20k)
+    batch_size: int = 10
+    lr: float = 2.5e-4  # DeepLab-v2; DeepLab-v1 used 1e-3
+    head_lr_mult: float = 10.0  # parameters not initialised from ``pretrained`` (biases get twice this)
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    poly_power: float = 0.9
+    test_scales: tuple[float, ...] = (1.0,)  # inference: softmax averaged over scales (and flips)
+    test_flip: bool = True
+    max_side: int = 2048  # inference: a larger image is downscaled to this long side, its mask upscaled back
+    crf: CrfConfig = field(default_factory=CrfConfig)  # inference
+    pseudo_crf: PseudoCrfConfig = field(default_factory=PseudoCrfConfig)  # pseudo masks, before training
+
+
 @dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
@@ -148,6 +209,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     cams: CamsConfig = field(default_factory=CamsConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    seg: SegConfig = field(default_factory=SegConfig)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     amp: bool = False  # mixed precision (GPU only; bf16 where supported)
@@ -205,6 +267,7 @@ class Config:
             raise ConfigError("optim.batch_size and optim.epochs must be >= 1")
         if not self.cams.scales:
             raise ConfigError("cams.scales must list at least one scale")
+        _validate_seg(self.seg)
         return self
 
     @property
@@ -219,6 +282,28 @@ class Config:
         if self.method.shape_threshold is not None:
             return self.method.shape_threshold
         return 0.001 if self.method.shape_form == "release" else 0.1
+
+
+def _validate_seg(seg: SegConfig) -> None:
+    _choice("seg.arch", seg.arch, SEG_ARCHS)
+    _choice("seg.pretrained_dataset", seg.pretrained_dataset, PRETRAINED_DATASETS)
+    for name, crf in (("seg.crf", seg.crf), ("seg.pseudo_crf", seg.pseudo_crf)):
+        _choice(f"{name}.preset", crf.preset, CRF_PRESETS)
+        if crf.iterations is not None and crf.iterations < 1:
+            raise ConfigError(f"{name}.iterations must be >= 1")
+        if not 0 < crf.gt_prob < 1:
+            raise ConfigError(f"{name}.gt_prob must be in (0, 1)")
+    if seg.epochs < 1 or seg.batch_size < 1 or seg.crop_size < 8 or seg.width < 1:
+        raise ConfigError("seg.epochs, seg.batch_size and seg.width must be >= 1, seg.crop_size >= 8")
+    low, high = seg.scale_range
+    if not 0 < low <= high:
+        raise ConfigError(f"seg.scale_range {list(seg.scale_range)}: expected 0 < low <= high")
+    if not seg.test_scales or min(seg.test_scales) <= 0:
+        raise ConfigError("seg.test_scales must list at least one positive scale")
+    if not seg.aspp_rates or min(seg.aspp_rates) < 1:
+        raise ConfigError("seg.aspp_rates must list at least one rate >= 1")
+    if seg.max_side < 32:
+        raise ConfigError("seg.max_side must be >= 32")
 
 
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:

@@ -33,6 +33,11 @@ TINY_SETTINGS = [
     "model.width=4",
     "cams.scales=[1.0]",
     "threads=1",
+    "seg.width=4",
+    "seg.aspp_rates=[1,2]",
+    "seg.crop_size=32",
+    "seg.epochs=1",
+    "seg.batch_size=4",
 ]
 
 
@@ -281,8 +286,16 @@ def test_demo_then_rerun_skips_training(tiny_root, tmp_path, capsys):
     for row in rows:
         assert 0 <= row["miou"] <= 1
     summary = (out / "summary.md").read_text()
-    assert summary.count("\n| ") == 1 + 1 + 4 - 1  # header, separator, one line per method
-    assert "L2G + shape" in summary
+    methods_table, seg_table = summary.split("\n\n")
+    assert methods_table.count("\n| ") == 1 + 1 + 4 - 1  # header, separator, one line per method
+    assert "L2G + shape" in methods_table
+    # the segmentation end: DeepLab trained on the L2G + shape and CAM pseudo masks, evaluated on val
+    seg_rows = json.loads((out / "summary.json").read_text())["segmentation"]
+    assert [row["method"] for row in seg_rows] == ["l2g_shape", "cam"]
+    for row in seg_rows:
+        assert 0 <= row["seg_miou"] <= 1
+        assert row["pseudo_miou"] == next(r["miou"] for r in rows if r["method"] == row["method"])
+    assert seg_table.count("| L2G + shape |") == 1 and seg_table.count("| CAM baseline |") == 1
 
     index = out / "report" / "index.html"
     sources = re.findall(r'<img src="([^"]+)"', index.read_text())
@@ -293,6 +306,7 @@ def test_demo_then_rerun_skips_training(tiny_root, tmp_path, capsys):
         assert picture.stat().st_size > 0, source
 
     checkpoints = {m: out / m / "checkpoints" / "final.pt" for m in METHODS}
+    checkpoints.update({f"{m}/seg": out / m / "seg" / "checkpoints" / "final.pt" for m in ("l2g_shape", "cam")})
     mtimes = {m: path.stat().st_mtime_ns for m, path in checkpoints.items()}
     code, _, err = run_cli(capsys, *argv)
     assert code == 0, err

@@ -22,6 +22,7 @@ from l2g.report.html_report import MethodResult, ReportSample, write_report
 from l2g.stages.cams import infer_cams, load_cams
 from l2g.stages.common import dataset_class_names, split_samples, write_json
 from l2g.stages.eval_cams import evaluate_cams
+from l2g.stages.seg_demo import segmentation_demo
 from l2g.stages.train import train
 
 METHOD_TITLES = {"cam": "CAM baseline", "local": "Local network only", "l2g": "L2G", "l2g_shape": "L2G + shape"}
@@ -75,6 +76,7 @@ def run_demo(out: str | Path = "runs/demo", data_root: str | Path = "data/synth"
     print("\n" + table)
     write_json(out / "summary.json", {"rows": [row.__dict__ for row in rows]})
     (out / "summary.md").write_text(table + "\n")
+    segmentation_demo(out, rows, data_root, preset, overrides or [], progress)  # DeepLab on L2G+shape / CAM masks
     config = demo_config(methods[-1], str(data_root), preset, overrides or [])
     samples = split_samples(config, config.cams.split, need_masks=True)
     report = write_report(

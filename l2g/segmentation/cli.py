@@ -1,0 +1,138 @@
+"""Commands of the segmentation stage and the whole pipeline: ``l2g seg train``, ``l2g seg eval``,
+``l2g predict`` and ``l2g run`` (registered through ``COMMAND_MODULES`` in l2g/cli.py)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from l2g.cli import add_overrides, add_quiet
+
+SEG_EPILOG = """examples:
+  l2g seg train synth --run runs/seg --pseudo runs/l2g_shape/pseudo
+  l2g seg train voc.yaml --run runs/seg --pseudo runs/x/pseudo --set seg.pretrained=weights/resnet101.pth
+  l2g seg train synth --run runs/seg --pseudo runs/x/pseudo --resume      # continue after a kill
+  l2g seg eval --run runs/seg                                           # mIoU on seg.val_split
+  l2g seg eval --run runs/seg --crf --set seg.test_scales=[0.5,0.75,1.0]
+
+Networks (seg.arch): deeplab_v2_resnet101 (default, ASPP 6/12/18/24), deeplab_v1_vgg16 (LargeFOV),
+deeplabv3_resnet101 (torchvision), deeplab_small (width-reduced, for CPUs). All have output stride 8.
+seg.pretrained is a local file (torchvision ImageNet ResNet-101 / VGG-16, or COCO-pretrained DeepLab
+weights); it is recorded with its sha256 in <run>/init.json. Nothing is downloaded."""
+
+PREDICT_EPILOG = """examples:
+  l2g predict photo.jpg --run runs/seg --out masks/
+  l2g predict photos/ more/*.png --run runs/seg --out masks/ --crf
+Writes <out>/<name>.png (label mask, VOC palette) and <out>/<name>_overlay.jpg. Grey, RGBA (composited on
+white), palette and 16-bit images are converted; EXIF rotation is applied; an image whose long side
+exceeds seg.max_side (default 2048) is downscaled for the network and its mask upscaled back. Files that
+are not images or are truncated are listed at the end (exit code 2); the others are still written."""
+
+RUN_EPILOG = """examples:
+  l2g run synth --out runs/pipeline
+  l2g run voc.yaml --out runs/voc --set seg.pretrained=weights/resnet101.pth
+  l2g run synth --out runs/pipeline --until pseudo      # stop after the pseudo masks
+
+Stages: train -> cams -> threshold -> pseudo -> seg_train -> seg_eval -> report. Each writes
+<out>/stages/<stage>.done.json last; rerunning the same command skips complete stages and continues an
+interrupted one. Changing a config value reruns the stages that depend on it and those after them."""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    formatter = argparse.RawDescriptionHelpFormatter
+    p = subparsers.add_parser("seg", help="train or evaluate the segmentation network (DeepLab)",
+                              description="The segmentation stage: a DeepLab trained on pseudo masks.",
+                              epilog=SEG_EPILOG, formatter_class=formatter)
+    sub = p.add_subparsers(dest="seg_command", required=True, metavar="SEG_COMMAND")
+
+    t = sub.add_parser("train", help="train a DeepLab on pseudo masks", epilog=SEG_EPILOG, formatter_class=formatter,
+                       description="Train into a run folder: config.yaml, train_log.jsonl, init.json, "
+                                   "checkpoints/last.pt (every epoch), checkpoints/final.pt, train_metrics.json.")
+    t.add_argument("config", help="YAML config file or preset name (e.g. synth); its seg section is used")
+    t.add_argument("--run", required=True, help="segmentation run folder to write")
+    t.add_argument("--pseudo", help="folder of pseudo masks <id>.png (default: seg.pseudo_dir)")
+    t.add_argument("--resume", action="store_true", help="continue from <run>/checkpoints/last.pt")
+    add_overrides(t)
+    add_quiet(t)
+    t.set_defaults(handler=_seg_train)
+
+    e = sub.add_parser("eval", help="mIoU of a trained segmentation run", epilog=SEG_EPILOG, formatter_class=formatter,
+                       description="Evaluate on a split with ground truth: per-class IoU, mIoU, pixel accuracy "
+                                   "-> <run>/eval_<split>.json; predicted masks -> <run>/predictions/<split>/.")
+    e.add_argument("--run", required=True, help="segmentation run folder ('l2g seg train')")
+    e.add_argument("--split", help="split to evaluate (default: seg.val_split)")
+    e.add_argument("--checkpoint", help="checkpoint to evaluate (default: <run>/checkpoints/final.pt)")
+    e.add_argument("--crf", action=argparse.BooleanOptionalAction, default=None,
+                   help="dense CRF on the predictions (default: seg.crf.enabled)")
+    e.add_argument("--out", help="output JSON (default: <run>/eval_<split>.json)")
+    add_overrides(e)
+    add_quiet(e)
+    e.set_defaults(handler=_seg_eval)
+
+    p = subparsers.add_parser("predict", help="masks and overlays for any images with a trained segmentation run",
+                              description="Segment image files (or folders of them) with a trained run, on CPU "
+                                          "or GPU.", epilog=PREDICT_EPILOG, formatter_class=formatter)
+    p.add_argument("images", nargs="+", help="image files or folders")
+    p.add_argument("--run", required=True, help="segmentation run folder ('l2g seg train')")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--checkpoint", help="checkpoint (default: <run>/checkpoints/final.pt)")
+    p.add_argument("--crf", action=argparse.BooleanOptionalAction, default=None,
+                   help="dense CRF on the predictions (default: seg.crf.enabled)")
+    add_overrides(p)
+    add_quiet(p)
+    p.set_defaults(handler=_predict)
+
+    r = subparsers.add_parser("run", help="the whole pipeline: image tags -> evaluated segmentation + report",
+                              description="Run every stage in order into one folder, skipping complete stages.",
+                              epilog=RUN_EPILOG, formatter_class=formatter)
+    r.add_argument("config", help="YAML config file or preset name (e.g. synth)")
+    r.add_argument("--out", required=True, help="pipeline folder (cls/, seg/, report/, stages/)")
+    r.add_argument("--until", help="stop after this stage")
+    add_overrides(r)
+    add_quiet(r)
+    r.set_defaults(handler=_run)
+
+
+def _seg_train(args: argparse.Namespace) -> int:
+    from l2g.config import load_config
+    from l2g.stages.seg_train import train_segmentation
+
+    config = load_config(args.config, args.overrides)
+    print(train_segmentation(config, args.run, args.pseudo, args.resume, not args.quiet))
+    return 0
+
+
+def _seg_eval(args: argparse.Namespace) -> int:
+    from l2g.stages.common import run_config
+    from l2g.stages.seg_eval import evaluate_segmentation, format_metrics
+
+    config = run_config(args.run, args.overrides)
+    metrics = evaluate_segmentation(config, args.run, args.split, args.checkpoint, args.out, args.crf,
+                                    not args.quiet)
+    print(format_metrics(metrics))
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from l2g.stages.common import run_config
+    from l2g.stages.predict import predict_images
+
+    config = run_config(args.run, args.overrides)
+    result = predict_images(config, args.run, args.images, args.out, args.checkpoint, args.crf, not args.quiet)
+    for source, mask, summary in result.written:
+        print(f"{source} -> {mask}: {summary}")
+    if result.failed:
+        listed = "\n".join(f"  - {message}" for message in result.failed)
+        raise ValueError(f"{len(result.failed)} of {len(result.failed) + len(result.written)} input(s) could not "
+                         f"be segmented:\n{listed}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from l2g.config import load_config
+    from l2g.stages.pipeline import run_pipeline
+
+    config = load_config(args.config, args.overrides)
+    print(f"report: {run_pipeline(config, args.out, not args.quiet, args.until)}")
+    sys.stdout.flush()
+    return 0

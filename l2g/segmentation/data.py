@@ -1,0 +1,146 @@
+"""Data of the segmentation stage: training pairs (image, pseudo mask) with DeepLab's augmentation, the
+check that a pseudo-mask folder covers a split, and reading arbitrary user images for ``l2g predict``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from torch.utils.data import Dataset
+
+from l2g.config import Config
+from l2g.data.classification import normalize
+from l2g.data.images import read_image, read_mask
+from l2g.data.palette import IGNORE_INDEX
+from l2g.data.voc_layout import PIL_ERRORS, DatasetError, Sample
+
+MAX_LISTED = 10
+
+
+def pseudo_mask_paths(samples: list[Sample], pseudo_dir: str | Path) -> list[Path]:
+    """``<pseudo_dir>/<id>.png`` for every sample, checked to exist and to have its image's size (read
+    from the file headers, so this is quick). One DatasetError lists every problem."""
+    pseudo_dir = Path(pseudo_dir)
+    if not pseudo_dir.is_dir():
+        raise FileNotFoundError(f"{pseudo_dir}: pseudo-mask folder not found (run 'l2g pseudo' first)")
+    paths, problems = [], []
+    for sample in samples:
+        path = pseudo_dir / f"{sample.image_id}.png"
+        paths.append(path)
+        if not path.is_file():
+            problems.append(f"{path}: pseudo mask missing")
+            continue
+        try:
+            with Image.open(path) as mask, Image.open(sample.image_path) as image:
+                if mask.size != image.size:
+                    problems.append(f"{path}: pseudo mask is {mask.size[1]}x{mask.size[0]} (HxW) but its image "
+                                    f"{sample.image_path} is {image.size[1]}x{image.size[0]}")
+        except PIL_ERRORS as error:
+            problems.append(f"{path}: unreadable ({error})")
+    if problems:
+        listed = "\n".join(f"  - {p}" for p in problems[:MAX_LISTED])
+        more = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
+        raise DatasetError(f"{pseudo_dir}: {len(problems)} problem(s) with the pseudo masks of "
+                           f"{len(samples)} images:\n{listed}{more}")
+    return paths
+
+
+def _resize(array: np.ndarray, scale: float, resample: int) -> np.ndarray:
+    height, width = array.shape[:2]
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return np.asarray(Image.fromarray(array).resize(size, resample))
+
+
+def _pad_to(array: np.ndarray, size: int, value: float) -> np.ndarray:
+    """Pad bottom/right to at least size x size with ``value``."""
+    pad_h, pad_w = max(size - array.shape[0], 0), max(size - array.shape[1], 0)
+    if not pad_h and not pad_w:
+        return array
+    widths = [(0, pad_h), (0, pad_w)] + [(0, 0)] * (array.ndim - 2)
+    return np.pad(array, widths, constant_values=value)
+
+
+class SegmentationDataset(Dataset):
+    """Training pairs: random scale (``seg.scale_range``), pad (image with the mean colour, mask with 255),
+    random ``seg.crop_size`` crop, random flip, normalise. Reproducible per (seed, epoch, index)."""
+
+    def __init__(self, samples: list[Sample], mask_paths: list[Path], config: Config, seed: int = 0) -> None:
+        self.samples, self.mask_paths = samples, mask_paths
+        self.config, self.seed, self.epoch = config, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict:
+        seg, data = self.config.seg, self.config.data
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        image = read_image(self.samples[index].image_path)
+        mask = read_mask(self.mask_paths[index], data.num_classes)
+        scale = rng.uniform(*seg.scale_range)
+        image, mask = _resize(image, scale, Image.BILINEAR), _resize(mask, scale, Image.NEAREST)
+        tensor = normalize(image, data.mean, data.std).permute(1, 2, 0).numpy()  # pad with 0 = the mean colour
+        tensor, mask = _pad_to(tensor, seg.crop_size, 0.0), _pad_to(mask, seg.crop_size, IGNORE_INDEX)
+        top = int(rng.integers(0, tensor.shape[0] - seg.crop_size + 1))
+        left = int(rng.integers(0, tensor.shape[1] - seg.crop_size + 1))
+        tensor = tensor[top : top + seg.crop_size, left : left + seg.crop_size]
+        mask = mask[top : top + seg.crop_size, left : left + seg.crop_size]
+        if seg.flip and rng.random() < 0.5:
+            tensor, mask = tensor[:, ::-1], mask[:, ::-1]
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(tensor.transpose(2, 0, 1))),
+            "mask": torch.from_numpy(np.ascontiguousarray(mask).astype(np.int64)),
+            "index": index,
+        }
+
+
+# --- arbitrary images for predict ----------------------------------------------------------------------
+
+
+def read_user_image(path: str | Path) -> np.ndarray:
+    """Any image file as (H, W, 3) uint8 RGB, or a ValueError naming the file and what is wrong.
+
+    Handled: grey and palette images (converted), RGBA / LA (composited over white, as a viewer shows
+    them), 16-bit and 32-bit integer or float images (rescaled to 8 bits: /257 for 16-bit, min-max for
+    others), EXIF orientation (applied, so masks line up with the image as it is displayed), multi-frame
+    files (first frame). Refused with a message: missing files, non-images, truncated files, and images
+    above PIL's decompression-bomb limit.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such image file")
+    try:
+        with Image.open(path) as opened:
+            opened.load()
+            image = ImageOps.exif_transpose(opened) or opened.copy()
+    except Image.DecompressionBombError as error:
+        raise ValueError(f"{path}: image too large to decode safely ({error})") from error
+    except PIL_ERRORS as error:
+        text = str(error).lower()
+        truncated = "truncated" in text or "broken" in text
+        reason = "truncated or corrupt image" if truncated else "not an image PIL can read"
+        raise ValueError(f"{path}: {reason} ({error})") from error
+    return to_rgb(image)
+
+
+def to_rgb(image: Image.Image) -> np.ndarray:
+    """A PIL image of any mode as (H, W, 3) uint8 RGB (see :func:`read_user_image`)."""
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"), dtype=np.uint8)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        if image.mode.startswith("I;16") or (image.mode == "I" and values.min() >= 0 and values.max() <= 65535
+                                             and values.max() > 255):
+            values = values / 257.0  # 16-bit range 0..65535 onto 0..255
+        elif values.max() > 255 or values.min() < 0:
+            low, high = values.min(), values.max()
+            values = (values - low) / max(high - low, 1e-12) * 255.0
+        grey = np.clip(np.round(values), 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)

@@ -1,0 +1,272 @@
+"""``l2g run CONFIG --out DIR``: every stage in order, each skipped when its outputs are complete.
+
+Stages and where they write (inside DIR)::
+
+    train      cls/checkpoints/final.pt ...   classification stage (l2g train)
+    cams       cls/cams/                      attention maps of cams.split (l2g cams)
+    threshold  cls/sweep.json                 background-threshold sweep on that split (l2g eval-cams)
+    pseudo     cls/pseudo/                    pseudo masks at the chosen threshold (l2g pseudo)
+    seg_train  seg/checkpoints/final.pt ...   DeepLab on the pseudo masks (l2g seg train)
+    seg_eval   seg/eval_<val>.json            mIoU on seg.val_split (l2g seg eval)
+    report     report/index.html              the run report
+
+A stage that finishes writes ``stages/<name>.done.json`` last and atomically: its outputs (with file
+counts / sizes), the config values it depends on, and a fresh stamp. A stage is complete when that
+marker exists, its outputs are still there, its config values are unchanged and the previous stage's
+stamp is the one it was built on. So an interrupted pipeline continues where it stopped (a stage cut
+short resumes itself: training from last.pt, attention maps from the files already written), a changed
+config value reruns the stages that depend on it and every stage after, and nothing else is redone.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from l2g.config import Config, ConfigError, save_config, to_dict
+from l2g.data.voc_layout import DatasetError
+from l2g.report.run_report import write_run_report
+from l2g.stages.cams import infer_cams
+from l2g.stages.common import split_samples, write_json
+from l2g.stages.eval_cams import evaluate_cams
+from l2g.stages.pseudo import choose_threshold, write_pseudo_masks
+from l2g.stages.seg_eval import evaluate_segmentation
+from l2g.stages.seg_train import train_segmentation
+from l2g.stages.train import train
+
+RUNTIME_KEYS = ("device", "threads", "log_every")  # change how fast, not what comes out
+SEG_INFERENCE_KEYS = ("val_split", "test_scales", "test_flip", "max_side", "crf")
+
+
+@dataclass
+class Pipeline:
+    config: Config
+    out: Path
+    progress: bool = True
+
+    @property
+    def cls_run(self) -> Path:
+        return self.out / "cls"
+
+    @property
+    def seg_run(self) -> Path:
+        return self.out / "seg"
+
+    @property
+    def markers(self) -> Path:
+        return self.out / "stages"
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    description: str
+    config_keys: Callable[[Config], dict[str, Any]]  # the config values its outputs depend on
+    outputs: Callable[[Pipeline], list[Path]]  # checked for completeness; removed when stale
+    run: Callable[[Pipeline], None]
+
+
+# --- the stages --------------------------------------------------------------------------------------
+
+
+def _run_train(p: Pipeline) -> None:
+    train(p.config, p.cls_run, resume=True, progress=p.progress)
+
+
+def _run_cams(p: Pipeline) -> None:
+    infer_cams(p.config, p.cls_run, progress=p.progress)
+
+
+def _run_threshold(p: Pipeline) -> None:
+    try:
+        split_samples(p.config, p.config.cams.split, need_masks=True)
+    except DatasetError as error:
+        if p.config.eval.threshold is not None:
+            print(f"  no ground truth on split {p.config.cams.split!r}: using eval.threshold="
+                  f"{p.config.eval.threshold} without a sweep")
+            return
+        raise DatasetError(f"{error}\nthe threshold is chosen on ground-truth masks of split "
+                           f"{p.config.cams.split!r}; without them set eval.threshold") from None
+    best = evaluate_cams(p.config, p.cls_run / "cams", progress=p.progress)["best"]
+    print(f"  best background threshold {best['threshold']:.2f}: pseudo-label mIoU {100 * best['miou']:.1f}")
+
+
+def _run_pseudo(p: Pipeline) -> None:
+    threshold = choose_threshold(p.config, p.cls_run / "sweep.json")
+    write_pseudo_masks(p.config, p.cls_run / "cams", p.cls_run / "pseudo", threshold, progress=p.progress)
+
+
+def _run_seg_train(p: Pipeline) -> None:
+    train_segmentation(p.config, p.seg_run, p.cls_run / "pseudo", resume=True, progress=p.progress)
+
+
+def _run_seg_eval(p: Pipeline) -> None:
+    metrics = evaluate_segmentation(p.config, p.seg_run, progress=p.progress)
+    print(f"  segmentation mIoU on {metrics['split']}: {100 * metrics['miou']:.1f}")
+
+
+def _run_report(p: Pipeline) -> None:
+    print(f"  {write_run_report(p.out / 'report', p.config, p.cls_run, p.seg_run)}")
+
+
+def _section(config: Config, keys: tuple[str, ...]) -> dict[str, Any]:
+    values = to_dict(config)
+    picked = {}
+    for key in keys:
+        value: Any = values
+        for part in key.split("."):
+            value = value[part]
+        picked[key] = value
+    return picked
+
+
+def _train_keys(config: Config) -> dict[str, Any]:
+    later = ("seg", "cams", "eval", *RUNTIME_KEYS)
+    return {k: v for k, v in to_dict(config).items() if k not in later}  # new sections count as training ones
+
+
+def _seg_train_keys(config: Config) -> dict[str, Any]:
+    return {f"seg.{k}": v for k, v in to_dict(config.seg).items() if k not in SEG_INFERENCE_KEYS}
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("train", "classification stage", _train_keys,
+          lambda p: [p.cls_run / "checkpoints", p.cls_run / "train_log.jsonl", p.cls_run / "train_metrics.json",
+                     p.cls_run / "config.yaml"], _run_train),
+    Stage("cams", "attention maps", lambda c: _section(c, ("cams",)), lambda p: [p.cls_run / "cams"], _run_cams),
+    Stage("threshold", "background threshold (eval-cams)", lambda c: _section(c, ("eval.thresholds",
+                                                                                    "eval.threshold")),
+          lambda p: [p.cls_run / "sweep.json"], _run_threshold),
+    Stage("pseudo", "pseudo masks", lambda c: _section(c, ("eval.threshold",)), lambda p: [p.cls_run / "pseudo"],
+          _run_pseudo),
+    Stage("seg_train", "segmentation training", _seg_train_keys,
+          lambda p: [p.seg_run / "checkpoints", p.seg_run / "train_log.jsonl", p.seg_run / "train_metrics.json",
+                     p.seg_run / "config.yaml", p.seg_run / "init.json", p.seg_run / "pseudo_crf"], _run_seg_train),
+    Stage("seg_eval", "segmentation evaluation", lambda c: {f"seg.{k}": v for k, v in to_dict(c.seg).items()
+                                                            if k in SEG_INFERENCE_KEYS},
+          lambda p: [p.seg_run / f"eval_{p.config.seg.val_split}.json", p.seg_run / "predictions"], _run_seg_eval),
+    Stage("report", "report", lambda c: {}, lambda p: [p.out / "report"], _run_report),
+)
+STAGE_NAMES = tuple(stage.name for stage in STAGES)
+
+
+# --- markers ---------------------------------------------------------------------------------------------
+
+
+def _describe_outputs(paths: list[Path], root: Path) -> list[dict]:
+    """Each existing output with what completeness is checked against: a file's size, a folder's file count."""
+    described = []
+    for path in paths:
+        if path.is_file():
+            described.append({"path": str(path.relative_to(root)), "bytes": path.stat().st_size})
+        elif path.is_dir():
+            described.append({"path": str(path.relative_to(root)),
+                              "files": sum(1 for f in path.rglob("*") if f.is_file())})
+    return described
+
+
+def _outputs_intact(described: list[dict], root: Path) -> bool:
+    for item in described:
+        path = root / item["path"]
+        if "bytes" in item and not (path.is_file() and path.stat().st_size == item["bytes"]):
+            return False
+        if "files" in item and not (path.is_dir() and sum(1 for f in path.rglob("*") if f.is_file()) >= item["files"]):
+            return False
+    return True
+
+
+def _read_marker(path: Path) -> dict | None:
+    try:
+        marker = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return marker if isinstance(marker, dict) else None
+
+
+def stage_status(p: Pipeline, stage: Stage, upstream: str | None) -> tuple[bool, str]:
+    """(complete, why not) of a stage given the stamp of the stage before it."""
+    marker = _read_marker(p.markers / f"{stage.name}.done.json")
+    if marker is None:
+        return False, "not done yet"
+    if marker.get("upstream") != upstream:
+        return False, "an earlier stage was redone"
+    changed = _changed_keys(marker.get("config", {}), stage.config_keys(p.config))
+    if changed:
+        return False, f"config changed ({', '.join(changed)})"
+    if not _outputs_intact(marker.get("outputs", []), p.out):
+        return False, "outputs missing or incomplete"
+    return True, ""
+
+
+def _changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    changed = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changed += [f"{key}.{k}" for k in _changed_keys(a, b)]
+        elif a != b:
+            changed.append(key)
+    return changed
+
+
+def _clear(paths: list[Path], root: Path) -> None:
+    for path in paths:
+        if root.resolve() not in path.resolve().parents:
+            raise ValueError(f"{path}: refusing to remove a path outside the run folder {root}")
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def run_stage(p: Pipeline, stage: Stage, upstream: str | None, index: int) -> str:
+    """Run one stage unless complete; returns its stamp."""
+    prefix = f"[{index + 1}/{len(STAGES)}] {stage.name} ({stage.description})"
+    complete, reason = stage_status(p, stage, upstream)
+    done_path = p.markers / f"{stage.name}.done.json"
+    if complete:
+        print(f"{prefix}: complete, skipped")
+        return _read_marker(done_path)["stamp"]
+    started_path = p.markers / f"{stage.name}.started.json"
+    keys = stage.config_keys(p.config)
+    started = _read_marker(started_path)
+    if started is not None and started.get("upstream") == upstream and started.get("config") == keys:
+        print(f"{prefix}: resuming an interrupted run")
+    else:
+        # Outputs left by another config or built on other inputs are stale: start this stage afresh.
+        print(f"{prefix}: running ({reason})")
+        done_path.unlink(missing_ok=True)
+        _clear(stage.outputs(p), p.out)
+        write_json(started_path, {"upstream": upstream, "config": keys})
+    began = time.time()
+    stage.run(p)
+    stamp = uuid.uuid4().hex
+    write_json(done_path, {"stage": stage.name, "stamp": stamp, "upstream": upstream, "config": keys,
+                           "outputs": _describe_outputs(stage.outputs(p), p.out),
+                           "seconds": round(time.time() - began, 3), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    started_path.unlink(missing_ok=True)
+    return stamp
+
+
+def run_pipeline(config: Config, out: str | Path, progress: bool = True, until: str | None = None) -> Path:
+    """Run (or continue) every stage up to ``until`` (default: all); returns the report's index.html."""
+    if until is not None and until not in STAGE_NAMES:
+        raise ValueError(f"--until {until!r}: not a stage (stages: {', '.join(STAGE_NAMES)})")
+    if config.seg.train_split != config.cams.split:
+        raise ConfigError(f"seg.train_split={config.seg.train_split!r} but pseudo masks are made for cams.split="
+                          f"{config.cams.split!r}: the pipeline trains on the split it labels, set both alike")
+    p = Pipeline(config, Path(out), progress)
+    p.out.mkdir(parents=True, exist_ok=True)
+    save_config(config, p.out / "config.yaml")
+    upstream = None
+    for index, stage in enumerate(STAGES):
+        upstream = run_stage(p, stage, upstream, index)
+        if stage.name == until:
+            break
+    return p.out / "report" / "index.html"

@@ -1,0 +1,106 @@
+"""``l2g predict``: masks for any images with a trained segmentation run (CPU is fine).
+
+For every input image ``<stem>.<ext>`` it writes ``<out>/<stem>.png`` (label mask, VOC palette, at the
+image's size) and ``<out>/<stem>_overlay.jpg`` (class colours blended over the image). Folders given as
+inputs are searched (not recursively) for image files. Inputs that cannot be read (not an image,
+truncated, missing) are reported by name after the others are done; see
+:func:`l2g.segmentation.data.read_user_image` for what is converted (grey, RGBA, 16-bit, EXIF rotation)
+and :mod:`l2g.segmentation.inference` for images above ``seg.max_side`` (downscaled, mask upscaled).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from l2g.config import Config
+from l2g.data.palette import colorize, save_mask
+from l2g.report.html_report import safe_filename
+from l2g.segmentation.data import read_user_image
+from l2g.segmentation.inference import segment
+from l2g.segmentation.models import load_seg_checkpoint
+from l2g.stages.common import pick_device, set_threads
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+@dataclass
+class PredictResult:
+    written: list[tuple[Path, Path, str]] = field(default_factory=list)  # (input, mask file, summary line)
+    failed: list[str] = field(default_factory=list)  # one message per input that could not be used
+
+
+def collect_images(inputs: list[str | Path]) -> list[Path]:
+    """The image files named by ``inputs``: files as given, folders expanded to their image files."""
+    images: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found = sorted(p for p in item.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise FileNotFoundError(f"{item}: folder holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+            images += found
+        else:
+            images.append(item)
+    return images
+
+
+def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Class colours blended 50/50 over the image where the mask is not background; (H, W, 3) uint8.
+    Only foreground pixels are converted, so a huge image costs little more than its own copy."""
+    blended = image.copy()
+    foreground = mask != 0
+    colours = colorize(mask[foreground]).astype(np.uint16)
+    blended[foreground] = ((image[foreground].astype(np.uint16) + colours + 1) // 2).astype(np.uint8)
+    return blended
+
+
+def _unique_stems(paths: list[Path]) -> list[str]:
+    stems, seen = [], set()
+    for path in paths:
+        stem, count = safe_filename(path.stem), 1
+        candidate = stem
+        while candidate in seen:
+            count += 1
+            candidate = f"{stem}_{count}"
+        seen.add(candidate)
+        stems.append(candidate)
+    return stems
+
+
+def describe(mask: np.ndarray, names: list[str]) -> str:
+    """'crab 31.2%, background 68.8%': the classes present and their share of the pixels."""
+    counts = np.bincount(mask.ravel(), minlength=len(names))
+    order = np.argsort(-counts)
+    return ", ".join(f"{names[i] if i < len(names) else i} {100 * counts[i] / mask.size:.1f}%"
+                     for i in order if counts[i])
+
+
+def predict_images(config: Config, run_dir: str | Path, inputs: list[str | Path], out_dir: str | Path,
+                   checkpoint: str | Path | None = None, crf: bool | None = None,
+                   progress: bool = True) -> PredictResult:
+    """Segment every input image into ``out_dir``; unreadable inputs are collected in ``failed``."""
+    set_threads(config)
+    device = pick_device(config)
+    checkpoint = Path(checkpoint) if checkpoint else Path(run_dir) / "checkpoints" / "final.pt"
+    model, saved = load_seg_checkpoint(checkpoint, config.seg, config.data.num_classes + 1, device)
+    images = collect_images(inputs)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = PredictResult()
+    for path, stem in tqdm(list(zip(images, _unique_stems(images), strict=True)), desc="predict",
+                           disable=not progress):
+        try:
+            image = read_user_image(path)
+        except (ValueError, FileNotFoundError) as error:
+            result.failed.append(str(error))
+            continue
+        mask = segment(model, image, config, device, crf=crf).mask
+        mask_path = out_dir / f"{stem}.png"
+        save_mask(mask_path, mask)
+        Image.fromarray(overlay(image, mask)).save(out_dir / f"{stem}_overlay.jpg", quality=90)
+        result.written.append((path, mask_path, describe(mask, saved["class_names"])))
+    return result

@@ -1,0 +1,85 @@
+"""The segmentation end of the synthetic demo: DeepLab-small trained on the pseudo masks of L2G + shape
+and of the CAM baseline, evaluated on the val split, next to the pseudo-label mIoU that fed it.
+
+Called by :func:`l2g.stages.demo.run_demo` after the classification methods. For each method it writes
+``<out>/<method>/pseudo/`` (pseudo masks at the method's best threshold), ``<out>/<method>/seg/`` (the
+segmentation run, resumable) and adds a table to ``summary.md`` and a ``segmentation`` list to
+``summary.json``. Training is skipped when the run's final checkpoint exists; evaluation always reruns
+(seconds).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Protocol
+
+from l2g.segmentation.models import ARCH_TITLES
+from l2g.stages.common import write_json
+from l2g.stages.pseudo import write_pseudo_masks
+from l2g.stages.seg_eval import evaluate_segmentation
+from l2g.stages.seg_train import train_segmentation
+
+SEG_DEMO_METHODS = ("l2g_shape", "cam")  # the paper's method and the baseline it improves on
+
+
+class _Row(Protocol):  # what the demo's per-method rows provide
+    method: str
+    title: str
+    miou: float
+    threshold: float
+
+
+@dataclass
+class SegDemoRow:
+    method: str
+    title: str
+    pseudo_miou: float  # pseudo labels, train split, best threshold
+    threshold: float
+    seg_miou: float  # DeepLab trained on those pseudo labels, val split
+    seg_pixel_accuracy: float
+    seg_train_minutes: float
+
+
+def segmentation_demo(out: str | Path, rows: list[_Row], data_root: str | Path, preset: str, overrides: list[str],
+                      progress: bool = True) -> list[SegDemoRow]:
+    """Train and evaluate the segmentation network on the pseudo masks of the demo's L2G + shape and CAM
+    runs (those of them in ``rows``); print the table and add it to the summary files."""
+    from l2g.stages.demo import demo_config  # demo imports this module
+
+    out = Path(out)
+    by_method = {row.method: row for row in rows}
+    seg_rows = []
+    for method in [m for m in SEG_DEMO_METHODS if m in by_method]:
+        row = by_method[method]
+        config = demo_config(method, str(data_root), preset, overrides)
+        cls_run, seg_run = out / method, out / method / "seg"
+        if not (seg_run / "checkpoints" / "final.pt").exists():
+            write_pseudo_masks(config, cls_run / "cams", cls_run / "pseudo", row.threshold, progress=progress)
+            train_segmentation(config, seg_run, cls_run / "pseudo", resume=True, progress=progress)
+        metrics = evaluate_segmentation(config, seg_run, progress=progress)
+        minutes = json.loads((seg_run / "train_metrics.json").read_text())["minutes"]
+        seg_rows.append(SegDemoRow(method, row.title, row.miou, row.threshold, metrics["miou"],
+                                   metrics["pixel_accuracy"], minutes))
+        print(f"{row.title:<20} segmentation val mIoU {100 * metrics['miou']:5.1f}  (pseudo labels "
+              f"{100 * row.miou:.1f})  seg train {minutes:.1f} min")
+    if not seg_rows:
+        return seg_rows
+    table = format_seg_table(seg_rows, ARCH_TITLES[config.seg.arch])
+    print("\n" + table)
+    summary_md, summary_json = out / "summary.md", out / "summary.json"
+    previous = summary_md.read_text() if summary_md.exists() else ""
+    summary_md.write_text(previous + "\n" + table + "\n")
+    payload = json.loads(summary_json.read_text()) if summary_json.exists() else {}
+    payload["segmentation"] = [asdict(r) for r in seg_rows]
+    write_json(summary_json, payload)
+    return seg_rows
+
+
+def format_seg_table(rows: list[SegDemoRow], network: str) -> str:
+    lines = [f"| pseudo masks from | pseudo-label mIoU (train) | {network}: val mIoU | val pixel accuracy "
+             "| seg train minutes |", "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {r.title} | {100 * r.pseudo_miou:.1f} | {100 * r.seg_miou:.1f} | {100 * r.seg_pixel_accuracy:.1f} "
+              f"| {r.seg_train_minutes:.1f} |" for r in rows]
+    return "\n".join(lines)
