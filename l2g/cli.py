@@ -25,7 +25,8 @@ EPILOG = """examples:
   l2g eval-cams --run runs/l2g_shape
   l2g pseudo --run runs/l2g_shape            # at the sweep's best threshold, or --threshold 0.25
 
-CONFIG is a YAML file or the name of a shipped preset (synth). --set overrides any key, e.g.
+CONFIG is a YAML file or the name of a shipped preset: synth, the paper's voc12_resnet38_l2g_shape,
+coco14_resnet38_l2g_shape and the ablations voc12_resnet38_* (l2g/configs/). --set overrides any key, e.g.
 --set optim.lr=1e-3 --set views.strategy=random. Unknown keys are errors.
 Note: the background threshold of pseudo labels (eval-cams/pseudo) is not the training-time
 shape threshold (method.shape_threshold)."""
@@ -71,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train from a YAML config into a run folder: config.yaml, "
                                    "train_log.jsonl, checkpoints/last.pt (per epoch) and checkpoints/final.pt.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("config", help="YAML config file or preset name (e.g. synth)")
+    p.add_argument("config", help="YAML config file or preset name (e.g. synth, voc12_resnet38_l2g_shape)")
     p.add_argument("--run", required=True, help="run folder to write")
     p.add_argument("--resume", action="store_true", help="continue from <run>/checkpoints/last.pt")
     add_overrides(p)

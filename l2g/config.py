@@ -315,32 +315,98 @@ def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """A Config from a YAML file (or the defaults when ``path`` is None) plus ``key=value`` overrides."""
+    """A Config from a YAML file (or the defaults when ``path`` is None) plus ``key=value`` overrides.
+
+    A file may start from another with a top-level ``base:`` key (see :func:`read_config_file`).
+    """
     raw: dict[str, Any] = {}
     if path is not None:
         path = resolve_config_path(path)
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{path}: not valid YAML ({error})") from error
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+        raw = read_config_file(path)
     config = from_dict(Config, raw, where=str(path) if path else "config")
     for item in overrides or []:
         apply_override(config, item)
     return config.validate()
 
 
+BASE_KEY = "base"
+
+
+def read_config_file(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The raw mapping of one YAML config, with its ``base:`` chain merged in.
+
+    ``base: other`` names the config this one starts from: a file relative to this file's folder
+    (``.yaml`` may be left out), else a shipped preset name. Sections merge key by key, this file's
+    values win, lists are replaced whole. Every file of the chain is checked on its own, so an unknown
+    key or a wrong type is reported with the file it is in; a cycle is an error that shows the chain.
+    """
+    path = Path(path)
+    chain = (*_chain, path.resolve())
+    if path.resolve() in _chain:
+        raise ConfigError("config base cycle: " + " -> ".join(str(p) for p in chain))
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML ({error})") from error
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    base = raw.pop(BASE_KEY, None)
+    from_dict(Config, raw, where=str(path))  # unknown keys and wrong types, named with this file
+    if base is None:
+        return raw
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError(f"{path}: {BASE_KEY} must name a config file or preset, got {base!r}")
+    return merge_configs(read_config_file(resolve_base_path(base, path), chain), raw)
+
+
+def resolve_base_path(base: str, including: Path) -> Path:
+    """The file that ``base:`` in ``including`` names: relative to its folder first, then a shipped preset."""
+    relative = including.parent / base
+    for candidate in (relative, relative.with_name(relative.name + ".yaml"), shipped_preset(base)):
+        if candidate is not None and candidate.is_file():
+            return candidate
+    raise ConfigError(f"{including}: {BASE_KEY}: {base}: no such file beside it, and no preset of that name "
+                      f"(presets: {', '.join(preset_names())})")
+
+
+def merge_configs(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
+    """``child`` over ``base``: mappings merge recursively, anything else (lists included) is replaced.
+
+    A section left empty in ``child`` (every key commented out, read as null) keeps ``base``'s section.
+    """
+    merged = dict(base)
+    for key, value in child.items():
+        if isinstance(merged.get(key), dict) and (isinstance(value, dict) or value is None):
+            merged[key] = merge_configs(merged[key], value or {})
+        else:
+            merged[key] = value
+    return merged
+
+
+PRESETS_DIR = Path(__file__).parent / "configs"
+
+
+def preset_names() -> list[str]:
+    """Names of the presets shipped in ``l2g/configs`` (what ``l2g train NAME`` accepts)."""
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def shipped_preset(name: str | Path) -> Path | None:
+    """The shipped preset file called ``name`` (with or without ``.yaml``), or None."""
+    name = Path(name).name
+    path = PRESETS_DIR / (name if name.endswith((".yaml", ".yml")) else f"{name}.yaml")
+    return path if path.is_file() else None
+
+
 def resolve_config_path(name: str | Path) -> Path:
     """A config path as given, or the name of a preset shipped in ``l2g/configs``."""
     path = Path(name)
-    if path.exists():
+    if path.is_file():
         return path
-    preset = Path(__file__).parent / "configs" / (path.name if path.suffix else f"{path.name}.yaml")
-    if preset.exists():
+    preset = shipped_preset(path)
+    if preset is not None:
         return preset
-    presets = ", ".join(sorted(p.stem for p in preset.parent.glob("*.yaml")))
-    raise ConfigError(f"{name}: no such config file, and no preset of that name (presets: {presets})")
+    raise ConfigError(f"{name}: no such config file, and no preset of that name (presets: {', '.join(preset_names())})")
 
 
 def from_dict(cls: type, raw: dict[str, Any], where: str) -> Any:

@@ -25,6 +25,15 @@ from l2g.models.backbones import FreezableBackbone
 
 SCRATCH = "scratch"  # model.pretrained value: random weights even where a default exists
 _SHOW = 5
+# Where the ImageNet weights a missing model.pretrained file should hold come from (appended to the error).
+_HOW_TO_GET = {
+    "resnet38": ". Convert the release's ImageNet file once: l2g convert-weights "
+                "ilsvrc-cls_rna-a1_cls1000_ep-0001.params {path} (no MXNet needed), or set model.pretrained "
+                "to the .params file itself",
+    "resnet50": ". Give torchvision's ImageNet file (resnet50-*.pth) by its local path",
+    "resnet101": ". Give torchvision's ImageNet file (resnet101-*.pth) by its local path",
+    "vgg16": ". Give torchvision's ImageNet file (vgg16-*.pth) by its local path",
+}
 
 
 def check_weights_file(name: str, pretrained: str | None) -> None:
@@ -36,7 +45,9 @@ def check_weights_file(name: str, pretrained: str | None) -> None:
         return
     path = Path(pretrained)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: weights file not found (model.pretrained); weights are never downloaded")
+        how = _HOW_TO_GET.get(name, "").format(path=path)
+        raise FileNotFoundError(f"{path}: weights file not found (model.pretrained); weights are never downloaded"
+                                f"{how}; model.pretrained=scratch trains from random weights")
     if path.suffix == ".params" and name != "resnet38":
         raise ValueError(f"{path}: MXNet .params weights are read for resnet38 only, not {name}")
 

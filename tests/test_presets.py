@@ -1,0 +1,326 @@
+"""The paper's presets (l2g/configs/voc12_*, coco14_*): their values, the ``base:`` include they are built
+with, the error a missing weights file gives, and every preset end to end (prepare -> train 2 iterations
+-> cams -> eval-cams) on a tiny VOC- or COCO-layout dataset with a 1/16-width ResNet-38, so a preset can
+never silently rot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from dataset_makers import HEIGHT, WIDTH, make_coco, make_voc, write_rgb
+from PIL import Image
+
+from l2g.cli import main
+from l2g.config import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    PRESETS_DIR,
+    Config,
+    ConfigError,
+    load_config,
+    preset_names,
+    to_dict,
+)
+
+MAIN = "voc12_resnet38_l2g_shape"
+COCO = "coco14_resnet38_l2g_shape"
+# Each VOC variant against the main preset: exactly these keys differ (a preset added without an entry
+# here fails test_every_shipped_preset_is_covered).
+VARIANTS = {
+    "voc12_resnet38_cam": {"method.name": "cam", "model.pcm": False},
+    "voc12_resnet38_local": {"method.name": "local"},
+    "voc12_resnet38_l2g": {"method.name": "l2g"},
+    "voc12_resnet38_l2g_shape_shared": {"model.shared_backbone": True},
+    "voc12_resnet38_l2g_shape_global_cls": {"method.global_cls_weight": 1.0},
+    "voc12_resnet38_l2g_shape_grid": {"views.strategy": "grid"},
+    "voc12_resnet38_l2g_shape_random9": {"views.strategy": "random", "views.n": 9},
+    "voc12_resnet38_l2g_shape_patch240": {"views.patch_size": 240},
+    "voc12_resnet38_l2g_shape_patch400": {"views.patch_size": 400},
+    "voc12_resnet38_l2g_shape_n2": {"views.strategy": "random", "views.n": 2},
+    "voc12_resnet38_l2g_shape_n8": {"views.n": 8},
+}
+PAPER_PRESETS = [MAIN, COCO, *VARIANTS]
+WEIGHTS = "weights/resnet38_imagenet.pth"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Two torch threads on two shared cores thrash (10-50x slower): these tests use one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def flat(config: Config) -> dict[str, object]:
+    """``{"section.key": value}`` of a config (tuples as lists)."""
+    return {f"{section}.{key}" if isinstance(values, dict) else section: value
+            for section, values in to_dict(config).items()
+            for key, value in (values.items() if isinstance(values, dict) else [(None, values)])}
+
+
+# --- values ------------------------------------------------------------------------------------------------
+
+
+def test_every_shipped_preset_is_covered():
+    assert sorted(preset_names()) == sorted([*PAPER_PRESETS, "synth"])
+
+
+def test_voc_preset_has_the_papers_and_the_releases_values():
+    c = load_config(MAIN)
+    assert (c.data.format, c.data.root, c.data.train_split, c.data.num_classes) == (
+        "voc", "data/VOCdevkit/VOC2012", "train_aug", 20)
+    assert (c.data.resize_short, c.data.global_size, c.views.patch_size) == (512, 448, 320)
+    assert (c.data.mean, c.data.std) == (IMAGENET_MEAN, IMAGENET_STD)
+    assert c.data.jitter == (0.3, 0.3, 0.3, 0.1) and c.data.flip is False
+    assert (c.views.strategy, c.views.n, c.views.grid_stride) == ("corners+random", 6, 64)
+    assert (c.model.backbone, c.model.width_mult, c.model.pretrained) == ("resnet38", 1.0, WEIGHTS)
+    assert c.model.pcm and (c.model.pcm_dims, c.model.pcm_out) == ((64, 128), 192)
+    assert c.model.freeze_bn and not c.model.shared_backbone
+    assert (c.method.name, c.method.lam, c.method.global_cls_weight) == ("l2g_shape", 10.0, 0.0)
+    assert (c.method.background, c.method.shape_form, c.shape_threshold) == ("release", "release", 0.001)
+    o = c.optim
+    assert (o.lr, o.epochs, o.batch_size, o.schedule, o.step_epochs, o.step_gamma) == (1e-3, 10, 3, "step", (5,), 0.1)
+    assert (o.momentum, o.nesterov, o.weight_decay, o.lr_mult, o.warmup_iters) == (0.9, True, 5e-4, (1, 2, 10, 20), 0)
+    assert (c.cams.split, c.cams.scales, c.cams.flip, c.cams.upsample, c.cams.source) == (
+        "train_aug", (0.5, 1.0, 1.5, 2.0), True, "bicubic", "logits")
+    assert c.eval.threshold == 0.25
+
+
+def test_voc_step_decay_hits_the_sixth_epoch():
+    """step_epochs [5] counts epochs from 0: the lr drops at the start of the paper's 6th epoch."""
+    from l2g.optim import learning_rate
+
+    o = load_config(MAIN).optim
+    per_epoch = 100
+    lrs = [learning_rate(o, epoch * per_epoch, o.epochs * per_epoch, per_epoch) for epoch in range(o.epochs)]
+    assert lrs[:5] == [1e-3] * 5 and lrs[5:] == pytest.approx([1e-4] * 5)
+
+
+def test_coco_preset_has_the_papers_and_the_releases_values():
+    c = load_config(COCO)
+    assert (c.data.format, c.data.root, c.data.train_split, c.data.num_classes) == (
+        "coco", "data/coco", "train2014", 80)
+    assert c.data.mean == (0.471, 0.448, 0.408) and c.data.std == (0.234, 0.239, 0.242)
+    assert (c.data.global_size, c.views.patch_size) == (448, 320)
+    assert (c.views.strategy, c.views.n) == ("random", 4)
+    assert (c.model.backbone, c.model.pretrained, c.model.pcm) == ("resnet38", WEIGHTS, True)
+    assert (c.method.name, c.method.lam, c.method.background, c.method.shape_form) == (
+        "l2g_shape", 30.0, "release", "release")
+    assert c.shape_threshold == 0.1
+    o = c.optim
+    assert (o.lr, o.schedule, o.poly_power, o.epochs, o.batch_size) == (0.1, "poly", 0.7, 15, 12)
+    assert (o.warmup_iters, o.warmup_start_lr) == (500, 1e-5)
+    # the paper's optimiser; the release's defect (weight_decay passed as SGD's momentum) is only a --set away
+    assert (o.momentum, o.nesterov, o.weight_decay) == (0.9, True, 5e-4)
+    assert c.cams.split == "train2014" and c.cams.source == "logits" and c.eval.threshold is None
+
+
+def test_coco_warmup_ramps_from_1e5_to_the_poly_schedule():
+    from l2g.optim import learning_rate
+
+    o = load_config(COCO).optim
+    total = 10_000
+    assert learning_rate(o, 0, total, 1000) == pytest.approx(1e-5)
+    assert learning_rate(o, 250, total, 1000) == pytest.approx((1e-5 + 0.1) / 2)
+    assert learning_rate(o, 500, total, 1000) == pytest.approx(0.1 * (1 - 500 / total) ** 0.7)
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_variant_differs_from_the_main_preset_exactly_where_stated(name):
+    main_values, values = flat(load_config(MAIN)), flat(load_config(name))
+    differences = {key: values[key] for key in values if values[key] != main_values[key]}
+    assert differences == VARIANTS[name]
+
+
+def test_variant_files_state_only_what_differs():
+    """The variants use ``base:`` rather than copies, so a fix to the main preset reaches all of them."""
+    folder = PRESETS_DIR
+    for name in VARIANTS:
+        raw = yaml.safe_load((folder / f"{name}.yaml").read_text())
+        assert raw.pop("base") == MAIN
+        assert sum(len(section) for section in raw.values()) <= 3, name
+
+
+def test_grid_preset_takes_nine_windows():
+    from l2g.data.views import sample_view_boxes
+
+    c = load_config("voc12_resnet38_l2g_shape_grid")
+    boxes = sample_view_boxes((c.data.global_size,) * 2, c.views.patch_size, c.views.n, c.views.strategy,
+                              np.random.default_rng(0), c.views.grid_stride)
+    assert len(boxes) == 9 and {int(b[0]) for b in boxes} == {0, 64, 128}
+
+
+# --- the base: include -----------------------------------------------------------------------------------------
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_base_merges_sections_key_by_key_and_replaces_lists(tmp_path):
+    write(tmp_path / "parent.yaml", "optim:\n  lr: 0.5\n  epochs: 3\n  step_epochs: [1, 2]\nseed: 4\n")
+    child = write(tmp_path / "child.yaml", "base: parent\noptim:\n  lr: 0.25\n  step_epochs: [7]\n")
+    config = load_config(child)
+    assert (config.optim.lr, config.optim.epochs, config.optim.step_epochs, config.seed) == (0.25, 3, (7,), 4)
+
+
+def test_base_is_relative_to_the_including_file_and_chains(tmp_path, monkeypatch):
+    write(tmp_path / "configs" / "a.yaml", "seed: 1\noptim:\n  epochs: 2\n")
+    write(tmp_path / "configs" / "sub" / "b.yaml", "base: ../a.yaml\nseed: 2\n")
+    c = write(tmp_path / "configs" / "c.yaml", "base: sub/b\noptim:\n  lr: 0.3\n")
+    monkeypatch.chdir(tmp_path)  # the cwd plays no part
+    config = load_config(c)
+    assert (config.seed, config.optim.epochs, config.optim.lr) == (2, 2, 0.3)
+
+
+def test_base_names_a_shipped_preset_from_a_user_file(tmp_path):
+    mine = write(tmp_path / "mine.yaml", f"base: {MAIN}\ndata:\n  root: /datasets/VOC2012\n")
+    config = load_config(mine, ["model.pretrained=scratch"])
+    assert config.data.root == "/datasets/VOC2012"
+    assert (config.views.n, config.method.lam, config.optim.batch_size) == (6, 10.0, 3)
+
+
+def test_a_null_section_keeps_the_base_section(tmp_path):
+    write(tmp_path / "parent.yaml", "optim:\n  lr: 0.5\n")
+    child = write(tmp_path / "child.yaml", "base: parent\noptim:\n  # lr: 0.1\n")
+    assert load_config(child).optim.lr == 0.5
+
+
+@pytest.mark.parametrize("files", [
+    {"a.yaml": "base: a\n"},
+    {"a.yaml": "base: b\n", "b.yaml": "base: c.yaml\n", "c.yaml": "base: a\n"},
+], ids=["self", "three"])
+def test_base_cycles_are_rejected_with_the_chain(tmp_path, files):
+    for name, text in files.items():
+        write(tmp_path / name, text)
+    with pytest.raises(ConfigError, match=r"config base cycle: .*a\.yaml -> .*a\.yaml"):
+        load_config(tmp_path / "a.yaml")
+
+
+def test_an_error_in_a_base_file_names_that_file(tmp_path):
+    write(tmp_path / "parent.yaml", "optim:\n  lrr: 0.5\n")
+    child = write(tmp_path / "child.yaml", "base: parent\n")
+    with pytest.raises(ConfigError, match=r"parent\.yaml\.optim: unknown key 'lrr'.*did you mean 'lr'"):
+        load_config(child)
+    write(tmp_path / "parent.yaml", "optim:\n  lr: fast\n")
+    with pytest.raises(ConfigError, match=r"parent\.yaml\.optim\.lr: expected a finite number"):
+        load_config(child)
+
+
+def test_a_missing_or_malformed_base_is_an_error_naming_the_including_file(tmp_path):
+    child = write(tmp_path / "child.yaml", "base: nowhere\n")
+    with pytest.raises(ConfigError, match=r"child\.yaml: base: nowhere: no such file .*presets: .*voc12_resnet38"):
+        load_config(child)
+    write(tmp_path / "child.yaml", "base: [a, b]\n")
+    with pytest.raises(ConfigError, match=r"child\.yaml: base must name a config file or preset"):
+        load_config(child)
+
+
+def test_base_is_only_a_top_level_key(tmp_path):
+    child = write(tmp_path / "child.yaml", "optim:\n  base: synth\n")
+    with pytest.raises(ConfigError, match="unknown key 'base'"):
+        load_config(child)
+
+
+# --- the weights file -------------------------------------------------------------------------------------------
+
+
+def test_missing_resnet38_weights_fail_first_and_say_how_to_get_them(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code = main(["train", MAIN, "--run", "run", "--set", "data.root=nowhere", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"error: {WEIGHTS}: weights file not found" in err  # before the (also missing) dataset
+    assert f"l2g convert-weights ilsvrc-cls_rna-a1_cls1000_ep-0001.params {WEIGHTS}" in err
+    assert "Traceback" not in err and not (tmp_path / "run").exists()
+
+
+# --- every preset end to end ------------------------------------------------------------------------------------
+
+SCALE = 1 / 7  # 448 -> 64 px global views; patch, resize and grid stride shrink alike, so variants stay distinct
+
+
+def tiny_overrides(name: str, settings: list[str]) -> list[str]:
+    c = load_config(name)
+    small = [f"data.resize_short={round(c.data.resize_short * SCALE)}",
+             f"data.global_size={round(c.data.global_size * SCALE)}",
+             f"views.patch_size={round(c.views.patch_size * SCALE)}",
+             f"views.grid_stride={round(c.views.grid_stride * SCALE)}",
+             "model.width_mult=0.0625", "model.pretrained=scratch", "optim.epochs=1", "optim.batch_size=2",
+             "data.workers=0", "threads=1", "cams.scales=[1.0]", *settings]
+    return [arg for setting in small for arg in ("--set", setting)]
+
+
+def cli(capsys, *argv: object) -> str:
+    capsys.readouterr()
+    code = main([str(arg) for arg in argv])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return out
+
+
+@pytest.fixture(scope="module")
+def voc_root(tmp_path_factory) -> Path:
+    """A prepared VOC layout: train_aug 5 images (train 4), val 2, with masks and saliency maps."""
+    base = tmp_path_factory.mktemp("presets_voc")
+    truth = make_voc(base, train=4, extra_aug=1, val=2)
+    assert main(["prepare", "voc", "--root", str(base), "--no-count-check", "--quiet"]) == 0
+    return truth["voc"]
+
+
+@pytest.fixture(scope="module")
+def coco_root(tmp_path_factory) -> Path:
+    """A prepared COCO layout with 80 categories (3 of them used): train2014 4 images, val2014 3, saliency maps."""
+    root = tmp_path_factory.mktemp("presets_coco") / "coco"
+    for split, first in (("train2014", 1), ("val2014", 100)):
+        make_coco(root, split, first)
+        path = root / "annotations" / f"instances_{split}.json"
+        data = json.loads(path.read_text())
+        data["categories"] += [{"id": 100 + i, "name": f"unused{i}"} for i in range(77)]  # 80 like COCO
+        if split == "train2014":  # 3 of the 5 images are kept: one more gives 2 batches of 2
+            image = dict(data["images"][0], id=50, file_name="COCO_train2014_000000000050.jpg")
+            write_rgb(root / split / image["file_name"], 50)
+            data["images"].append(image)
+            data["annotations"].append(dict(data["annotations"][0], id=500, image_id=50))
+        path.write_text(json.dumps(data))
+    assert main(["prepare", "coco", "--root", str(root), "--no-count-check", "--quiet"]) == 0
+    assert len((root / "classes.txt").read_text().split()) == 80
+    (root / "saliency").mkdir()
+    for image_id in (root / "ImageSets" / "Segmentation" / "train2014.txt").read_text().split():
+        Image.fromarray(np.full((HEIGHT, WIDTH), 180, np.uint8)).save(root / "saliency" / f"{image_id}.png")
+    return root
+
+
+@pytest.mark.parametrize("name", PAPER_PRESETS)
+def test_preset_runs_train_cams_eval_cams(name, request, tmp_path, capsys):
+    is_coco = name.startswith("coco14")
+    root = request.getfixturevalue("coco_root" if is_coco else "voc_root")
+    run = tmp_path / "run"
+    cli(capsys, "train", name, "--run", run, *tiny_overrides(name, [f"data.root={root}"]), "--quiet")
+    log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    assert [entry["iteration"] for entry in log] == [0, 1]
+    assert all(np.isfinite(entry["loss"]) for entry in log)
+
+    # the run trained with the preset: only the shrinking overrides differ
+    preset, trained = flat(load_config(name)), flat(load_config(run / "config.yaml"))
+    shrunk = {"data.root", "data.resize_short", "data.global_size", "views.patch_size", "views.grid_stride",
+              "model.width_mult", "model.pretrained", "optim.epochs", "optim.batch_size", "data.workers",
+              "threads", "cams.scales"}
+    assert {key for key in preset if preset[key] != trained[key]} <= shrunk
+
+    cli(capsys, "cams", "--run", run, "--quiet")
+    split = load_config(name).cams.split
+    expected = (root / "ImageSets" / "Segmentation" / f"{split}.txt").read_text().split()
+    assert sorted(p.stem for p in (run / "cams").glob("*.npy")) == sorted(expected)
+    cli(capsys, "eval-cams", "--run", run, "--quiet")
+    sweep = json.loads((run / "sweep.json").read_text())
+    assert sweep["split"] == split and sweep["images"] == len(expected)
+    assert np.isfinite(sweep["best"]["miou"])
