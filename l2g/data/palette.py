@@ -30,13 +30,14 @@ def colorize(mask: np.ndarray) -> np.ndarray:
 
 
 def save_mask(path: str | Path, mask: np.ndarray) -> None:
-    """Write an (H, W) uint8 label mask as a palette PNG (what VOC's SegmentationClass uses)."""
+    """Write an (H, W) uint8 label mask as a palette PNG (what VOC's SegmentationClass uses), atomically."""
     if mask.ndim != 2:
         raise ValueError(f"{path}: a label mask must be 2-D, got shape {mask.shape}")
+    from l2g.engine.atomic import save_image
+
     image = Image.fromarray(mask.astype(np.uint8), mode="P")
     image.putpalette(voc_palette().reshape(-1).tolist())
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
+    save_image(path, image, "PNG")  # atomic: a crash never leaves half a mask
 
 
 def load_mask(path: str | Path) -> np.ndarray:

@@ -14,6 +14,7 @@ from pathlib import Path
 from l2g.config import Config, load_config, to_dict
 from l2g.data.synth import SynthSpec, write_dataset
 from l2g.data.voc_layout import class_names
+from l2g.engine import atomic
 from l2g.report.html_report import MethodResult, ReportSample, write_report
 from l2g.stages.cams import infer_cams
 from l2g.stages.common import split_samples, write_json
@@ -69,7 +70,7 @@ def run_demo(out: str | Path = "runs/demo", data_root: str | Path = "data/synth"
     table = format_table(rows)
     print("\n" + table)
     write_json(out / "summary.json", {"rows": [row.__dict__ for row in rows]})
-    (out / "summary.md").write_text(table + "\n")
+    atomic.write_text(out / "summary.md", table + "\n")
     config = demo_config(methods[-1], str(data_root), preset, overrides or [])
     samples = split_samples(config, config.cams.split, need_masks=True)
     report = write_report(
