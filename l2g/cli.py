@@ -33,10 +33,11 @@ shape threshold (method.shape_threshold)."""
 
 TRAIN_EPILOG = """
 
-several processes (optim.batch_size is per process; the global batch is K x processes):
-  torchrun --standalone --nproc_per_node=8 -m l2g train synth --run runs/x
+several processes (optim.batch_size is per process; the global batch is K x processes; under torchrun
+write --run-dir, because torchrun takes --run for an abbreviation of its own --run-path):
+  torchrun --standalone --nproc_per_node=8 -m l2g train synth --run-dir runs/x
   torchrun --nnodes=2 --node_rank=0 --nproc_per_node=8 --rdzv_backend=c10d \\
-      --rdzv_endpoint=HOST:29500 --rdzv_id=job1 -m l2g train synth --run runs/x   (same on node 1)
+      --rdzv_endpoint=HOST:29500 --rdzv_id=job1 -m l2g train synth --run-dir runs/x   (same on node 1)
 after a crash or pre-emption:
   l2g train synth --run runs/x --resume      # same config; --set optim.epochs=N may grow"""
 
@@ -80,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "docs/distributed.md).",
                        epilog=EPILOG + TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", help="YAML config file or preset name (e.g. synth)")
-    p.add_argument("--run", required=True, help="run folder to write")
+    p.add_argument("--run", "--run-dir", dest="run", required=True, help="run folder to write")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --run from its newest readable checkpoint (mid-epoch included); "
                         "the config may differ only in safe keys (optim.epochs, data.root, runtime.*, ...)")
@@ -92,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Multi-scale + flip attention maps of a split, saved per image as "
                                    "<run>/cams/<id>.npy: a dict {0-based class index: float32 HxW map in [0,1]} "
                                    "for the image's labelled classes. Existing files are kept (resumable).")
-    p.add_argument("--run", required=True, help="run folder written by 'l2g train'")
+    p.add_argument("--run", "--run-dir", dest="run", required=True, help="run folder written by 'l2g train'")
     p.add_argument("--split", help="split to infer (default: cams.split of the config)")
     p.add_argument("--out", help="output folder (default: <run>/cams)")
     add_overrides(p)
@@ -101,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval-cams", help="sweep the background threshold over attention maps",
                        description="Pseudo-label mIoU, per-class IoU, precision and recall for every "
                                    "background threshold, in one pass over the maps -> <run>/sweep.json.")
-    p.add_argument("--run", required=True, help="run folder (its config and cams/ are used)")
+    p.add_argument("--run", "--run-dir", dest="run", required=True,
+                   help="run folder (its config and cams/ are used)")
     p.add_argument("--cams", help="attention-map folder (default: <run>/cams)")
     p.add_argument("--split", help="split with ground-truth masks (default: cams.split)")
     p.add_argument("--out", help="output JSON (default: <run>/sweep.json)")
@@ -110,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("pseudo", help="write pseudo masks at a background threshold",
                        description="Argmax over [threshold, class maps] -> palette PNGs (VOC colours).")
-    p.add_argument("--run", required=True, help="run folder")
+    p.add_argument("--run", "--run-dir", dest="run", required=True, help="run folder")
     p.add_argument("--threshold", type=float, help="background threshold (default: best of <run>/sweep.json)")
     p.add_argument("--cams", help="attention-map folder (default: <run>/cams)")
     p.add_argument("--split", help="split (default: cams.split)")

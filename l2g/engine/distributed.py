@@ -188,13 +188,30 @@ def shard(items: Sequence[T], ctx: DistContext | None = None) -> list[T]:
 # --- synchronised batch norm -------------------------------------------------------------------------
 
 
+class _SumOverRanks(torch.autograd.Function):
+    """Sum a tensor over processes; the gradient of every process's copy is the sum of the incoming
+    gradients over processes (each rank's output feeds that rank's loss)."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        total = tensor.clone()
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        total = grad.clone()
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        return total
+
+
 class CpuSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
     """Batch norm whose training statistics are those of the global batch, for CPU processes (gloo).
 
     torch's ``nn.SyncBatchNorm`` needs CUDA kernels, so GPUs use it; on CPUs this layer computes the
-    mean and variance from sums all-reduced across processes with torch's differentiable ``all_reduce``
-    (whose backward all-reduces the gradient), which gives the statistics and gradients of one batch
-    norm over the concatenated batch. Without a process group it is plain batch norm.
+    mean and variance from sums all-reduced across processes (the backward all-reduces the gradients of
+    those sums), which gives the statistics and gradients of one batch norm over the concatenated batch,
+    the same construction as torch's layer. Without a process group it is plain batch norm.
     """
 
     def _check_input_dim(self, input: torch.Tensor) -> None:
@@ -204,16 +221,14 @@ class CpuSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         if not (self.training and _active()):
             return super().forward(input)
-        from torch.distributed.nn.functional import all_reduce
-
         x = input.float()
         dims = [0, *range(2, x.dim())]
         shape = [1, -1] + [1] * (x.dim() - 2)
         count = torch.tensor([x.numel() / x.shape[1]], dtype=x.dtype)
         dist.all_reduce(count)  # a constant: no gradient flows through the number of values
-        mean = all_reduce(x.sum(dims)) / count
+        mean = _SumOverRanks.apply(x.sum(dims)) / count
         centred = x - mean.view(shape)
-        var = all_reduce((centred * centred).sum(dims)) / count
+        var = _SumOverRanks.apply((centred * centred).sum(dims)) / count
         out = centred * torch.rsqrt(var + self.eps).view(shape)
         if self.affine:
             out = out * self.weight.view(shape) + self.bias.view(shape)
