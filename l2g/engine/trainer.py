@@ -104,19 +104,25 @@ class _StepModule(nn.Module):
 
 
 @contextlib.contextmanager
-def deterministic_algorithms(enabled: bool):
-    """``torch.use_deterministic_algorithms`` for the duration (restored afterwards)."""
+def deterministic_algorithms(enabled: bool, device: torch.device):
+    """``torch.use_deterministic_algorithms`` for the duration (restored afterwards).
+
+    On CPUs every op l2g uses has a deterministic kernel. On GPUs some backward passes (interpolation,
+    RoI align) have none: they only warn, so results there are as reproducible as those kernels allow.
+    cuBLAS also needs ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` in the environment before CUDA starts.
+    """
     if not enabled:
         yield
         return
     previous, benchmark = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it to be deterministic
-    torch.use_deterministic_algorithms(True)
+    previous_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
     torch.backends.cudnn.benchmark = False
     try:
         yield
     finally:
-        torch.use_deterministic_algorithms(previous)
+        torch.use_deterministic_algorithms(previous, warn_only=previous_warn)
         torch.backends.cudnn.benchmark = benchmark
 
 
@@ -203,7 +209,7 @@ class Trainer:
     # --- the loop ------------------------------------------------------------------------------------
 
     def fit(self) -> TrainResult:
-        with deterministic_algorithms(self.settings.deterministic):
+        with deterministic_algorithms(self.settings.deterministic, self.ctx.device):
             return self._fit()
 
     def _fit(self) -> TrainResult:
@@ -287,8 +293,15 @@ class Trainer:
                 group["lr"] = base * group.get("lr_mult", 1.0)
         group = self.optimizer.param_groups[0]
         lr = group["lr"] / group.get("lr_mult", 1.0)
-        with precision.autocast():
-            losses = runner(batch)
+        try:
+            with precision.autocast():
+                losses = runner(batch)
+        except RuntimeError as error:
+            if "find_unused_parameters" not in str(error):
+                raise
+            raise ValueError(  # DDP's own message names its constructor, not our switch
+                "some trained parameters get no gradient from the loss (e.g. a PCM that only the "
+                "inference maps use); under torchrun add --set runtime.find_unused_parameters=true") from error
         if "loss" not in losses:
             raise ValueError(f"the step function returned {sorted(losses)}: it must return a 'loss' entry")
         names = list(losses)
