@@ -92,7 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cams", help="infer attention maps with a trained run",
                        description="Multi-scale + flip attention maps of a split, saved per image as "
                                    "<run>/cams/<id>.npy: a dict {0-based class index: float32 HxW map in [0,1]} "
-                                   "for the image's labelled classes. Existing files are kept (resumable).")
+                                   "for the image's labelled classes. Resumable: an interrupted run is "
+                                   "completed, a finished one (cams/l2g-done.json) is skipped, one made with "
+                                   "another checkpoint or settings is rewritten. Under torchrun each process "
+                                   "does a share.")
     p.add_argument("--run", "--run-dir", dest="run", required=True, help="run folder written by 'l2g train'")
     p.add_argument("--split", help="split to infer (default: cams.split of the config)")
     p.add_argument("--out", help="output folder (default: <run>/cams)")
@@ -111,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_quiet(p)
 
     p = sub.add_parser("pseudo", help="write pseudo masks at a background threshold",
-                       description="Argmax over [threshold, class maps] -> palette PNGs (VOC colours).")
+                       description="Argmax over [threshold, class maps] -> palette PNGs (VOC colours). "
+                                   "Resumable like 'l2g cams'; under torchrun each process does a share.")
     p.add_argument("--run", "--run-dir", dest="run", required=True, help="run folder")
     p.add_argument("--threshold", type=float, help="background threshold (default: best of <run>/sweep.json)")
     p.add_argument("--cams", help="attention-map folder (default: <run>/cams)")
@@ -142,14 +146,17 @@ def main(argv: list[str] | None = None) -> int:
     from l2g.engine import distributed
     from l2g.engine.guards import NonFiniteError, NotEnoughDiskSpace
 
+    failed = True
     try:
-        return _dispatch(args)
+        code = _dispatch(args)
+        failed = False
+        return code
     except (ConfigError, DatasetError, FileNotFoundError, FileExistsError, ValueError, NonFiniteError,
             NotEnoughDiskSpace) as error:
         print(f"l2g {args.command}: error: {error}", file=sys.stderr)
         return 2
     finally:
-        distributed.shutdown()
+        distributed.shutdown(wait_for_others=not failed)
 
 
 def _dispatch(args: argparse.Namespace) -> int:

@@ -132,6 +132,11 @@ def test_truncated_newest_checkpoint_falls_back_to_the_previous_one(tiny_root, t
     assert "optim.epochs: 1 -> 2" in err
     assert log_iterations(run) == list(range(8))  # resumed after iteration 3 (step-00000003.pt)
     assert (run / "checkpoints" / "step-00000008.pt").is_file()
+    final = run / "checkpoints" / "final.pt"
+    mtime = final.stat().st_mtime_ns
+    code, _, err = run_cli(capsys, *train_args(tiny_root, run, *common, "--set", "optim.epochs=2", "--resume"))
+    assert code == 0, err
+    assert final.stat().st_mtime_ns == mtime  # finished with these epochs: nothing to do
 
     for path in (run / "checkpoints").glob("step-*.pt"):
         path.write_bytes(b"garbage")

@@ -12,6 +12,7 @@ are taken by rank 0 with :func:`main_first` and shared; an error on any rank is 
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -92,10 +93,20 @@ def current() -> DistContext:
     return _context if _context is not None else DistContext()
 
 
-def shutdown() -> None:
-    """Leave the process group (end of a command); a later :func:`setup` starts afresh."""
+def shutdown(wait_for_others: bool = True) -> None:
+    """Leave the process group (end of a command); a later :func:`setup` starts afresh.
+
+    ``wait_for_others``: meet the other ranks first, so none tears its connections down while a peer
+    still uses them (gloo can abort the process then). Pass False on an error path, where the other
+    ranks may never arrive.
+    """
     global _context
     if dist.is_available() and dist.is_initialized():
+        if wait_for_others and dist.get_world_size() > 1:
+            dist.barrier()
+        # Free what still refers to the process group (DDP wrappers sit in reference cycles) while the
+        # interpreter is whole: gloo's threads destroyed during interpreter shutdown can abort the process.
+        gc.collect()
         dist.destroy_process_group()
     _context = None
 
@@ -145,8 +156,16 @@ def any_rank(flag: bool, device: torch.device) -> bool:
     return bool(tensor.item() > 0)
 
 
-# Errors that cli.main reports as a message; others are re-raised as RuntimeError on the other ranks.
-_REPORTED = (ValueError, FileNotFoundError, FileExistsError, FloatingPointError, OSError)
+def _reported_errors() -> tuple[type[BaseException], ...]:
+    """Errors that cli.main reports as a message, most specific first; another rank's error is raised
+    as the first of these in its class lineage (others as RuntimeError)."""
+    from l2g.config import ConfigError
+    from l2g.data.voc_layout import DatasetError
+    from l2g.engine.checkpoint import CheckpointError
+    from l2g.engine.guards import NonFiniteError, NotEnoughDiskSpace
+
+    return (ConfigError, DatasetError, CheckpointError, NonFiniteError, NotEnoughDiskSpace, FileNotFoundError,
+            FileExistsError, ValueError, FloatingPointError, OSError)
 
 
 def agree(error: BaseException | None) -> None:
@@ -156,13 +175,13 @@ def agree(error: BaseException | None) -> None:
         if error is not None:
             raise error
         return
-    reports = all_gather_object(None if error is None else (type(error).__name__, str(error)))
+    reports = all_gather_object(None if error is None else ([k.__name__ for k in type(error).__mro__], str(error)))
     if error is not None:
         raise error
     for rank, report in enumerate(reports):
         if report is not None:
-            name, message = report
-            kind = next((k for k in _REPORTED if k.__name__ == name), RuntimeError)
+            lineage, message = report  # the error's class names, most specific first
+            kind = next((k for name in lineage for k in _reported_errors() if k.__name__ == name), RuntimeError)
             raise kind(f"(rank {rank}) {message}")
 
 

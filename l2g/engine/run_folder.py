@@ -101,8 +101,10 @@ def prepare_run(run_dir: str | Path, config: dict[str, Any], resume: bool, overw
             for key, before, after in changes:
                 print(f"resuming {run_dir} with {key}: {before!r} -> {after!r}", file=sys.stderr)
             grew = flatten(config).get("optim.epochs", 0) > flatten(old).get("optim.epochs", 0)
-            if finished_marker.exists() and not grew:
-                return "finished"
+            if finished_marker.exists():
+                if not grew:
+                    return "finished"
+                finished_marker.unlink()  # no longer finished: a kill before the new end must resume
             save_run_config(config_path)
             return "resume"
     elif overwrite and run_dir.exists() and any(run_dir.iterdir()):
@@ -111,3 +113,15 @@ def prepare_run(run_dir: str | Path, config: dict[str, Any], resume: bool, overw
     run_dir.mkdir(parents=True, exist_ok=True)
     save_run_config(config_path)
     return "fresh"
+
+
+def start_run(config: Any, run_dir: str | Path, resume: bool, overwrite: bool, finished_marker: str | Path,
+              safe_keys: tuple[str, ...] = RESUME_SAFE_KEYS) -> str:
+    """:func:`prepare_run` for an :class:`l2g.config.Config`, decided by rank 0 for every process."""
+    from l2g.config import load_config, save_config, to_dict
+    from l2g.engine import distributed
+
+    return distributed.main_first(lambda: prepare_run(
+        run_dir, to_dict(config), resume, overwrite, finished_marker,
+        load_run_config=lambda path: to_dict(load_config(path)),
+        save_run_config=lambda path: save_config(config, path), safe_keys=safe_keys))

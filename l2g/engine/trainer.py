@@ -164,15 +164,20 @@ class Trainer:
     def _load_resume_state(self, iterations_per_epoch: int, precision) -> tuple[int, float, Path | None]:
         """Load the newest readable checkpoint into model, optimiser, scaler and RNGs (every rank the same
         file, chosen by rank 0); returns (iterations done, seconds spent, path)."""
+        loaded: dict[str, Any] = {}
+
         def choose() -> str | None:
-            found = checkpoint.load_latest(self.checkpoints)
-            return None if found is None else str(found[0])
+            found = checkpoint.load_latest(self.checkpoints, self.ctx.device)
+            if found is None:
+                return None
+            loaded["state"] = found[1]  # rank 0 keeps what it validated instead of reading it twice
+            return str(found[0])
 
         chosen = distributed.main_first(choose)
         if chosen is None:
             return 0, 0.0, None
         path = Path(chosen)
-        state = checkpoint.load_checkpoint(path, self.ctx.device)
+        state = loaded.get("state") or checkpoint.load_checkpoint(path, self.ctx.device)
         s = self.settings
         written = (state.get("world_size"), state.get("batch_size"), state.get("iterations_per_epoch"))
         if written != (self.ctx.world_size, s.batch_size, iterations_per_epoch):
@@ -239,7 +244,7 @@ class Trainer:
             self.model.to(memory_format=torch.channels_last)
         model = self.model
         if ctx.distributed and distributed.has_batchnorm(model):
-            model = distributed.convert_sync_batchnorm(model, device)
+            model = self.model = distributed.convert_sync_batchnorm(model, device)
         runner: nn.Module = _StepModule(model, self.step)
         if ctx.distributed:
             runner = DistributedDataParallel(runner, device_ids=[device.index] if device.type == "cuda" else None,

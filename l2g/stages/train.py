@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from l2g.config import Config, load_config, save_config, to_dict
+from l2g.config import Config, to_dict
 from l2g.data.classification import ClassificationDataset
 from l2g.engine import atomic, distributed
-from l2g.engine.run_folder import prepare_run
+from l2g.engine.run_folder import start_run
 from l2g.engine.trainer import LoopSettings, Trainer
 from l2g.method.methods import build_method
 from l2g.optim import build_optimizer, learning_rate
@@ -30,10 +30,7 @@ def train(config: Config, run_dir: str | Path, resume: bool = False, progress: b
     run_dir = Path(run_dir)
     final = run_dir / "checkpoints" / "final.pt"
     ctx = distributed.setup(config.device)
-    plan = distributed.main_first(lambda: prepare_run(
-        run_dir, to_dict(config), resume, overwrite, final,
-        load_run_config=lambda path: to_dict(load_config(path)),
-        save_run_config=lambda path: save_config(config, path)))
+    plan = start_run(config, run_dir, resume, overwrite, final)
     if plan == "finished":
         return final  # resuming a finished run has nothing left to do
     set_threads(config)
