@@ -1,5 +1,5 @@
 """Run by tests/test_distributed.py under torchrun (CPU processes, gloo): train, then infer attention maps
-and write pseudo masks with a given run, each process doing its share.
+and write pseudo masks with a given run, each process doing its share; then provoke an error on rank 0.
 
     python -m torch.distributed.run --standalone --nproc_per_node=2 tests/ddp_job.py OUT REFERENCE_RUN KEY=VALUE...
 """
@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from l2g.config import load_config
-from l2g.engine import distributed
+from l2g.engine import atomic, distributed
 from l2g.stages.cams import infer_cams
 from l2g.stages.pseudo import write_pseudo_masks
 from l2g.stages.train import train
@@ -22,6 +22,10 @@ def main() -> None:
     train(config, out / "run", progress=False)
     infer_cams(config, reference_run, out_dir=out / "cams", progress=False)
     write_pseudo_masks(config, out / "cams", out / "pseudo", 0.3, progress=False)
+    try:  # rank 0 refuses to train into a finished run: every rank must get the error, none may hang
+        train(config, out / "run", progress=False)
+    except FileExistsError as error:
+        atomic.write_text(out / f"refused-rank{distributed.current().rank}.txt", str(error))
     distributed.shutdown()
 
 

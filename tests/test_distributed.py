@@ -3,6 +3,7 @@
 - Training with optim.batch_size=K on 2 processes reaches the weights of one process with batch 2K
   (to float tolerance): same global batches, DDP-averaged gradients, synchronised batch norm.
 - Attention maps and pseudo masks written by 2 processes are byte-for-byte the files of one process.
+- An error on one rank is raised on every rank (no process waits forever in a collective).
 """
 
 from __future__ import annotations
@@ -92,3 +93,11 @@ def test_sharded_outputs_are_the_single_process_files(runs, folder, suffix):
     assert done[0] == done[1]
     assert sorted(done[0]) == names
     assert not list(ddp.glob(".*.partial"))
+
+
+def test_an_error_on_rank_0_reaches_every_rank(runs):
+    ddp = runs["ddp"]
+    mine = (ddp / "refused-rank0.txt").read_text()
+    theirs = (ddp / "refused-rank1.txt").read_text()
+    assert "holds a finished run" in mine
+    assert theirs == f"(rank 0) {mine}"
