@@ -32,6 +32,17 @@ Note: the background threshold of pseudo labels (eval-cams/pseudo) is not the tr
 shape threshold (method.shape_threshold)."""
 
 
+TRAIN_EPILOG = """
+
+several processes (optim.batch_size is per process; the global batch is K x processes; under torchrun
+write --run-dir, because torchrun takes --run for an abbreviation of its own --run-path):
+  torchrun --standalone --nproc_per_node=8 -m l2g train synth --run-dir runs/x
+  torchrun --nnodes=2 --node_rank=0 --nproc_per_node=8 --rdzv_backend=c10d \\
+      --rdzv_endpoint=HOST:29500 --rdzv_id=job1 -m l2g train synth --run-dir runs/x   (same on node 1)
+after a crash or pre-emption:
+  l2g train synth --run runs/x --resume      # same config; --set optim.epochs=N may grow"""
+
+
 def add_overrides(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set optim.epochs=2 (repeatable)")
@@ -70,19 +81,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train the classification stage (CAM, local, L2G, L2G+shape)",
                        description="Train from a YAML config into a run folder: config.yaml, "
-                                   "train_log.jsonl, checkpoints/last.pt (per epoch) and checkpoints/final.pt.",
-                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                                   "train_log.jsonl, checkpoints/step-<iterations>.pt (every epoch and every "
+                                   "runtime.checkpoint_every iterations) and checkpoints/final.pt. Runs under "
+                                   "torchrun for several GPUs/nodes (optim.batch_size is per process; see "
+                                   "docs/distributed.md).",
+                       epilog=EPILOG + TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", help="YAML config file or preset name (e.g. synth, voc12_resnet38_l2g_shape)")
-    p.add_argument("--run", required=True, help="run folder to write")
-    p.add_argument("--resume", action="store_true", help="continue from <run>/checkpoints/last.pt")
+    p.add_argument("--run", "--run-dir", dest="run", required=True, help="run folder to write")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --run from its newest readable checkpoint (mid-epoch included); "
+                        "the config may differ only in safe keys (optim.epochs, data.root, runtime.*, ...)")
+    p.add_argument("--overwrite", action="store_true", help="delete the run in --run and start over")
     add_overrides(p)
     add_quiet(p)
 
     p = sub.add_parser("cams", help="infer attention maps with a trained run",
                        description="Multi-scale + flip attention maps of a split, saved per image as "
                                    "<run>/cams/<id>.npy: a dict {0-based class index: float32 HxW map in [0,1]} "
-                                   "for the image's labelled classes. Existing files are kept (resumable).")
-    p.add_argument("--run", required=True, help="run folder written by 'l2g train'")
+                                   "for the image's labelled classes. Resumable: an interrupted run is "
+                                   "completed, a finished one (cams/l2g-done.json) is skipped, one made with "
+                                   "another checkpoint or settings is rewritten. Under torchrun each process "
+                                   "does a share.")
+    p.add_argument("--run", "--run-dir", dest="run", required=True, help="run folder written by 'l2g train'")
     p.add_argument("--split", help="split to infer (default: cams.split of the config)")
     p.add_argument("--out", help="output folder (default: <run>/cams)")
     add_overrides(p)
@@ -91,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval-cams", help="sweep the background threshold over attention maps",
                        description="Pseudo-label mIoU, per-class IoU, precision and recall for every "
                                    "background threshold, in one pass over the maps -> <run>/sweep.json.")
-    p.add_argument("--run", required=True, help="run folder (its config and cams/ are used)")
+    p.add_argument("--run", "--run-dir", dest="run", required=True,
+                   help="run folder (its config and cams/ are used)")
     p.add_argument("--cams", help="attention-map folder (default: <run>/cams)")
     p.add_argument("--split", help="split with ground-truth masks (default: cams.split)")
     p.add_argument("--out", help="output JSON (default: <run>/sweep.json)")
@@ -99,8 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_quiet(p)
 
     p = sub.add_parser("pseudo", help="write pseudo masks at a background threshold",
-                       description="Argmax over [threshold, class maps] -> palette PNGs (VOC colours).")
-    p.add_argument("--run", required=True, help="run folder")
+                       description="Argmax over [threshold, class maps] -> palette PNGs (VOC colours). "
+                                   "Resumable like 'l2g cams'; under torchrun each process does a share.")
+    p.add_argument("--run", "--run-dir", dest="run", required=True, help="run folder")
     p.add_argument("--threshold", type=float, help="background threshold (default: best of <run>/sweep.json)")
     p.add_argument("--cams", help="attention-map folder (default: <run>/cams)")
     p.add_argument("--split", help="split (default: cams.split)")
@@ -128,12 +150,20 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from l2g.config import ConfigError
     from l2g.data.voc_layout import DatasetError
+    from l2g.engine import distributed
+    from l2g.engine.guards import NonFiniteError, NotEnoughDiskSpace
 
+    failed = True
     try:
-        return _dispatch(args)
-    except (ConfigError, DatasetError, FileNotFoundError, FileExistsError, ValueError) as error:
+        code = _dispatch(args)
+        failed = False
+        return code
+    except (ConfigError, DatasetError, FileNotFoundError, FileExistsError, ValueError, NonFiniteError,
+            NotEnoughDiskSpace) as error:
         print(f"l2g {args.command}: error: {error}", file=sys.stderr)
         return 2
+    finally:
+        distributed.shutdown(wait_for_others=not failed)
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -155,9 +185,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "train":
         from l2g.config import load_config
+        from l2g.engine import distributed
         from l2g.stages.train import train
 
-        print(train(load_config(args.config, args.overrides), args.run, args.resume, progress))
+        final = train(load_config(args.config, args.overrides), args.run, args.resume, progress, args.overwrite)
+        if distributed.current().is_main:
+            print(final)
         return 0
 
     from l2g.stages.common import run_config
@@ -165,9 +198,12 @@ def _dispatch(args: argparse.Namespace) -> int:
     config = run_config(args.run, args.overrides)
     run = Path(args.run)
     if args.command == "cams":
+        from l2g.engine import distributed
         from l2g.stages.cams import infer_cams
 
-        print(infer_cams(config, run, args.split, args.out, progress))
+        out = infer_cams(config, run, args.split, args.out, progress)
+        if distributed.current().is_main:
+            print(out)
     elif args.command == "eval-cams":
         from l2g.stages.eval_cams import evaluate_cams
 
@@ -177,13 +213,16 @@ def _dispatch(args: argparse.Namespace) -> int:
         for name, iou in zip(results["class_names"], best["iou"], strict=True):
             print(f"  {name:<14} {'-' if iou is None else f'{100 * iou:.1f}'}")
     elif args.command == "pseudo":
+        from l2g.engine import distributed
         from l2g.stages.pseudo import choose_threshold, write_pseudo_masks
 
         if args.threshold is not None:
             config.eval.threshold = args.threshold
         threshold = choose_threshold(config, run / "sweep.json")
-        print(write_pseudo_masks(config, args.cams or run / "cams", args.out or run / "pseudo", threshold,
-                                 args.split, progress))
+        out = write_pseudo_masks(config, args.cams or run / "cams", args.out or run / "pseudo", threshold,
+                                 args.split, progress)
+        if distributed.current().is_main:
+            print(out)
     return 0
 
 

@@ -57,7 +57,7 @@ class DataConfig:
     std: tuple[float, float, float] | None = None
     jitter: tuple[float, float, float, float] = (0.3, 0.3, 0.3, 0.1)  # brightness, contrast, saturation, hue
     flip: bool = True
-    workers: int = 0
+    workers: int = -1  # DataLoader worker processes; -1: automatic (GPU: up to 8 per process, CPU: 0)
     check_images: str = "decode"  # "exists" or "decode": how hard to validate files before training
     format: str = "voc"  # voc | coco | custom | synth: sets the defaults of image_dir and mask_dir
     image_dir: str | None = None  # None: the format's default (see DATA_FORMATS)
@@ -201,6 +201,20 @@ class SegConfig:
 
 
 @dataclass
+class RuntimeConfig:
+    """How training runs (not what it computes): checkpoints, speed switches, guards."""
+
+    checkpoint_every: int = 0  # also save a checkpoint every N iterations (0: at epoch ends only)
+    keep_checkpoints: int = 2  # newest step checkpoints kept (2: a damaged newest one falls back)
+    channels_last: bool | str = "auto"  # auto: on when AMP runs on CUDA
+    pin_memory: bool | str = "auto"  # auto: on with CUDA
+    persistent_workers: bool | str = "auto"  # auto: on with workers, unless the dataset changes per epoch
+    deterministic: bool = False  # torch.use_deterministic_algorithms (bit-exact resume; slower on GPUs)
+    check_finite: bool = True  # stop on a NaN/inf loss term or gradient
+    find_unused_parameters: bool = False  # DistributedDataParallel option for models with unused branches
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     views: ViewsConfig = field(default_factory=ViewsConfig)
@@ -212,9 +226,10 @@ class Config:
     seg: SegConfig = field(default_factory=SegConfig)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
-    amp: bool = False  # mixed precision (GPU only; bf16 where supported)
+    amp: bool | str = "auto"  # auto (on with CUDA, off on CPU) | on | off; bf16 where supported, else fp16
     threads: int = 0  # torch CPU threads, 0 = torch's default
     log_every: int = 10
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def __post_init__(self) -> None:
         self.resolve_normalization()
@@ -268,6 +283,17 @@ class Config:
         if not self.cams.scales:
             raise ConfigError("cams.scales must list at least one scale")
         _validate_seg(self.seg)
+        for key, value in (("amp", self.amp), ("runtime.channels_last", self.runtime.channels_last),
+                           ("runtime.pin_memory", self.runtime.pin_memory),
+                           ("runtime.persistent_workers", self.runtime.persistent_workers)):
+            if not isinstance(value, bool):
+                _choice(key, value, ("auto", "on", "off"))
+        if self.runtime.checkpoint_every < 0 or self.runtime.keep_checkpoints < 1:
+            raise ConfigError("runtime.checkpoint_every must be >= 0 and runtime.keep_checkpoints >= 1")
+        if self.data.workers < -1:
+            raise ConfigError("data.workers must be >= 0, or -1 for automatic")
+        if self.log_every < 1:
+            raise ConfigError("log_every must be >= 1")
         return self
 
     @property
@@ -476,8 +502,9 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 
 def save_config(config: Config, path: str | Path) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    from l2g.engine.atomic import write_text
+
+    write_text(path, yaml.safe_dump(to_dict(config), sort_keys=False))
 
 
 def _did_you_mean(key: str, options: Any) -> str:

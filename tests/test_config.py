@@ -147,7 +147,7 @@ def test_shape_threshold_defaults_by_form():
 def test_preset_by_name(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no local file named "synth" can shadow the preset
     config = load_config("synth")
-    assert config.optim.epochs == 8  # preset value, default 10
+    assert config.optim.epochs == 12  # preset value, default 10
     assert config.threads == 2  # preset value, default 0
     assert config.views.strategy == "corners+random"
     assert load_config("synth.yaml") == config

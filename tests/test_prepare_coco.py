@@ -91,7 +91,7 @@ def test_resumable_and_atomic(coco):
     first = root / MASK_DIR / f"{kept[0]}.png"
     stamp = first.stat().st_mtime_ns
     (root / MASK_DIR / f"{kept[1]}.png").unlink()
-    leftover = root / MASK_DIR / f".{kept[2]}.png.partial-12345"
+    leftover = root / MASK_DIR / f".{kept[2]}.png.12345-deadbeef.partial"
     leftover.write_bytes(b"half a png")  # what a killed writer leaves
     _, summaries, _ = prepare(root)
     assert [(s.written, s.skipped) for s in summaries] == [(1, 2), (0, 3)]

@@ -30,9 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-from l2g.data.atomic import atomic_write_text
 from l2g.data.errors import DatasetError
 from l2g.data.palette import IGNORE_INDEX, load_mask
+from l2g.engine.atomic import write_text
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
@@ -399,9 +399,11 @@ def format_class_list(labels: dict[str, tuple[int, ...]]) -> str:
 
 def write_class_list(path: str | Path, labels: dict[str, tuple[int, ...]]) -> Path:
     """Write ``labels`` in the ``train_cls.txt`` form, atomically."""
-    return atomic_write_text(path, format_class_list(labels))
+    write_text(path, format_class_list(labels))
+    return Path(path)
 
 
 def write_id_list(path: str | Path, ids: Iterable[str]) -> Path:
     """Write one id per line, atomically."""
-    return atomic_write_text(path, "".join(f"{image_id}\n" for image_id in ids))
+    write_text(path, "".join(f"{image_id}\n" for image_id in ids))
+    return Path(path)

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from l2g.data.atomic import atomic_write
 from l2g.data.errors import DatasetError
 from l2g.data.pil_open import load_image
 
@@ -34,15 +33,14 @@ def colorize(mask: np.ndarray) -> np.ndarray:
 
 
 def save_mask(path: str | Path, mask: np.ndarray) -> None:
-    """Write an (H, W) uint8 label mask as a palette PNG (what VOC's SegmentationClass uses).
-
-    The file is written under a temporary name and renamed, so a killed job never leaves a truncated mask.
-    """
+    """Write an (H, W) uint8 label mask as a palette PNG (what VOC's SegmentationClass uses), atomically."""
     if mask.ndim != 2:
         raise ValueError(f"{path}: a label mask must be 2-D, got shape {mask.shape}")
+    from l2g.engine.atomic import save_image
+
     image = Image.fromarray(mask.astype(np.uint8), mode="P")
     image.putpalette(voc_palette().reshape(-1).tolist())
-    atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
+    save_image(path, image, "PNG")  # atomic: a crash never leaves half a mask
 
 
 def load_mask(path: str | Path) -> np.ndarray:

@@ -48,12 +48,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from l2g.data.atomic import atomic_write_text, remove_partials
 from l2g.data.coco_json import MAX_LISTED_PROBLEMS, CocoImage, Instance, read_instances
 from l2g.data.errors import DatasetError
 from l2g.data.labels import write_class_list, write_id_list
 from l2g.data.palette import IGNORE_INDEX, save_mask
 from l2g.data.voc_layout import CLASS_NAMES_FILE, SPLIT_DIR
+from l2g.engine.atomic import remove_partials, write_text
 
 __all__ = ["CocoImage", "Instance", "instance_mask", "prepare_coco", "read_instances", "semantic_mask"]
 
@@ -135,7 +135,7 @@ def _check_options(mask_dir: Path, crowd: str, overwrite: bool) -> None:
                 f"{path}: the masks in {mask_dir} were converted with other options ({recorded}); pass "
                 "--overwrite to convert them again"
             )
-    atomic_write_text(path, json.dumps(options, indent=2) + "\n")
+    write_text(path, json.dumps(options, indent=2) + "\n")
 
 
 def _check_images(root: Path, image_dir: str, split: str, images: list[CocoImage]) -> None:

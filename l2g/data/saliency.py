@@ -33,10 +33,10 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from l2g.data.atomic import atomic_write, remove_partials
 from l2g.data.errors import DatasetError
 from l2g.data.images import read_image
 from l2g.data.labels import IMAGE_SUFFIXES
+from l2g.engine.atomic import remove_partials, save_image
 
 METHODS = ("mbd", "fine_grained", "spectral_residual")
 MBD_MAX_SIDE = 300
@@ -186,7 +186,7 @@ def _write_one(task: tuple[Path, Path, str]) -> str | None:
         saliency = to_uint8(compute_saliency(read_image(image_path), method))
     except DatasetError as error:
         return str(error)
-    atomic_write(out_path, lambda tmp: Image.fromarray(saliency).save(tmp, format="PNG"))
+    save_image(out_path, Image.fromarray(saliency), "PNG")
     return None
 
 

@@ -32,6 +32,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from l2g.data.images import read_image  # noqa: E402
 from l2g.data.palette import colorize, load_mask, voc_palette  # noqa: E402
+from l2g.engine.atomic import save_figure, write_text  # noqa: E402
 from l2g.evaluation.sweep import pseudo_label  # noqa: E402
 
 DASH = "–"
@@ -288,7 +289,7 @@ def _save(fig: plt.Figure, path: Path) -> None:
     """Save and close a figure (closing keeps memory flat over many calls)."""
     try:
         fig.tight_layout()
-        fig.savefig(path)
+        save_figure(path, fig)
     finally:
         plt.close(fig)
 
@@ -575,6 +576,6 @@ def write_report(
         md_parts += ["## Config", "", "```", config_text.replace("```", "` ` `"), "```", ""]
 
     index = out_dir / "index.html"
-    index.write_text(_html_document(title, html_parts), encoding="utf-8")
-    (out_dir / "report.md").write_text("\n".join(md_parts), encoding="utf-8")
+    write_text(index, _html_document(title, html_parts))
+    write_text(out_dir / "report.md", "\n".join(md_parts))
     return index

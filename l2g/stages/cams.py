@@ -8,19 +8,22 @@ read with ``np.load(path, allow_pickle=True).item()``).
 from __future__ import annotations
 
 import copy
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm import tqdm
 
 from l2g.config import Config
 from l2g.data.classification import normalize
 from l2g.data.images import read_image
+from l2g.data.voc_layout import Sample
+from l2g.engine import atomic, distributed, markers
+from l2g.engine.guards import ensure_free_space
 from l2g.method.cam import class_attention, multiscale_maps
 from l2g.method.methods import build_method
-from l2g.stages.common import pick_device, set_threads, split_samples
+from l2g.stages.common import set_threads, split_samples
 
 
 def load_inference_net(config: Config, checkpoint: str | Path, device: torch.device):
@@ -42,26 +45,70 @@ def load_inference_net(config: Config, checkpoint: str | Path, device: torch.dev
     return net.to(device).eval()
 
 
+def cams_inputs(config: Config, checkpoint: Path, split: str) -> dict:
+    """What the maps depend on (recorded in the folder's stage markers)."""
+    if not checkpoint.exists():
+        raise FileNotFoundError(f"{checkpoint}: no trained network (run 'l2g train' to finish first)")
+    return {"checkpoint_sha256": markers.file_digest(checkpoint), "split": split,
+            "scales": list(config.cams.scales), "flip": config.cams.flip, "upsample": config.cams.upsample,
+            "softmax": config.cams_use_softmax, "mean": list(config.data.mean), "std": list(config.data.std)}
+
+
+def estimate_cams_bytes(samples: list[Sample], probe: int = 32) -> int:
+    """Bytes the maps of ``samples`` will take: float32 per labelled class and pixel, the image area
+    averaged over up to ``probe`` images spread over the list (headers only), plus the file overhead."""
+    if not samples:
+        return 0
+    areas = []
+    for sample in samples[:: max(1, len(samples) // probe)][:probe]:
+        try:
+            with Image.open(sample.image_path) as image:
+                areas.append(image.width * image.height)
+        except OSError:
+            continue  # reported properly when the image is read
+    mean_area = sum(areas) / len(areas) if areas else 0
+    return int(sum(len(s.labels) for s in samples) * mean_area * 4 + 600 * len(samples))
+
+
 def infer_cams(config: Config, run_dir: str | Path, split: str | None = None, out_dir: str | Path | None = None,
                progress: bool = True) -> Path:
+    """Write the maps of every image of ``split``; under torchrun each process does its share.
+
+    Resumable and verifiable (see :mod:`l2g.engine.markers`): a folder already done with the same
+    inputs is left alone, an interrupted one is completed, and one made from other inputs (another
+    checkpoint, other scales) is rewritten.
+    """
     run_dir = Path(run_dir)
     split = split or config.cams.split
     out_dir = Path(out_dir) if out_dir else run_dir / "cams"
+    ctx = distributed.setup(config.device)
     set_threads(config)
-    device = pick_device(config)
-    net = load_inference_net(config, run_dir / "checkpoints" / "final.pt", device)
-    samples = split_samples(config, split)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for sample in tqdm(samples, desc=f"cams {split}", disable=not progress):
-        target = out_dir / f"{sample.image_id}.npy"
-        if target.exists():
-            continue  # resumable: maps already written are kept
-        image = normalize(read_image(sample.image_path), config.data.mean, config.data.std).to(device)
-        maps = multiscale_maps(net, image, config.cams.scales, config.cams.flip, config.cams.upsample,
-                              config.cams_use_softmax)
-        tmp = out_dir / f"{sample.image_id}.tmp.npy"
-        np.save(tmp, class_attention(maps, sample.labels), allow_pickle=True)
-        os.replace(tmp, target)
+    checkpoint = run_dir / "checkpoints" / "final.pt"
+    samples = distributed.main_first(lambda: split_samples(config, split))
+    inputs = distributed.main_first(lambda: cams_inputs(config, checkpoint, split))
+    files = [f"{sample.image_id}.npy" for sample in samples]
+    state = distributed.main_first(lambda: markers.begin(out_dir, "cams", inputs, files))
+    if state == "done":
+        return out_dir
+    net = load_inference_net(config, checkpoint, ctx.device)
+    todo = [s for s in distributed.shard(samples, ctx)
+            if state == "fresh" or not (out_dir / f"{s.image_id}.npy").exists()]
+    # The ranks write to one folder (the marker lists all files): check the disk for all of them at once.
+    shares = distributed.all_gather_object((estimate_cams_bytes(todo), len(todo)))
+    needed, count = sum(b for b, _ in shares), sum(n for _, n in shares)
+    distributed.main_first(lambda: ensure_free_space(out_dir, needed, f"the attention maps of {count} images"))
+    error = None
+    try:
+        for sample in tqdm(todo, desc=f"cams {split}", disable=not (progress and ctx.is_main)):
+            image = normalize(read_image(sample.image_path), config.data.mean, config.data.std).to(ctx.device)
+            maps = multiscale_maps(net, image, config.cams.scales, config.cams.flip, config.cams.upsample,
+                                   config.cams_use_softmax)
+            atomic.save_npy(out_dir / f"{sample.image_id}.npy", class_attention(maps, sample.labels),
+                            allow_pickle=True)
+    except Exception as caught:  # every rank must learn about it, or the others would wait forever
+        error = caught
+    distributed.agree(error)
+    distributed.main_first(lambda: markers.mark_done(out_dir, "cams", inputs, files))
     return out_dir
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from pathlib import Path
@@ -12,11 +11,13 @@ import torch
 
 from l2g.config import Config, load_config
 from l2g.data.voc_layout import Sample, class_names, load_split
+from l2g.engine import atomic
 
 
 def pick_device(config: Config) -> torch.device:
+    """The configured device; under torchrun each process takes GPU LOCAL_RANK of its node."""
     if config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0") or 0))
     return torch.device("cpu")
 
 
@@ -66,9 +67,5 @@ def dataset_class_names(config: Config) -> list[str]:
 
 
 def write_json(path: str | Path, payload: dict) -> None:
-    """Write JSON atomically (temporary name, then rename), so a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, path)
+    """Write JSON atomically (see l2g.engine.atomic), so a reader never sees half a file."""
+    atomic.write_json(path, payload)

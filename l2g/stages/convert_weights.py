@@ -51,10 +51,10 @@ def run(args: argparse.Namespace) -> int:
 
 def convert_weights(params: str | Path, out: str | Path, width_mult: float = 1.0) -> dict:
     """Read, rename and check ``params``; write the state dict to ``out`` (atomically) and return it."""
-    import os
 
     import torch
 
+    from l2g.engine import atomic
     from l2g.models.resnet38 import ResNet38
     from l2g.models.weights import check_state, mxnet_state_dict
 
@@ -66,8 +66,5 @@ def convert_weights(params: str | Path, out: str | Path, width_mult: float = 1.0
     state = check_state(model, state, "resnet38", params)  # every name and shape checked against the network
     state = {key: value.float().contiguous() for key, value in state.items()}
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, out)
+    atomic.save_torch(out, state)
     return state

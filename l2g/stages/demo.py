@@ -17,6 +17,7 @@ from PIL import Image
 from l2g.config import Config, load_config, to_dict
 from l2g.data.images import read_mask
 from l2g.data.synth import PARTS_DIR, SynthSpec, write_dataset
+from l2g.engine import atomic
 from l2g.evaluation.parts import PartBodyAttention
 from l2g.report.html_report import MethodResult, ReportSample, write_report
 from l2g.stages.cams import infer_cams, load_cams
@@ -75,7 +76,7 @@ def run_demo(out: str | Path = "runs/demo", data_root: str | Path = "data/synth"
     table = format_table(rows)
     print("\n" + table)
     write_json(out / "summary.json", {"rows": [row.__dict__ for row in rows]})
-    (out / "summary.md").write_text(table + "\n")
+    atomic.write_text(out / "summary.md", table + "\n")
     segmentation_demo(out, rows, data_root, preset, overrides or [], progress)  # DeepLab on L2G+shape / CAM masks
     config = demo_config(methods[-1], str(data_root), preset, overrides or [])
     samples = split_samples(config, config.cams.split, need_masks=True)

@@ -10,6 +10,7 @@ from tqdm import tqdm
 from l2g.config import Config
 from l2g.data.palette import save_mask
 from l2g.data.voc_layout import decoded_size
+from l2g.engine import distributed, markers
 from l2g.evaluation.sweep import pseudo_label
 from l2g.stages.cams import load_cams
 from l2g.stages.common import split_samples
@@ -28,11 +29,29 @@ def choose_threshold(config: Config, sweep_path: str | Path) -> float:
 
 def write_pseudo_masks(config: Config, cams_dir: str | Path, out_dir: str | Path, threshold: float,
                        split: str | None = None, progress: bool = True) -> Path:
+    """One palette PNG per image; under torchrun each process writes its share. Resumable and verifiable
+    like ``l2g cams`` (stage markers in ``out_dir``; inputs: threshold, split, the maps' done marker)."""
     cams_dir, out_dir = Path(cams_dir), Path(out_dir)
-    samples = split_samples(config, split or config.cams.split)
-    for sample in tqdm(samples, desc=f"pseudo @ {threshold:.2f}", disable=not progress):
-        cams = load_cams(cams_dir / f"{sample.image_id}.npy")
-        shape = next(iter(cams.values())).shape if cams else decoded_size(sample.image_path)
-        maps, labels = stack_maps(cams, shape)
-        save_mask(out_dir / f"{sample.image_id}.png", pseudo_label(maps, labels, threshold))
+    split = split or config.cams.split
+    ctx = distributed.setup(config.device)
+    samples = distributed.main_first(lambda: split_samples(config, split))
+    inputs = {"threshold": threshold, "split": split, "cams": str(cams_dir.resolve()),
+              "cams_done_sha256": markers.done_digest(cams_dir)}
+    files = [f"{sample.image_id}.png" for sample in samples]
+    state = distributed.main_first(lambda: markers.begin(out_dir, "pseudo", inputs, files))
+    if state == "done":
+        return out_dir
+    todo = [s for s in distributed.shard(samples, ctx)
+            if state == "fresh" or not (out_dir / f"{s.image_id}.png").exists()]
+    error = None
+    try:
+        for sample in tqdm(todo, desc=f"pseudo @ {threshold:.2f}", disable=not (progress and ctx.is_main)):
+            cams = load_cams(cams_dir / f"{sample.image_id}.npy")
+            shape = next(iter(cams.values())).shape if cams else decoded_size(sample.image_path)
+            maps, labels = stack_maps(cams, shape)
+            save_mask(out_dir / f"{sample.image_id}.png", pseudo_label(maps, labels, threshold))
+    except Exception as caught:  # every rank must learn about it, or the others would wait forever
+        error = caught
+    distributed.agree(error)
+    distributed.main_first(lambda: markers.mark_done(out_dir, "pseudo", inputs, files))
     return out_dir

@@ -16,7 +16,6 @@ The per-batch work is :func:`train_step` so that another loop (DDP, AMP, ...) ca
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -29,6 +28,8 @@ from l2g.config import Config, OptimConfig, save_config, to_dict
 from l2g.data.images import read_image, read_mask
 from l2g.data.palette import IGNORE_INDEX, save_mask
 from l2g.data.voc_layout import Sample, class_names
+from l2g.engine import atomic
+from l2g.engine.loader import resolve_workers
 from l2g.optim import build_optimizer, learning_rate, set_learning_rate
 from l2g.segmentation.crf import crf_params, refine_labels
 from l2g.segmentation.data import SegmentationDataset, pseudo_mask_paths
@@ -77,9 +78,7 @@ def refine_pseudo_masks(config: Config, samples: list[Sample], masks: list[Path]
         if not target.exists():
             mask = refine_labels(read_image(sample.image_path), read_mask(path, config.data.num_classes), params,
                                  gt_prob)
-            tmp = target.with_suffix(".tmp.png")
-            save_mask(tmp, mask)
-            os.replace(tmp, target)
+            save_mask(target, mask)  # atomic
         refined.append(target)
     return refined
 
@@ -121,7 +120,7 @@ def train_segmentation(config: Config, run_dir: str | Path, pseudo_dir: str | Pa
     dataset = SegmentationDataset(samples, masks, config, seed=config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     loader = DataLoader(dataset, batch_size=seg.batch_size, shuffle=True, drop_last=True,
-                        num_workers=config.data.workers, generator=generator)
+                        num_workers=resolve_workers(config.data.workers, device), generator=generator)
     if len(loader) == 0:
         raise ValueError(f"{len(samples)} training images give no batch of seg.batch_size={seg.batch_size}")
     model = build_seg_model(seg, num_classes)
@@ -183,8 +182,5 @@ def train_segmentation(config: Config, run_dir: str | Path, pseudo_dir: str | Pa
 
 
 def save_checkpoint(path: Path, payload: dict) -> None:
-    """``torch.save`` to a temporary name, then rename: a kill never leaves half a checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    """``torch.save``, atomically: a kill never leaves half a checkpoint."""
+    atomic.save_torch(path, payload)

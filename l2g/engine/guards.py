@@ -1,0 +1,76 @@
+"""Stop early and say why: non-finite losses or gradients, and a disk too full for what comes next."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+class NonFiniteError(FloatingPointError):
+    """A loss term or a gradient became NaN or infinite; training stopped before the optimiser step."""
+
+
+class NotEnoughDiskSpace(OSError):
+    """The disk holding an output folder has less free space than the output is estimated to need."""
+
+
+def nonfinite_terms(losses: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the loss terms that are NaN or infinite (``loss`` last, as the terms explain it)."""
+    bad = [name for name, value in losses.items() if not torch.isfinite(value.detach()).all()]
+    return sorted(bad, key=lambda name: name == "loss")
+
+
+def nonfinite_gradients(named_parameters: Iterable[tuple[str, nn.Parameter]], limit: int = 5) -> list[str]:
+    """Names of (at most ``limit``) parameters whose gradient holds a NaN or an infinity."""
+    bad = []
+    for name, param in named_parameters:
+        if param.grad is not None and not torch.isfinite(param.grad).all():
+            bad.append(name)
+            if len(bad) == limit:
+                break
+    return bad
+
+
+def gradients_finite(parameters: list[nn.Parameter]) -> bool:
+    """One cheap test over all gradients (the sum of their norms is finite iff every entry is)."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return True
+    return bool(torch.isfinite(torch.stack(torch._foreach_norm(grads)).sum()).item())
+
+
+def format_losses(losses: dict[str, float]) -> str:
+    return " ".join(f"{k}={v:.4f}" if math.isfinite(v) else f"{k}={v}" for k, v in losses.items())
+
+
+def human_bytes(count: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(count) < 1000 or unit == "TB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    return f"{count:.1f} TB"  # pragma: no cover - the loop always returns
+
+
+def free_bytes(folder: str | Path) -> int:
+    """Free space on the disk that holds ``folder`` (or its nearest existing parent)."""
+    path = Path(folder).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def ensure_free_space(folder: str | Path, needed: int, what: str, margin: float = 1.1) -> None:
+    """Refuse to start writing ``what`` into ``folder`` when the disk has less than ``margin`` times
+    the ``needed`` bytes free."""
+    free = free_bytes(folder)
+    if free < needed * margin:
+        raise NotEnoughDiskSpace(
+            f"{folder}: not enough disk space for {what}: about {human_bytes(needed)} needed "
+            f"(+{round(100 * (margin - 1))}% margin), {human_bytes(free)} free; free some space or "
+            "choose another output folder"
+        )

@@ -1,0 +1,127 @@
+"""A training run folder: never overwritten by accident, resumed only with a compatible config.
+
+Rules (checked by rank 0 before anything is written):
+
+- A new run into a folder that holds a run (``config.yaml``) is refused unless ``--resume`` (continue
+  it) or ``--overwrite`` (delete it and start over) is given. ``--overwrite`` deletes only folders that
+  are runs, never an arbitrary folder.
+- ``--resume`` compares the config with the run's ``config.yaml``: a difference in a key that changes
+  what is trained is refused; differences in :data:`RESUME_SAFE_KEYS` (how long, where the data is, how
+  fast, how often to save and log, and the later stages' settings) are accepted and reported.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from l2g.config import ConfigError
+
+# Keys whose change does not change the experiment. optim.epochs may grow (continue training); with a
+# poly schedule the learning rate of the remaining iterations follows the new length.
+RESUME_SAFE_KEYS: tuple[str, ...] = (
+    "optim.epochs",
+    "log_every",
+    "threads",
+    "device",
+    "data.root",
+    "data.workers",
+    "data.check_images",
+    "runtime.*",
+    "cams.*",
+    "eval.*",
+)
+
+CONFIG_FILE = "config.yaml"
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"optim": {"lr": 1}}`` -> ``{"optim.lr": 1}``."""
+    flat = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(key, old value, new value) for every key whose value differs (missing keys count as None)."""
+    a, b = flatten(old), flatten(new)
+    return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def is_safe(key: str, safe_keys: tuple[str, ...] = RESUME_SAFE_KEYS) -> bool:
+    return any(fnmatch.fnmatchcase(key, pattern) for pattern in safe_keys)
+
+
+def check_resume_config(run_dir: Path, old: dict[str, Any], new: dict[str, Any],
+                        safe_keys: tuple[str, ...] = RESUME_SAFE_KEYS) -> list[tuple[str, Any, Any]]:
+    """The changes between a run's config and the resuming one; ConfigError if any is unsafe."""
+    changes = config_changes(old, new)
+    unsafe = [c for c in changes if not is_safe(c[0], safe_keys)]
+    if unsafe:
+        listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in unsafe)
+        raise ConfigError(
+            f"{run_dir / CONFIG_FILE}: cannot resume with a different config ({listed}). Keys that may "
+            f"change on resume: {', '.join(safe_keys)}. Start a new run (another --run, or --overwrite)."
+        )
+    return changes
+
+
+def prepare_run(run_dir: str | Path, config: dict[str, Any], resume: bool, overwrite: bool,
+                finished_marker: str | Path, load_run_config, save_run_config,
+                safe_keys: tuple[str, ...] = RESUME_SAFE_KEYS) -> str:
+    """Make ``run_dir`` ready and say what to do: ``"fresh"``, ``"resume"`` or ``"finished"``.
+
+    ``finished_marker`` is the file a finished run has (its final checkpoint); ``load_run_config(path)``
+    reads a run's config as a plain dict and ``save_run_config(path)`` writes the current one.
+    Resuming a finished run continues it only when ``optim.epochs`` grew.
+    """
+    run_dir, finished_marker = Path(run_dir), Path(finished_marker)
+    config_path = run_dir / CONFIG_FILE
+    if overwrite and resume:
+        raise ValueError("--resume and --overwrite contradict each other: give one")
+    if config_path.exists():
+        if overwrite:
+            shutil.rmtree(run_dir)
+        elif not resume:
+            what = f"a finished run ({finished_marker} exists)" if finished_marker.exists() else \
+                f"an unfinished run ({config_path} exists)"
+            raise FileExistsError(f"{run_dir}: holds {what}; add --resume to continue it, --overwrite to "
+                                  "delete it and start over, or choose another --run")
+        else:
+            old = load_run_config(config_path)
+            changes = check_resume_config(run_dir, old, config, safe_keys)
+            for key, before, after in changes:
+                print(f"resuming {run_dir} with {key}: {before!r} -> {after!r}", file=sys.stderr)
+            grew = flatten(config).get("optim.epochs", 0) > flatten(old).get("optim.epochs", 0)
+            if finished_marker.exists():
+                if not grew:
+                    return "finished"
+                finished_marker.unlink()  # no longer finished: a kill before the new end must resume
+            save_run_config(config_path)
+            return "resume"
+    elif overwrite and run_dir.exists() and any(run_dir.iterdir()):
+        raise ValueError(f"{run_dir}: --overwrite refused: the folder is not empty and is not an l2g run "
+                         f"(no {CONFIG_FILE}); delete it yourself or choose another --run")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_run_config(config_path)
+    return "fresh"
+
+
+def start_run(config: Any, run_dir: str | Path, resume: bool, overwrite: bool, finished_marker: str | Path,
+              safe_keys: tuple[str, ...] = RESUME_SAFE_KEYS) -> str:
+    """:func:`prepare_run` for an :class:`l2g.config.Config`, decided by rank 0 for every process."""
+    from l2g.config import load_config, save_config, to_dict
+    from l2g.engine import distributed
+
+    return distributed.main_first(lambda: prepare_run(
+        run_dir, to_dict(config), resume, overwrite, finished_marker,
+        load_run_config=lambda path: to_dict(load_config(path)),
+        save_run_config=lambda path: save_config(config, path), safe_keys=safe_keys))

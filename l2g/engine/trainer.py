@@ -1,0 +1,378 @@
+"""The training loop every stage shares: data, DDP, AMP, checkpoints, logs, guards.
+
+A stage supplies the model (every trained module under one ``nn.Module``, already on the device of
+:func:`l2g.engine.distributed.setup`), its optimiser, a dataset whose items are dicts of tensors, and a
+step function ``step(model, batch) -> {"loss": tensor to minimise, other names: tensors to log}``.
+:class:`Trainer` then
+
+- deals each epoch's images out to the processes (:class:`~l2g.engine.loader.EpochSampler`; batch
+  sizes are per process), wraps the model in ``DistributedDataParallel`` with synchronised batch norm
+  when there are several processes, and runs the step under AMP when it is on;
+- stops with :class:`~l2g.engine.guards.NonFiniteError` (iteration, loss term, image ids) before an
+  optimiser step would use a NaN/inf loss or gradient;
+- logs the loss terms, averaged over processes, to ``<run>/train_log.jsonl`` every ``log_every``
+  iterations and at epoch ends (rank 0 only);
+- saves a checkpoint every ``checkpoint_every`` iterations and at every epoch end, keeping the newest
+  ``keep_checkpoints`` (rank 0 only), and with ``resume=True`` continues from the newest readable one,
+  mid-epoch included, to the same weights an uninterrupted run reaches.
+
+The learning rate is a function of the iteration (``lr_schedule(iteration, iterations_per_epoch,
+total_iterations) -> base lr``, multiplied by each parameter group's ``lr_mult``), so resuming needs no
+scheduler state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from l2g.engine import atomic, checkpoint, distributed, faults
+from l2g.engine.guards import NonFiniteError, format_losses, gradients_finite, nonfinite_gradients, nonfinite_terms
+from l2g.engine.loader import EpochSampler, build_loader, resolve_workers, worker_seed
+from l2g.engine.precision import resolve_precision
+
+StepFn = Callable[[nn.Module, dict], dict[str, torch.Tensor]]
+LOG_FILE = "train_log.jsonl"
+CHECKPOINT_DIR = "checkpoints"
+
+
+@dataclass
+class LoopSettings:
+    epochs: int
+    batch_size: int  # per process: the global batch is batch_size x number of processes
+    seed: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 0  # iterations between checkpoints; 0: epoch ends only
+    keep_checkpoints: int = 2
+    amp: bool | str = "auto"
+    channels_last: bool | str = "auto"
+    workers: int = -1  # -1: automatic (see l2g.engine.loader.resolve_workers)
+    pin_memory: bool | str = "auto"
+    persistent_workers: bool | str = "auto"
+    deterministic: bool = False
+    check_finite: bool = True
+    find_unused_parameters: bool = False
+    progress: bool = True
+    description: str = "train"
+
+    @classmethod
+    def from_config(cls, config: Any, progress: bool = True, description: str = "train") -> LoopSettings:
+        """Settings from an :class:`l2g.config.Config` (optim, seed, log_every, amp, data.workers, runtime)."""
+        rt = config.runtime
+        return cls(
+            epochs=config.optim.epochs, batch_size=config.optim.batch_size, seed=config.seed,
+            log_every=config.log_every, checkpoint_every=rt.checkpoint_every, keep_checkpoints=rt.keep_checkpoints,
+            amp=config.amp, channels_last=rt.channels_last, workers=config.data.workers, pin_memory=rt.pin_memory,
+            persistent_workers=rt.persistent_workers, deterministic=rt.deterministic, check_finite=rt.check_finite,
+            find_unused_parameters=rt.find_unused_parameters, progress=progress, description=description,
+        )
+
+
+@dataclass
+class TrainResult:
+    iterations: int  # total iterations of the run
+    start_iteration: int  # where this call started (0, or the resumed checkpoint's position)
+    seconds: float  # training time, summed over interrupted and resumed parts
+    last_checkpoint: Path | None
+    resumed_from: Path | None
+    precision: str
+
+
+class _StepModule(nn.Module):
+    """The model with the step function as its forward, so DistributedDataParallel sees the step."""
+
+    def __init__(self, model: nn.Module, step: StepFn) -> None:
+        super().__init__()
+        self.model = model
+        self.step = step
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        return self.step(self.model, batch)
+
+
+@contextlib.contextmanager
+def deterministic_algorithms(enabled: bool, device: torch.device):
+    """``torch.use_deterministic_algorithms`` for the duration (restored afterwards).
+
+    On CPUs every op l2g uses has a deterministic kernel. On GPUs some backward passes (interpolation,
+    RoI align) have none: they only warn, so results there are as reproducible as those kernels allow.
+    cuBLAS also needs ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` in the environment before CUDA starts.
+    """
+    if not enabled:
+        yield
+        return
+    previous, benchmark = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
+    previous_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous, warn_only=previous_warn)
+        torch.backends.cudnn.benchmark = benchmark
+
+
+def seed_process(seed: int, rank: int) -> None:
+    """Seed Python, NumPy and torch for a rank > 0 from (seed, rank), so processes draw different
+    numbers (rank 0 keeps the stage's own seeding, which single-process runs rely on)."""
+    import random
+
+    value = int(np.random.SeedSequence([seed, rank]).generate_state(1)[0])
+    random.seed(value)
+    np.random.seed(value)
+    torch.manual_seed(value)
+
+
+class Trainer:
+    def __init__(self, run_dir: str | Path, config: dict[str, Any], model: nn.Module,
+                 optimizer: torch.optim.Optimizer, dataset: Dataset, step: StepFn, settings: LoopSettings,
+                 lr_schedule: Callable[[int, int, int], float] | None = None,
+                 batch_ids: Callable[[dict], list[str]] | None = None, resume: bool = False,
+                 on_epoch_start: Callable[[int], None] | None = None, collate_fn=None) -> None:
+        self.run_dir = Path(run_dir)
+        self.config = config
+        self.model = model
+        self.optimizer = optimizer
+        self.dataset = dataset
+        self.step = step
+        self.settings = settings
+        self.lr_schedule = lr_schedule
+        self.batch_ids = batch_ids or (lambda batch: [])
+        self.resume = resume
+        self.on_epoch_start = on_epoch_start
+        self.collate_fn = collate_fn
+        self.ctx = distributed.current()
+        self.checkpoints = self.run_dir / CHECKPOINT_DIR
+        self.last_saved: Path | None = None
+
+    # --- setup ---------------------------------------------------------------------------------------
+
+    def _load_resume_state(self, iterations_per_epoch: int, precision) -> tuple[int, float, Path | None]:
+        """Load the newest readable checkpoint into model, optimiser, scaler and RNGs (every rank the same
+        file, chosen by rank 0); returns (iterations done, seconds spent, path)."""
+        loaded: dict[str, Any] = {}
+
+        def choose() -> str | None:
+            found = checkpoint.load_latest(self.checkpoints, self.ctx.device)
+            if found is None:
+                return None
+            loaded["state"] = found[1]  # rank 0 keeps what it validated instead of reading it twice
+            return str(found[0])
+
+        chosen = distributed.main_first(choose)
+        if chosen is None:
+            return 0, 0.0, None
+        path = Path(chosen)
+        state = loaded.get("state") or checkpoint.load_checkpoint(path, self.ctx.device)
+        s = self.settings
+        written = (state.get("world_size"), state.get("batch_size"), state.get("iterations_per_epoch"))
+        if written != (self.ctx.world_size, s.batch_size, iterations_per_epoch):
+            raise ValueError(
+                f"{path}: written by {written[0]} process(es) x batch {written[1]} with {written[2]} iterations "
+                f"per epoch; this run has {self.ctx.world_size} x {s.batch_size} with {iterations_per_epoch}. "
+                "Resume with the same number of processes, optim.batch_size and training images.")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if precision.scaler is not None and state.get("scaler"):
+            precision.scaler.load_state_dict(state["scaler"])
+        checkpoint.restore_rng(state["rng"][self.ctx.rank])
+        self.last_saved = path
+        return int(state["iteration"]), float(state.get("seconds", 0.0)), path
+
+    def _open_log(self, start_iteration: int):
+        """The log, keeping only records of iterations before ``start_iteration`` (a resumed run rewrites
+        what the interrupted one logged after its checkpoint); rank 0 only."""
+        if not self.ctx.is_main:
+            return None
+        path = self.run_dir / LOG_FILE
+        kept = []
+        if start_iteration > 0 and path.exists():
+            for line in path.read_text().splitlines():
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue  # a line cut by the crash
+                if isinstance(record, dict) and record.get("iteration", start_iteration) < start_iteration:
+                    kept.append(line)
+        atomic.write_text(path, "".join(line + "\n" for line in kept))
+        return path.open("a")
+
+    # --- the loop ------------------------------------------------------------------------------------
+
+    def fit(self) -> TrainResult:
+        with deterministic_algorithms(self.settings.deterministic, self.ctx.device):
+            return self._fit()
+
+    def _fit(self) -> TrainResult:
+        ctx, s = self.ctx, self.settings
+        device = ctx.device
+        precision = resolve_precision(s.amp, s.channels_last, device)
+        sampler = EpochSampler(self.dataset, ctx.world_size, ctx.rank, s.seed)
+        workers = resolve_workers(s.workers, device, ctx.local_world_size)
+        loader, loader_generator = build_loader(self.dataset, s.batch_size, sampler, workers, device, s.pin_memory,
+                                                s.persistent_workers, self.collate_fn)
+        per_epoch = sampler.num_samples // s.batch_size
+        if per_epoch == 0:
+            raise ValueError(f"{len(self.dataset)} training images give no batch of {s.batch_size} per process "
+                             f"x {ctx.world_size} process(es)")
+        total = s.epochs * per_epoch
+
+        start, seconds_before, resumed_from = 0, 0.0, None
+        if self.resume:
+            start, seconds_before, resumed_from = self._load_resume_state(per_epoch, precision)
+        elif ctx.rank > 0:
+            seed_process(s.seed, ctx.rank)
+        if start > total:
+            raise ValueError(f"{resumed_from}: {start} iterations done, more than the {total} configured "
+                             "(optim.epochs decreased?)")
+
+        if precision.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        model = self.model
+        if ctx.distributed and distributed.has_batchnorm(model):
+            model = self.model = distributed.convert_sync_batchnorm(model, device)
+        runner: nn.Module = _StepModule(model, self.step)
+        if ctx.distributed:
+            runner = DistributedDataParallel(runner, device_ids=[device.index] if device.type == "cuda" else None,
+                                             find_unused_parameters=s.find_unused_parameters)
+        parameters = [p for p in model.parameters() if p.requires_grad]
+
+        log = self._open_log(start)
+        bar = tqdm(total=total, initial=start, desc=s.description, disable=not (s.progress and ctx.is_main),
+                   leave=False)
+        started = time.time()
+        try:
+            first_epoch, first_step = divmod(start, per_epoch)
+            for epoch in range(first_epoch, s.epochs):
+                step0 = first_step if epoch == first_epoch else 0
+                sampler.set_epoch(epoch, skip=step0 * s.batch_size)
+                if hasattr(self.dataset, "set_epoch"):
+                    self.dataset.set_epoch(epoch)
+                loader_generator.manual_seed(worker_seed(s.seed, epoch, ctx.rank))
+                model.train()
+                if self.on_epoch_start is not None:
+                    self.on_epoch_start(epoch)
+                for step, batch in enumerate(loader, start=step0):
+                    iteration = epoch * per_epoch + step
+                    names, values, lr = self._train_step(runner, batch, iteration, epoch, step, per_epoch,
+                                                         total, precision, parameters)
+                    if iteration % s.log_every == 0 or step == per_epoch - 1:
+                        mean = dict(zip(names, distributed.all_reduce_mean(values).tolist(), strict=True))
+                        if log is not None:
+                            record = {"epoch": epoch, "iteration": iteration, "lr": lr, **mean}
+                            log.write(json.dumps(record) + "\n")
+                            log.flush()
+                        bar.set_postfix_str(format_losses(mean))
+                    bar.update(1)
+                    done = iteration + 1
+                    if step == per_epoch - 1 or (s.checkpoint_every and done % s.checkpoint_every == 0):
+                        self._save(done, per_epoch, precision, seconds_before + time.time() - started)
+        finally:
+            bar.close()
+            if log is not None:
+                log.close()
+        distributed.barrier()
+        return TrainResult(total, start, seconds_before + time.time() - started, self.last_saved, resumed_from,
+                           precision.describe())
+
+    def _train_step(self, runner, batch, iteration, epoch, step, per_epoch, total, precision, parameters):
+        s, device = self.settings, self.ctx.device
+        batch = _to_device(batch, device, precision.channels_last)
+        if self.lr_schedule is not None:
+            base = self.lr_schedule(iteration, per_epoch, total)
+            for group in self.optimizer.param_groups:
+                group["lr"] = base * group.get("lr_mult", 1.0)
+        group = self.optimizer.param_groups[0]
+        lr = group["lr"] / group.get("lr_mult", 1.0)
+        try:
+            with precision.autocast():
+                losses = runner(batch)
+        except RuntimeError as error:
+            if "find_unused_parameters" not in str(error):
+                raise
+            raise ValueError(  # DDP's own message names its constructor, not our switch
+                "some trained parameters get no gradient from the loss (e.g. a PCM that only the "
+                "inference maps use); under torchrun add --set runtime.find_unused_parameters=true") from error
+        if "loss" not in losses:
+            raise ValueError(f"the step function returned {sorted(losses)}: it must return a 'loss' entry")
+        names = list(losses)
+        values = torch.stack([v.detach().float().reshape(()) for v in losses.values()])
+        if s.check_finite:
+            local_bad = not bool(torch.isfinite(values).all())
+            if distributed.any_rank(local_bad, device):
+                self._stop(iteration, epoch, step, per_epoch, losses, batch, local_bad, gradient=False)
+        self.optimizer.zero_grad(set_to_none=True)
+        if precision.scaler is not None:
+            precision.scaler.scale(losses["loss"]).backward()
+            precision.scaler.step(self.optimizer)  # skips the step (and lowers the scale) on inf gradients
+            precision.scaler.update()
+        else:
+            losses["loss"].backward()
+            if s.check_finite and not gradients_finite(parameters):  # all-reduced: the same on every rank
+                self._stop(iteration, epoch, step, per_epoch, losses, batch, True, gradient=True)
+            self.optimizer.step()
+        return names, values, lr
+
+    def _stop(self, iteration, epoch, step, per_epoch, losses, batch, local_bad, gradient) -> None:
+        """Raise NonFiniteError on every rank, naming the iteration, the terms and the images."""
+        values = {k: float(v.detach().float()) for k, v in losses.items()}
+        mine = {"ids": list(self.batch_ids(batch)), "terms": nonfinite_terms(losses), "values": values,
+                "bad": local_bad}
+        reports = distributed.all_gather_object(mine)
+        where = f"iteration {iteration} (epoch {epoch + 1}, step {step + 1} of {per_epoch})"
+        if gradient:
+            params = nonfinite_gradients(self.model.named_parameters())
+            ids = [i for r in reports for i in r["ids"]]
+            what = (f"non-finite gradient at {where} in {', '.join(params)}; the loss terms were finite "
+                    f"({format_losses(values)}); images {ids}")
+        else:
+            bad = [(rank, r) for rank, r in enumerate(reports) if r["bad"]]
+            parts = []
+            for rank, r in bad:
+                prefix = f"rank {rank}: " if len(reports) > 1 else ""
+                parts.append(f"{prefix}{', '.join(r['terms'])} non-finite ({format_losses(r['values'])}); "
+                             f"images {r['ids']}")
+            what = f"non-finite loss at {where}: " + "; ".join(parts)
+        kept = (f"the last good checkpoint is {self.last_saved}" if self.last_saved is not None
+                else "no checkpoint was written yet")
+        raise NonFiniteError(f"{what}. Training stopped before the optimiser step; {kept}.")
+
+    def _save(self, done: int, per_epoch: int, precision, seconds: float) -> None:
+        rngs = distributed.all_gather_object(checkpoint.capture_rng())
+        if not self.ctx.is_main:
+            return
+        s = self.settings
+        payload = {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scaler": precision.scaler.state_dict() if precision.scaler is not None else None,
+            "iteration": done, "epoch": done // per_epoch, "step": done % per_epoch,
+            "iterations_per_epoch": per_epoch, "world_size": self.ctx.world_size, "batch_size": s.batch_size,
+            "rng": rngs, "config": self.config, "seconds": seconds,
+        }
+        self.last_saved = checkpoint.save_checkpoint(self.checkpoints, done, payload, s.keep_checkpoints)
+        faults.reached("checkpoint", self.last_saved)
+
+
+def _to_device(batch: dict, device: torch.device, channels_last: bool) -> dict:
+    moved = {}
+    for key, value in batch.items():
+        if torch.is_tensor(value):
+            value = value.to(device, non_blocking=device.type == "cuda")
+            if channels_last and value.dim() == 4 and value.is_floating_point():
+                value = value.contiguous(memory_format=torch.channels_last)
+        moved[key] = value
+    return moved

@@ -1,0 +1,103 @@
+"""Two CPU processes under torchrun (gloo) against one process, on the tiny dataset.
+
+- Training with optim.batch_size=K on 2 processes reaches the weights of one process with batch 2K
+  (to float tolerance): same global batches, DDP-averaged gradients, synchronised batch norm.
+- Attention maps and pseudo masks written by 2 processes are byte-for-byte the files of one process.
+- An error on one rank is raised on every rank (no process waits forever in a collective).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from l2g.config import load_config
+from l2g.stages.cams import infer_cams
+from l2g.stages.pseudo import write_pseudo_masks
+from l2g.stages.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+THRESHOLD = 0.3
+
+
+def settings(root: Path) -> list[str]:
+    return [f"data.root={root}", "data.num_classes=3", "data.resize_short=40", "data.global_size=32",
+            "views.patch_size=24", "model.width=4", "cams.scales=[1.0, 0.5]", "threads=1", "optim.epochs=1",
+            "method.name=l2g_shape", "log_every=1"]
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_root, tmp_path_factory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("ddp")
+    single = base / "single"
+    config = load_config("synth", [*settings(tiny_root), "optim.batch_size=4"])
+    train(config, single / "run", progress=False)
+    infer_cams(config, single / "run", out_dir=single / "cams", progress=False)
+    write_pseudo_masks(config, single / "cams", single / "pseudo", THRESHOLD, progress=False)
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               str(ROOT / "tests" / "ddp_job.py"), str(base / "ddp"), str(single / "run"),
+               *settings(tiny_root), "optim.batch_size=2"]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "Traceback" not in result.stderr
+    return {"single": single, "ddp": base / "ddp"}
+
+
+def _model(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
+
+
+def test_two_processes_of_batch_k_train_like_one_of_batch_2k(runs):
+    single, ddp = runs["single"] / "run", runs["ddp"] / "run"
+    for name in ("final.pt", "step-00000002.pt"):
+        a, b = _model(single / "checkpoints" / name), _model(ddp / "checkpoints" / name)
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.allclose(a[key].double(), b[key].double(), rtol=1e-5, atol=1e-6), (name, key)
+    # batch-norm running statistics are those of the global batch, and they moved
+    bn_key = next(k for k in a if k.endswith("running_var"))
+    assert not torch.allclose(a[bn_key], torch.ones_like(a[bn_key]))
+    # the optimiser's momentum matches too (the next step would agree as well)
+    sa = torch.load(single / "checkpoints" / "step-00000002.pt", weights_only=True)["optimizer"]["state"]
+    sb = torch.load(ddp / "checkpoints" / "step-00000002.pt", weights_only=True)["optimizer"]["state"]
+    for index in sa:
+        assert torch.allclose(sa[index]["momentum_buffer"], sb[index]["momentum_buffer"], rtol=1e-4, atol=1e-6)
+
+    # rank 0 alone logged: one record per iteration, losses averaged over the processes
+    logs = [[json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()] for run in (single, ddp)]
+    assert [r["iteration"] for r in logs[1]] == [0, 1]
+    for ra, rb in zip(*logs, strict=True):
+        for key in ("loss", "loss_cls", "loss_kt"):
+            assert rb[key] == pytest.approx(ra[key], rel=1e-5), key
+    metrics = json.loads((ddp / "train_metrics.json").read_text())
+    assert (metrics["processes"], metrics["global_batch"], metrics["iterations"]) == (2, 4, 2)
+
+
+@pytest.mark.parametrize(("folder", "suffix"), [("cams", ".npy"), ("pseudo", ".png")])
+def test_sharded_outputs_are_the_single_process_files(runs, folder, suffix):
+    single, ddp = runs["single"] / folder, runs["ddp"] / folder
+    names = sorted(p.name for p in single.glob(f"*{suffix}"))
+    assert len(names) == 8
+    assert sorted(p.name for p in ddp.glob(f"*{suffix}")) == names
+    for name in names:
+        assert (ddp / name).read_bytes() == (single / name).read_bytes(), name
+    done = [json.loads((d / "l2g-done.json").read_text())["files"] for d in (single, ddp)]
+    assert done[0] == done[1]
+    assert sorted(done[0]) == names
+    assert not list(ddp.glob(".*.partial"))
+
+
+def test_an_error_on_rank_0_reaches_every_rank(runs):
+    ddp = runs["ddp"]
+    mine = (ddp / "refused-rank0.txt").read_text()
+    theirs = (ddp / "refused-rank1.txt").read_text()
+    assert "holds a finished run" in mine
+    assert theirs == f"(rank 0) {mine}"
