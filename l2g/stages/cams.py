@@ -17,7 +17,7 @@ from tqdm import tqdm
 from l2g.config import Config
 from l2g.data.classification import normalize
 from l2g.data.images import read_image
-from l2g.method.cam import class_attention, multiscale_maps
+from l2g.method.cam import image_attention
 from l2g.method.methods import build_method
 from l2g.stages.common import pick_device, set_threads, split_samples
 
@@ -53,10 +53,10 @@ def infer_cams(config: Config, run_dir: str | Path, split: str | None = None, ou
         if target.exists():
             continue  # resumable: maps already written are kept
         image = normalize(read_image(sample.image_path), config.data.mean, config.data.std).to(device)
-        maps = multiscale_maps(net, image, config.cams.scales, config.cams.flip, config.cams.upsample,
-                              config.cams_use_softmax)
+        cams = image_attention(net, image, sample.labels, config.cams.scales, config.cams.flip,
+                               config.cams.upsample, config.cams_use_softmax)
         tmp = out_dir / f"{sample.image_id}.tmp.npy"
-        np.save(tmp, class_attention(maps, sample.labels), allow_pickle=True)
+        np.save(tmp, cams, allow_pickle=True)
         os.replace(tmp, target)
     return out_dir
 
