@@ -15,7 +15,7 @@ benchmark compares two ways of doing the same work:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -34,12 +34,14 @@ class ReferenceL2GStep:
     """
 
     def __init__(self, local_net, global_net, optimizer: torch.optim.Optimizer, lam: float = 10.0,
-                 shape_threshold: float = 0.001) -> None:
+                 shape_threshold: float = 0.001, roi_align: Callable | None = None) -> None:
         self.local_net = local_net
         self.global_net = global_net
         self.optimizer = optimizer
         self.lam = lam
         self.shape_threshold = shape_threshold
+        # torchvision's roi_align, as the release (``roi_align(input, rois, size, scale, ratio, aligned)``)
+        self.roi_align = roi_align or roi_align_op
 
     def loss(self, images: torch.Tensor, labels: torch.Tensor, boxes: torch.Tensor,
              saliency: torch.Tensor) -> torch.Tensor:
@@ -87,7 +89,7 @@ class ReferenceL2GStep:
                 rois.append([float(b), float(x1), float(y1), float(x2), float(y2)])
         rois = torch.tensor(rois, dtype=global_out.maps.dtype, device=images.device)
         stride = self.global_net.backbone.stride
-        crops = roi_align_op(global_out.maps, rois, (height, width), 1.0 / stride, -1, False)
+        crops = self.roi_align(global_out.maps, rois, (height, width), 1.0 / stride, -1, False)
         loss_kt = F.mse_loss(torch.softmax(crops, dim=1), targets)
         # The release computes the global classification loss for its log only.
         F.multilabel_soft_margin_loss(global_out.logits, labels.to(global_out.logits.dtype)).detach()

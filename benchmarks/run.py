@@ -257,6 +257,9 @@ def format_table(report: dict) -> str:
         ratio = train["ours_amp_images_per_s"] / train["reference_images_per_s"]
         rows.append((f"   (info) ours with AMP {train['amp_dtype']}", f"{train['ours_amp_images_per_s']:.2f}",
                      f"{train['reference_images_per_s']:.2f}", f"{ratio:.2f}x", "", ""))
+    fast_roi = train["reference_l2g_roi_align_images_per_s"]
+    rows.append(("   (info) reference with l2g's RoIAlign", f"{train[f'{head}_images_per_s']:.2f}", f"{fast_roi:.2f}",
+                 f"{train[f'{head}_images_per_s'] / fast_roi:.2f}x", "", ""))
     rows.append((f"2. attention maps, {maps['passes']} passes, s/img", f"{maps['ours_seconds_per_image']:.4f}",
                  f"{maps['reference_seconds_per_image']:.4f}", f"{maps['ratio']:.2f}x", f">= {maps['target']:g}x",
                  _met(maps["ratio"], maps["target"])))
@@ -297,6 +300,8 @@ def format_table(report: dict) -> str:
               f"checks: training loss |ours - reference| = {train['loss_abs_diff']:.2e}; attention maps max "
               f"|ours - reference| = {maps['max_abs_diff']:.2e}; sweep mIoU max |ours - reference| = "
               f"{sweep['miou_max_abs_diff']:.2e} (reference reads 8-bit PNGs)"]
+    kind = "compiled op" if train["torchvision_compiled_ops"] else "pure-PyTorch fallback (compiled ops missing)"
+    footer.append(f"reference RoIAlign: torchvision's {kind}")
     footer += [f"note: {note}" for note in report["notes"]]
     return "\n".join(lines + [""] + footer)
 

@@ -13,6 +13,7 @@ the per-threshold confusion matrices come out of cumulative sums over those bins
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -114,7 +115,7 @@ class ThresholdSweep:
         numpy's ``argmax`` along the first axis, ``searchsorted`` of every pixel, masked copies and int64
         counters were each several times slower for an image's 1-3 maps and a handful of thresholds.
         """
-        size = int(np.prod(maps.shape[1:]))
+        size = math.prod(maps.shape[1:])
         if maps.shape[0] == 0:
             return np.zeros(size, dtype=np.intp), np.zeros(size, dtype=np.intp)
         flat = maps.reshape(maps.shape[0], -1)
