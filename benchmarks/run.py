@@ -138,12 +138,12 @@ def run(args: argparse.Namespace) -> dict:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("benchmarks.run: --device cuda but torch sees no GPU")
     amp = args.amp == "on"
-    report: dict = {"settings": {"size": size_name, "device": str(device), "repeats": repeats,
-                                 "warmup": args.warmup, "amp": amp, "demo": args.demo},
-                    "machine": machine_info(device), "load_average_start": load_average(), "notes": []}
     config, note = network_config(size, device, args.overrides)
     if any(item.startswith("threads=") for item in args.overrides) and config.threads > 0:
         torch.set_num_threads(config.threads)  # only when asked: the synth preset's threads=2 suits 2 cores only
+    report: dict = {"settings": {"size": size_name, "device": str(device), "repeats": repeats,
+                                 "warmup": args.warmup, "amp": amp, "demo": args.demo},
+                    "machine": machine_info(device), "load_average_start": load_average(), "notes": []}
     if note:
         report["notes"].append(note)
     report["settings"]["backbone"] = config.model.backbone

@@ -119,14 +119,17 @@ class ThresholdSweep:
         if maps.shape[0] == 0:
             return np.zeros(size, dtype=np.intp), np.zeros(size, dtype=np.intp)
         flat = maps.reshape(maps.shape[0], -1)
-        best_score = flat[0].copy()
-        slot = np.zeros(size, dtype=np.min_scalar_type(flat.shape[0]))
-        for k in range(1, flat.shape[0]):
-            better = flat[k] > best_score  # strictly: a tie keeps the earlier map, like argmax
-            np.maximum(best_score, flat[k], out=best_score)
-            # k grows, so "slot = k where better" is a maximum (masked copies are ~50x slower in numpy).
-            np.maximum(slot, better.view(np.uint8) * slot.dtype.type(k), out=slot)
-        best_class = labels.take(slot)
+        if flat.shape[0] == 1:  # one labelled class: it is the best everywhere
+            best_score, best_class = flat[0], np.full(size, labels[0], dtype=np.intp)
+        else:
+            best_score = flat[0].copy()
+            slot = np.zeros(size, dtype=np.min_scalar_type(flat.shape[0]))
+            for k in range(1, flat.shape[0]):
+                better = flat[k] > best_score  # strictly: a tie keeps the earlier map, like argmax
+                np.maximum(best_score, flat[k], out=best_score)
+                # k grows, so "slot = k where better" is a maximum (masked copies are ~50x slower in numpy).
+                np.maximum(slot, better.view(np.uint8) * slot.dtype.type(k), out=slot)
+            best_class = labels.take(slot)
         thresholds = self._sorted.astype(maps.dtype)  # compared in the maps' dtype (see module doc)
         if thresholds.size > SEARCH_ABOVE:
             # side="left" counts thresholds strictly below the score, i.e. the ones it strictly beats.
