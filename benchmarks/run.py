@@ -90,7 +90,7 @@ def network_config(size: Size, device: torch.device, extra: list[str]) -> tuple[
         config = load_config("synth", [*base, *size.network, *size.train])
         build_method(config)  # fails here (not mid-benchmark) when the backbone does not exist
         return config, None
-    except (ConfigError, ValueError) as error:
+    except (ConfigError, ValueError, FileNotFoundError, ImportError) as error:
         if "model.backbone=resnet38" not in size.network:
             raise
         fallback = [s for s in size.network if not s.startswith("model.backbone=")]
@@ -113,6 +113,9 @@ def machine_info(device: torch.device) -> dict:
             "torch": torch.__version__, "python": platform.python_version(), "device": str(device)}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
+        # "fp32" convolutions run as TF32 on recent GPUs unless cuDNN's flag is off: say which it was.
+        info["cudnn_allow_tf32"] = torch.backends.cudnn.allow_tf32
+        info["matmul_allow_tf32"] = torch.backends.cuda.matmul.allow_tf32
     return info
 
 
@@ -295,13 +298,18 @@ def format_table(report: dict) -> str:
     machine = report["machine"]
     footer = [f"machine: {machine['cpu']}, {machine['cpu_cores']} cores, torch {machine['torch']} "
               f"({machine['torch_threads']} threads), device {machine['device']}"
-              + (f" ({machine['gpu']})" if "gpu" in machine else ""),
+              + (f" ({machine['gpu']}, TF32 convolutions {'on' if machine['cudnn_allow_tf32'] else 'off'})"
+                 if "gpu" in machine else ""),
               f"load average at start {report['load_average_start']}, at end {report['load_average_end']}",
               f"checks: training loss |ours - reference| = {train['loss_abs_diff']:.2e}; attention maps max "
               f"|ours - reference| = {maps['max_abs_diff']:.2e}; sweep mIoU max |ours - reference| = "
               f"{sweep['miou_max_abs_diff']:.2e} (reference reads 8-bit PNGs)"]
     kind = "compiled op" if train["torchvision_compiled_ops"] else "pure-PyTorch fallback (compiled ops missing)"
     footer.append(f"reference RoIAlign: torchvision's {kind}")
+    start = report["load_average_start"]  # the end value counts this run's own threads
+    if start and start[0] > 0.5 * (machine["cpu_cores"] or 1):
+        footer.append("warning: the machine was busy when the run started (1-minute load average above half its "
+                      "cores): if other jobs shared the cores, these timings are not representative")
     footer += [f"note: {note}" for note in report["notes"]]
     return "\n".join(lines + [""] + footer)
 
