@@ -137,6 +137,7 @@ class CamsConfig:
 class EvalConfig:
     thresholds: tuple[float, ...] = ()  # empty: 0.05..0.60 step 0.01
     threshold: float | None = None  # pseudo masks: None = best threshold of the sweep
+    workers: int = 0  # threads reading and scoring images in the sweep; 0 = one per CPU core (at most 8)
 
 
 SEG_ARCHS = ("deeplab_small", "deeplab_v1_vgg16", "deeplab_v2_resnet101", "deeplabv3_resnet101")
@@ -280,6 +281,8 @@ class Config:
             raise ConfigError("data.num_classes must be >= 1")
         if self.optim.batch_size < 1 or self.optim.epochs < 1:
             raise ConfigError("optim.batch_size and optim.epochs must be >= 1")
+        if self.eval.workers < 0:
+            raise ConfigError(f"eval.workers must be >= 0 (0 = one per CPU core), got {self.eval.workers}")
         if not self.cams.scales:
             raise ConfigError("cams.scales must list at least one scale")
         _validate_seg(self.seg)

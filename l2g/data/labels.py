@@ -360,9 +360,14 @@ def mask_labels(path: Path, num_classes: int) -> tuple[int, ...]:
 
 def bad_mask_values(mask: np.ndarray, num_classes: int) -> list[int]:
     """The values of ``mask`` that are neither 0..num_classes nor the ignore index, sorted."""
-    counts = np.bincount(mask.ravel().astype(np.int64), minlength=256)
-    present = np.flatnonzero(counts)
-    return [int(value) for value in present if value > num_classes and value != IGNORE_INDEX]
+    mask = np.asarray(mask)
+    # Two byte-wide comparisons over the mask; the values are only gathered when some are bad.
+    bad = (mask > num_classes) & (mask != IGNORE_INDEX)
+    if mask.dtype.kind == "i":
+        bad |= mask < 0
+    if not bad.any():
+        return []
+    return [int(value) for value in np.unique(mask[bad])]
 
 
 def mask_value_error(path: Path, bad: list[int], num_classes: int) -> DatasetError:

@@ -13,6 +13,7 @@ the per-threshold confusion matrices come out of cumulative sums over those bins
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -39,7 +40,7 @@ def _as_float_maps(maps: np.ndarray) -> np.ndarray:
     maps = np.asarray(maps)
     if not np.issubdtype(maps.dtype, np.floating):
         maps = maps.astype(np.float64)
-    if np.isnan(maps).any():
+    if maps.size and np.isnan(maps.min()):  # min propagates NaN: one pass, no boolean copy
         raise ValueError("maps contain NaN")
     return maps
 
@@ -79,6 +80,11 @@ def pseudo_label(maps: np.ndarray, labels: np.ndarray, threshold: float) -> np.n
     return lookup[index]
 
 
+# Up to this many thresholds, counting the thresholds a score beats one comparison at a time is faster
+# than a binary search per pixel.
+SEARCH_ABOVE = 16
+
+
 class ThresholdSweep:
     """Accumulates confusion matrices for many background thresholds in one pass per image.
 
@@ -103,16 +109,35 @@ class ThresholdSweep:
         self._hist = np.zeros((values.size + 1, num_classes, num_classes), dtype=np.int64)
 
     def _best(self, maps: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Return (number of sorted thresholds beaten, best class) per pixel, both flattened."""
+        """Return (number of sorted thresholds beaten, best class) per pixel, both flattened.
+
+        Whole-image arithmetic in small integer types, looping only over the few maps and thresholds:
+        numpy's ``argmax`` along the first axis, ``searchsorted`` of every pixel, masked copies and int64
+        counters were each several times slower for an image's 1-3 maps and a handful of thresholds.
+        """
+        size = math.prod(maps.shape[1:])
         if maps.shape[0] == 0:
-            size = int(np.prod(maps.shape[1:]))
-            return np.zeros(size, dtype=np.int64), np.zeros(size, dtype=np.int64)
+            return np.zeros(size, dtype=np.intp), np.zeros(size, dtype=np.intp)
         flat = maps.reshape(maps.shape[0], -1)
-        best_index = np.argmax(flat, axis=0)
-        best_score = np.take_along_axis(flat, best_index[None], axis=0)[0]
-        # side="left" counts thresholds strictly below the score, i.e. the ones it strictly beats.
-        beaten = np.searchsorted(self._sorted.astype(maps.dtype), best_score, side="left")
-        return beaten.astype(np.int64), labels[best_index]
+        if flat.shape[0] == 1:  # one labelled class: it is the best everywhere
+            best_score, best_class = flat[0], np.full(size, labels[0], dtype=np.intp)
+        else:
+            best_score = flat[0].copy()
+            slot = np.zeros(size, dtype=np.min_scalar_type(flat.shape[0]))
+            for k in range(1, flat.shape[0]):
+                better = flat[k] > best_score  # strictly: a tie keeps the earlier map, like argmax
+                np.maximum(best_score, flat[k], out=best_score)
+                # k grows, so "slot = k where better" is a maximum (masked copies are ~50x slower in numpy).
+                np.maximum(slot, better.view(np.uint8) * slot.dtype.type(k), out=slot)
+            best_class = labels.take(slot)
+        thresholds = self._sorted.astype(maps.dtype)  # compared in the maps' dtype (see module doc)
+        if thresholds.size > SEARCH_ABOVE:
+            # side="left" counts thresholds strictly below the score, i.e. the ones it strictly beats.
+            return np.searchsorted(thresholds, best_score, side="left"), best_class
+        beaten = np.zeros(size, dtype=np.uint8)
+        for threshold in thresholds:
+            beaten += best_score > threshold
+        return beaten, best_class
 
     def update(self, maps: np.ndarray, labels: np.ndarray, gt: np.ndarray) -> None:
         """Add one image: maps (K, H, W) float, labels (K,) in 1..C, gt (H, W) with 255 = ignore."""
@@ -121,16 +146,25 @@ class ThresholdSweep:
         gt = np.asarray(gt)
         _check_inputs(maps, labels, gt.shape)
         _check_labels(labels, self.num_classes)
+        if not np.issubdtype(gt.dtype, np.integer):
+            gt = gt.astype(np.int64)
         beaten, best_class = self._best(maps, labels)
-        gt = gt.astype(np.int64).ravel()
-        valid = gt != self.ignore_index
-        gt = gt[valid]
-        bad = (gt < 0) | (gt >= self.num_classes)
-        if bad.any():
-            raise ValueError(f"gt value {gt[bad][0]} is outside [0, {self.num_classes})")
+        gt = gt.ravel()
         n = self.num_classes
-        index = (beaten[valid] * n + gt) * n + best_class[valid]
-        self._hist += np.bincount(index, minlength=self._hist.size).reshape(self._hist.shape)
+        ignored = gt == self.ignore_index
+        outside = ((gt < 0) | (gt >= n)) & ~ignored
+        if outside.any():
+            raise ValueError(f"gt value {gt[outside][0]} is outside [0, {n})")
+        # One bin index per pixel: (thresholds beaten, gt, best class); ignored pixels go to an extra
+        # last bin that is dropped, which is cheaper than selecting the valid pixels of three arrays.
+        index = beaten.astype(np.intp)
+        index *= n
+        index += gt
+        index *= n
+        index += best_class
+        np.copyto(index, self._hist.size, where=ignored)
+        counts = np.bincount(index, minlength=self._hist.size + 1)[: self._hist.size]
+        self._hist += counts.reshape(self._hist.shape)
 
     def merge(self, other: ThresholdSweep) -> None:
         """Add another sweep's counts (e.g. from another shard); settings must be identical."""

@@ -1,6 +1,22 @@
-"""Attention maps at test time: multi-scale + flip passes of one network, averaged, normalised."""
+"""Attention maps at test time: multi-scale + flip passes of one network, averaged, normalised.
+
+Same result as the release's test script (one pass per scale and mirror image, each output map
+upsampled bicubic to the image size on its own, mirrored maps flipped back, average, ReLU, per-class
+max normalisation), computed with less work:
+
+- the plain and mirrored image of a scale go through the network as one batch of two;
+- the mirrored map is flipped back and added to the plain one at the network's resolution, and the sum
+  is upsampled once per scale: resizing is linear and commutes with a horizontal flip (the sampling
+  grid of ``align_corners=False`` is symmetric), so this equals upsampling both and adding them, up to
+  float rounding;
+- only the channels that are kept (the image's labelled classes) are upsampled;
+- averaging, ReLU and normalisation stay on the device, with one transfer to the host at the end, and
+  no per-class Python loop.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -11,16 +27,19 @@ from l2g.method.targets import normalize_attention
 
 @torch.no_grad()
 def multiscale_maps(net, image: torch.Tensor, scales, flip: bool = True, upsample: str = "bicubic",
-                    softmax: bool = False) -> torch.Tensor:
+                    softmax: bool = False, channels: Sequence[int] | None = None) -> torch.Tensor:
     """Average of the network's (C+1)-channel maps over scales (and their mirror images).
 
-    ``image`` (3, H, W) normalised. Each pass's map is upsampled to (H, W) (bicubic, as the release);
-    the mirrored pass is run in the same batch as the plain one and flipped back. Returns (C+1, H, W).
+    ``image`` (3, H, W) normalised. Each scale's map is brought to (H, W) with ``upsample`` (bicubic, as
+    the release). Returns (C+1, H, W), or (len(channels), H, W) with ``channels``: only those channels
+    (in that order) are upsampled and returned.
     ``softmax=True`` averages the channel softmax G (Eq. 5) instead of the raw scores: a network trained
     only through attention transfer learns G, and its raw scores have no fixed zero (softmax ignores a
-    per-pixel offset), so ReLU on them can erase every class.
+    per-pixel offset), so ReLU on them can erase every class. The softmax is taken over all C + 1
+    channels before any is dropped.
     """
     height, width = image.shape[1:]
+    index = None if channels is None else torch.as_tensor(list(channels), dtype=torch.long, device=image.device)
     total = None
     for scale in scales:
         size = (max(1, round(height * scale)), max(1, round(width * scale)))
@@ -28,18 +47,44 @@ def multiscale_maps(net, image: torch.Tensor, scales, flip: bool = True, upsampl
         batch = torch.cat([scaled, scaled.flip(-1)]) if flip else scaled
         raw = net(batch).maps.float()
         raw = torch.softmax(raw, dim=1) if softmax else raw
-        maps = F.interpolate(raw, size=(height, width), mode=upsample, align_corners=False)
-        if flip:
-            maps = torch.stack([maps[0], maps[1].flip(-1)])
-        summed = maps.sum(0)
-        total = summed if total is None else total + summed
+        if index is not None:
+            raw = raw.index_select(1, index)
+        summed = raw[0] + raw[1].flip(-1) if flip else raw[0]  # flipped back before resizing: same result
+        maps = F.interpolate(summed[None], size=(height, width), mode=upsample, align_corners=False)[0]
+        total = maps if total is None else total.add_(maps)
+    if total is None:
+        raise ValueError("multiscale_maps needs at least one scale")
     return total / (len(scales) * (2 if flip else 1))
+
+
+def normalized_class_maps(maps: torch.Tensor, labels: Sequence[int]) -> dict[int, np.ndarray]:
+    """``{class: map}`` from (len(labels), H, W) maps (one channel per label, in order): ReLU and
+    per-channel max normalisation on the device, one transfer to the host."""
+    labels = [int(c) for c in labels]
+    if maps.shape[0] != len(labels):
+        raise ValueError(f"{maps.shape[0]} maps for {len(labels)} labels")
+    if not labels:
+        return {}
+    normalised = normalize_attention(maps[None])[0].float().cpu().numpy()
+    return {c: normalised[i] for i, c in enumerate(labels)}
 
 
 def class_attention(maps: torch.Tensor, labels: tuple[int, ...]) -> dict[int, np.ndarray]:
     """ReLU + per-class max normalisation of the averaged map, only the labelled classes kept.
 
-    Returns ``{0-based class index: float32 (H, W) map in [0, 1]}`` (the file format of ``l2g cams``).
+    ``maps`` (C+1, H, W). Returns ``{0-based class index: float32 (H, W) map in [0, 1]}`` (the file
+    format of ``l2g cams``).
     """
-    normalised = normalize_attention(maps[None])[0]
-    return {int(c): normalised[c].cpu().numpy().astype(np.float32) for c in labels}
+    index = torch.as_tensor([int(c) for c in labels], dtype=torch.long, device=maps.device)
+    return normalized_class_maps(maps.index_select(0, index), labels)
+
+
+def image_attention(net, image: torch.Tensor, labels: Sequence[int], scales, flip: bool = True,
+                    upsample: str = "bicubic", softmax: bool = False) -> dict[int, np.ndarray]:
+    """The attention maps of one image's labelled classes: :func:`multiscale_maps` restricted to the
+    labelled channels, then :func:`normalized_class_maps`. What ``l2g cams`` saves per image."""
+    labels = [int(c) for c in labels]
+    if not labels:
+        return {}
+    maps = multiscale_maps(net, image, scales, flip, upsample, softmax, channels=labels)
+    return normalized_class_maps(maps, labels)

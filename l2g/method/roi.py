@@ -1,17 +1,22 @@
 """The global map cut at each local view's box (RoIAlign, spatial scale 1/stride).
 
-Uses ``torchvision.ops.roi_align`` when torchvision's compiled ops load (a normal GPU install);
-otherwise torchvision's own pure-PyTorch reference of the same operator, called without the
-``torch.compile`` wrapper that torchvision puts around it (compiling costs minutes on a small CPU).
-Both follow the same semantics: ``aligned=False`` (the legacy, release behaviour) and an adaptive
-number of sampling points per bin (``sampling_ratio=-1``).
+Semantics of torchvision's ``roi_align`` kernels with ``aligned=False`` (the legacy, release behaviour)
+and an adaptive number of sampling points per bin (``sampling_ratio=-1``): each output bin averages a
+grid of bilinear samples; samples are clamped at the map's low edge and to its last cell, and a sample
+further than one cell outside the map contributes 0.
+
+Computed as two small matrix products per box, ``out[k] = Wy[k] @ map[b_k] @ Wx[k]^T``: a bilinear
+sample's weight is the product of a row weight and a column weight, and so is the average over a bin's
+grid of samples, so the whole RoIAlign of a box is a (PH x H) row matrix and a (PW x W) column matrix.
+Forward and backward are then dense, deterministic matrix products. torchvision's pure-PyTorch fallback
+(used where its compiled ops do not load, as on this project's CPU machines) instead gathers every
+possible sample of every bin (PH x PW x H x W values per box and channel): it took most of an L2G
+training step's time.
 """
 
 from __future__ import annotations
 
 import torch
-
-from l2g.compat.torchvision_ops import roi_align_op
 
 
 def boxes_to_rois(boxes: torch.Tensor) -> torch.Tensor:
@@ -19,6 +24,51 @@ def boxes_to_rois(boxes: torch.Tensor) -> torch.Tensor:
     batch, n = boxes.shape[:2]
     index = torch.arange(batch, device=boxes.device, dtype=torch.float32).repeat_interleave(n)
     return torch.cat([index[:, None], boxes.reshape(-1, 4).float()], dim=1)
+
+
+def axis_weights(start: torch.Tensor, end: torch.Tensor, pooled: int, size: int,
+                 sampling_ratio: int = -1) -> torch.Tensor:
+    """(K, pooled, size) float32 weights: row ``p`` of box ``k`` averages the bilinear samples of bin ``p``
+    along one axis of a map of ``size`` cells (box from ``start`` to ``end``, in map cells, aligned=False)."""
+    extent = (end - start).clamp(min=1.0)  # aligned=False: boxes are at least one cell wide
+    bin_size = extent / pooled
+    fixed = torch.full_like(extent, float(sampling_ratio))
+    grid = fixed if sampling_ratio > 0 else torch.ceil(extent / pooled)  # samples per bin along this axis
+    most = max(int(grid.max().item()) if grid.numel() else 1, 1)
+    offsets = torch.arange(most, device=start.device, dtype=torch.float32)
+    bins = torch.arange(pooled, device=start.device, dtype=torch.float32)
+    position = (start[:, None, None] + bins[None, :, None] * bin_size[:, None, None]
+                + (offsets[None, None, :] + 0.5) * (bin_size / grid)[:, None, None])  # (K, pooled, most)
+    used = (offsets[None, None, :] < grid[:, None, None]) & (position >= -1.0) & (position <= size)
+    position = position.clamp(min=0.0)
+    low = position.floor()
+    at_end = low >= size - 1
+    low = torch.where(at_end, torch.full_like(low, size - 1), low)
+    high = torch.where(at_end, low, low + 1)
+    position = torch.where(at_end, low, position)
+    fraction = position - low
+    share = used.float() / grid.clamp(min=1.0)[:, None, None]
+    weights = torch.zeros(start.shape[0], pooled, size, device=start.device, dtype=torch.float32)
+    weights.scatter_add_(2, low.long(), (1.0 - fraction) * share)
+    weights.scatter_add_(2, high.long(), fraction * share)
+    return weights
+
+
+def roi_align_separable(features: torch.Tensor, rois: torch.Tensor, output_size: tuple[int, int],
+                        spatial_scale: float, sampling_ratio: int = -1) -> torch.Tensor:
+    """Legacy RoIAlign (aligned=False) of ``features`` (B, C, H, W) at ``rois`` (K, 5) -> (K, C, PH, PW).
+
+    Computed in float32 (outside autocast, as torchvision runs ``roi_align`` under AMP).
+    """
+    pooled_h, pooled_w = output_size
+    height, width = features.shape[2:]
+    rois = rois.float()
+    boxes = rois[:, 1:] * spatial_scale
+    with torch.autocast(features.device.type, enabled=False):
+        rows = axis_weights(boxes[:, 1], boxes[:, 3], pooled_h, height, sampling_ratio)  # (K, PH, H)
+        cols = axis_weights(boxes[:, 0], boxes[:, 2], pooled_w, width, sampling_ratio)  # (K, PW, W)
+        per_box = features.float().index_select(0, rois[:, 0].long())  # (K, C, H, W)
+        return rows[:, None] @ per_box @ cols.transpose(1, 2)[:, None]
 
 
 def cut_global_map(
@@ -30,7 +80,6 @@ def cut_global_map(
 ) -> torch.Tensor:
     """RoIAlign the global network's map (B, K, h, w) at the view boxes (B, N, 4, in image pixels).
 
-    Returns (B * N, K, *output_size), in the same order as :func:`l2g.data.views.crop_views`.
+    Returns (B * N, K, *output_size) float32, in the same order as :func:`l2g.data.views.crop_views`.
     """
-    rois = boxes_to_rois(boxes).to(global_map.dtype)
-    return roi_align_op(global_map, rois, output_size, 1.0 / stride, sampling_ratio, False)
+    return roi_align_separable(global_map, boxes_to_rois(boxes), output_size, 1.0 / stride, sampling_ratio)

@@ -21,7 +21,7 @@ from l2g.data.images import read_image
 from l2g.data.voc_layout import Sample
 from l2g.engine import atomic, distributed, markers
 from l2g.engine.guards import ensure_free_space
-from l2g.method.cam import class_attention, multiscale_maps
+from l2g.method.cam import image_attention
 from l2g.method.methods import build_method
 from l2g.stages.common import set_threads, split_samples
 
@@ -101,10 +101,9 @@ def infer_cams(config: Config, run_dir: str | Path, split: str | None = None, ou
     try:
         for sample in tqdm(todo, desc=f"cams {split}", disable=not (progress and ctx.is_main)):
             image = normalize(read_image(sample.image_path), config.data.mean, config.data.std).to(ctx.device)
-            maps = multiscale_maps(net, image, config.cams.scales, config.cams.flip, config.cams.upsample,
-                                   config.cams_use_softmax)
-            atomic.save_npy(out_dir / f"{sample.image_id}.npy", class_attention(maps, sample.labels),
-                            allow_pickle=True)
+            cams = image_attention(net, image, sample.labels, config.cams.scales, config.cams.flip,
+                                   config.cams.upsample, config.cams_use_softmax)
+            atomic.save_npy(out_dir / f"{sample.image_id}.npy", cams, allow_pickle=True)
     except Exception as caught:  # every rank must learn about it, or the others would wait forever
         error = caught
     distributed.agree(error)

@@ -1,0 +1,40 @@
+"""The benchmark runs end to end in its quick mode and reports every figure as a positive number.
+
+No timing is asserted (timings depend on the machine and its load); what is asserted is that the
+benchmark's two sides compute the same thing, so that its ratios compare like with like.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+from benchmarks.run import main
+
+FIGURES = {
+    "training_ratio", "training_ours_images_per_s", "training_reference_images_per_s",
+    "attention_maps_ratio", "attention_maps_ours_seconds_per_image", "attention_maps_reference_seconds_per_image",
+    "sweep_ratio", "sweep_ours_seconds", "sweep_reference_seconds",
+    "flops_fraction_of_fp32_peak", "training_achieved_gflops", "fp32_matmul_peak_gflops",
+    "demo_peak_rss_gb", "demo_wall_seconds",
+}
+
+
+def test_quick_benchmark_reports_every_figure(tmp_path, capsys):
+    out = tmp_path / "results.json"
+    assert main(["--quick", "--device", "cpu", "--repeats", "1", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert set(report["summary"]) == FIGURES
+    for name, value in report["summary"].items():
+        assert isinstance(value, float) and math.isfinite(value) and value > 0, (name, value)
+    figures = report["figures"]
+    # Same weights, same batch: the reference step and the library's step compute the same loss.
+    assert figures["1_training_throughput"]["loss_abs_diff"] < 1e-5
+    assert figures["1_training_throughput"]["flops_per_step"] > 0
+    # The fast attention maps equal the release's eight separate passes.
+    assert figures["2_attention_maps"]["max_abs_diff"] < 1e-4
+    # Both sweeps score the same maps (the reference's are 8-bit PNGs, hence the tolerance).
+    assert figures["3_threshold_sweep"]["miou_max_abs_diff"] < 0.02
+    assert figures["4_5_demo"]["mode"].startswith("quick")
+    printed = capsys.readouterr().out
+    assert "| figure" in printed and "training step" in printed and str(out) in printed
