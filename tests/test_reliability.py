@@ -25,6 +25,7 @@ from l2g.config import load_config
 from l2g.data.voc_layout import load_split
 from l2g.engine.loader import epoch_permutation
 from l2g.method.methods import CamMethod
+from l2g.stages import seg_train
 from l2g.stages.cams import estimate_cams_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,6 +110,46 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tiny_root, tmp_path, cap
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
     # the whole training state, momentum included, and the log (rewritten after the checkpoint) agree
+    sa = torch.load(reference / "checkpoints" / "step-00000008.pt", weights_only=True)
+    sb = torch.load(checkpoints / "step-00000008.pt", weights_only=True)
+    for index, state in sa["optimizer"]["state"].items():
+        assert torch.equal(state["momentum_buffer"], sb["optimizer"]["state"][index]["momentum_buffer"])
+    assert (killed / "train_log.jsonl").read_text() == (reference / "train_log.jsonl").read_text()
+    assert log_iterations(killed) == list(range(8))
+
+
+def seg_train_args(root: Path, run: Path, *extra: str) -> list[str]:
+    """``l2g seg train`` on the tiny set's ground truth as pseudo masks: 8 images, batch 2, 2 epochs."""
+    settings = sets("seg.arch=deeplab_small", "seg.width=4", "seg.aspp_rates=[1,2]", "seg.crop_size=32",
+                    "seg.epochs=2", "seg.batch_size=2", "seg.lr=0.01")
+    return ["seg", "train", "synth", "--run", str(run), "--pseudo", str(root / "SegmentationClassAug"),
+            *tiny_set(root), *settings, *extra, "--quiet"]
+
+
+def test_seg_sigkill_mid_epoch_then_resume_is_bit_identical(tiny_root, tmp_path, capsys, monkeypatch):
+    # 4 iterations per epoch, 8 in all; a checkpoint after every iteration; batch norm trains.
+    common = sets("runtime.checkpoint_every=1", "runtime.deterministic=true", "log_every=1")
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    code, _, err = run_cli(capsys, *seg_train_args(tiny_root, reference, *common))
+    assert code == 0, err
+
+    proc = held_subprocess(seg_train_args(tiny_root, killed, *common), "checkpoint:6")  # epoch 2, step 2 of 4
+    sigkill(proc)
+    checkpoints = killed / "checkpoints"
+    assert sorted(p.name for p in checkpoints.glob("step-*.pt")) == ["step-00000005.pt", "step-00000006.pt"]
+    assert not (checkpoints / "final.pt").exists()
+    assert (killed / "init.json").read_text() == (reference / "init.json").read_text()
+
+    steps = []
+    monkeypatch.setattr(seg_train, "segmentation_step", lambda model, batch: steps.append(1) or
+                        seg_train.segmentation_loss(model, batch["image"], batch["mask"]))
+    code, _, err = run_cli(capsys, *seg_train_args(tiny_root, killed, *common, "--resume"))
+    assert code == 0, err
+    assert len(steps) == 2  # only iterations 6 and 7 were trained again: it continued mid-epoch
+    a, b = weights(reference / "checkpoints" / "final.pt"), weights(checkpoints / "final.pt")
+    assert a.keys() == b.keys()
+    assert any(k.endswith("running_var") for k in a)  # batch-norm statistics are part of what must agree
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
     sa = torch.load(reference / "checkpoints" / "step-00000008.pt", weights_only=True)
     sb = torch.load(checkpoints / "step-00000008.pt", weights_only=True)
     for index, state in sa["optimizer"]["state"].items():
