@@ -46,6 +46,7 @@ from l2g.engine.precision import resolve_precision
 
 StepFn = Callable[[nn.Module, dict], dict[str, torch.Tensor]]
 LOG_FILE = "train_log.jsonl"
+METRICS_FILE = "train_metrics.json"
 CHECKPOINT_DIR = "checkpoints"
 
 
@@ -292,6 +293,22 @@ class Trainer:
         distributed.barrier()
         return TrainResult(total, start, seconds_before + time.time() - started, self.last_saved, resumed_from,
                            precision.describe())
+
+    def finish(self, result: TrainResult, final: Path, final_payload: Callable[[], dict[str, Any]], images: int,
+               **metrics: Any) -> Path:
+        """After :meth:`fit`: rank 0 writes ``<run>/train_metrics.json`` (minutes, iterations, images, device,
+        processes, global batch, precision, then ``metrics``) and then ``final`` (``final_payload()``, e.g.
+        the inference weights) last, because its existence means the run is complete. Every rank waits."""
+        if self.ctx.is_main:
+            atomic.write_json(self.run_dir / METRICS_FILE, {
+                "minutes": result.seconds / 60, "iterations": result.iterations, "images": images,
+                "device": str(self.ctx.device), "processes": self.ctx.world_size,
+                "global_batch": self.settings.batch_size * self.ctx.world_size, "precision": result.precision,
+                **metrics,
+            })
+            atomic.save_torch(final, final_payload())
+        distributed.barrier()
+        return final
 
     def _train_step(self, runner, batch, iteration, epoch, step, per_epoch, total, precision, parameters):
         s, device = self.settings, self.ctx.device

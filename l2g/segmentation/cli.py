@@ -6,15 +6,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from l2g.cli import add_overrides, add_quiet
+from l2g.cli import add_overrides, add_quiet, add_training_run
 
 SEG_EPILOG = """examples:
   l2g seg train synth --run runs/seg --pseudo runs/l2g_shape/pseudo
   l2g seg train voc.yaml --run runs/seg --pseudo runs/x/pseudo --set seg.pretrained=weights/resnet101.pth
   l2g seg train synth --run runs/seg --pseudo runs/x/pseudo --resume      # continue after a kill
   l2g seg train synth --run runs/seg --pseudo runs/x/pseudo --overwrite   # delete that run, start over
-  torchrun --standalone --nproc_per_node=8 -m l2g seg train voc.yaml --run-dir runs/seg --pseudo runs/x/pseudo \
-      --set seg.batch_size=2          # 8 GPUs x 2 = the global batch of 16 (seg.batch_size is per process)
+  # 8 GPUs (seg.batch_size is per process: 8 x 2 = a global batch of 16; under torchrun write --run-dir)
+  torchrun --standalone --nproc_per_node=8 -m l2g seg train voc.yaml --run-dir runs/seg --pseudo runs/x/pseudo \\
+      --set seg.batch_size=2
   l2g seg eval --run runs/seg                                           # mIoU on seg.val_split
   l2g seg eval --run runs/seg --crf --set seg.test_scales=[0.5,0.75,1.0]
 
@@ -55,12 +56,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                    "kept), train_metrics.json, checkpoints/final.pt. Runs under torchrun "
                                    "(one process per GPU; under torchrun write --run-dir).")
     t.add_argument("config", help="YAML config file or preset name (e.g. synth); its seg section is used")
-    t.add_argument("--run", "--run-dir", dest="run", required=True, help="segmentation run folder to write")
+    add_training_run(t, "seg.epochs, seg.test_*, data.root, runtime.*")
     t.add_argument("--pseudo", help="folder of pseudo masks <id>.png (default: seg.pseudo_dir)")
-    t.add_argument("--resume", action="store_true",
-                   help="continue the run in --run from its newest readable checkpoint (mid-epoch included); "
-                        "the config may differ only in safe keys (e.g. a larger seg.epochs)")
-    t.add_argument("--overwrite", action="store_true", help="delete the run in --run and start over")
     add_overrides(t)
     add_quiet(t)
     t.set_defaults(handler=_seg_train)

@@ -160,16 +160,10 @@ def train_segmentation(config: Config, run_dir: str | Path, pseudo_dir: str | Pa
         batch_ids=lambda batch: [samples[i].image_id for i in batch["index"].tolist()],
         resume=plan == "resume",
     )
-    result = trainer.fit()
-    if ctx.is_main:
-        # Metrics first, final checkpoint last: final.pt existing means the run is complete.
-        atomic.write_json(run_dir / "train_metrics.json", {
-            "minutes": result.seconds / 60, "iterations": result.iterations, "images": len(samples),
-            "device": str(ctx.device), "processes": ctx.world_size, "global_batch": seg.batch_size * ctx.world_size,
-            "precision": result.precision, "arch": seg.arch, "init": init, "pseudo_dir": str(pseudo_dir),
-            "pseudo_crf": seg.pseudo_crf.enabled,
-        })
-        atomic.save_torch(final, {"model": trainer.model.state_dict(), "spec": model_spec(seg, num_classes),
-                                  "class_names": names, "init": init, "config": to_dict(config)})
-    distributed.barrier()
-    return final
+
+    def final_payload() -> dict:  # the trained network (synchronised batch norm has the same state) and its spec
+        return {"model": trainer.model.state_dict(), "spec": model_spec(seg, num_classes), "class_names": names,
+                "init": init, "config": to_dict(config)}
+
+    return trainer.finish(trainer.fit(), final, final_payload, len(samples), arch=seg.arch, init=init,
+                          pseudo_dir=str(pseudo_dir), pseudo_crf=seg.pseudo_crf.enabled)
