@@ -19,7 +19,7 @@ from PIL import Image
 
 from l2g.data.palette import load_mask
 from l2g.engine import checkpoint
-from l2g.stages import pipeline
+from l2g.stages import pipeline, seg_train
 from tests.test_cli import run_cli, tiny_set
 
 SEG_SETTINGS = ["seg.arch=deeplab_small", "seg.width=4", "seg.aspp_rates=[1,2]", "seg.crop_size=32",
@@ -197,6 +197,24 @@ def test_seg_train_resumed_after_a_kill_equals_an_uninterrupted_run(seg_run, tin
     assert (run / "train_log.jsonl").read_text() == (seg_run / "train_log.jsonl").read_text()  # one log
     code, _, err = seg_train_cli(capsys, tiny_root, run, "--resume", "--set", "seg.lr=0.5")
     assert code == 2 and "seg.lr: 0.01 -> 0.5" in err
+
+
+def test_seg_train_stops_on_a_nan_loss_naming_iteration_and_images(tiny_root, tmp_path, capsys, monkeypatch):
+    calls = []
+
+    def poisoned(model, batch):
+        losses = seg_train.segmentation_loss(model, batch["image"], batch["mask"])
+        calls.append(batch["index"].tolist())
+        return {"loss": losses["loss"] * float("nan")} if len(calls) == 2 else losses
+
+    monkeypatch.setattr(seg_train, "segmentation_step", poisoned)
+    run = tmp_path / "nan"
+    code, _, err = seg_train_cli(capsys, tiny_root, run, "--set", "runtime.checkpoint_every=1")
+    assert code == 2 and "Traceback" not in err
+    ids = [f"train_{i:05d}" for i in calls[1]]
+    assert "non-finite loss at iteration 1 (epoch 1, step 2 of 2)" in err and f"images {ids}" in err
+    assert f"the last good checkpoint is {run / 'checkpoints' / 'step-00000001.pt'}" in err
+    assert [p.name for p in checkpoint.list_checkpoints(run / "checkpoints")] == ["step-00000001.pt"]
 
 
 def test_pseudo_mask_crf_refinement_before_training(tiny_root, tmp_path, capsys):
