@@ -283,8 +283,9 @@ def load_pretrained(model: SegmentationNet, path: str | Path, dataset: str = "im
 
 def load_seg_checkpoint(path: str | Path, seg: SegConfig, num_classes: int,
                         device: torch.device | str = "cpu") -> tuple[SegmentationNet, dict]:
-    """The network of a ``final.pt`` / ``last.pt``, checked against the configured architecture and class
-    count: a mismatch is a ValueError saying which (never a wall of missing-key names)."""
+    """The network of a run's ``checkpoints/final.pt``, checked against the configured architecture and
+    class count: a mismatch is a ValueError saying which (never a wall of missing-key names). The step
+    checkpoints hold the training state without the network's spec and are refused."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no trained segmentation network (run 'l2g seg train' first)")
