@@ -167,14 +167,16 @@ def stage_inputs(stage: Stage, p: Pipeline, upstream: str | None) -> dict[str, A
     return {"upstream": upstream, "config": stage.config_keys(p.config)}
 
 
-def stage_status(p: Pipeline, stage: Stage, upstream: str | None) -> tuple[bool, str]:
-    """(complete, why not) of a stage given the stamp of the stage before it."""
+def stage_status(p: Pipeline, stage: Stage, upstream: str | None) -> tuple[str | None, str]:
+    """(its stamp when complete, else None; why not) of a stage given the stamp of the stage before it."""
     found = markers.status(p.out, stage.name, stage_inputs(stage, p, upstream), marker_dir=p.markers)
-    if found.done or not found.changed:
-        return found.done, found.reason
+    if found.done:
+        return found.record.get("stamp"), ""
     if "upstream" in found.changed:
-        return False, "an earlier stage was redone"
-    return False, f"config changed ({', '.join(key.removeprefix('config.') for key in found.changed)})"
+        return None, "an earlier stage was redone"
+    if found.changed:
+        return None, f"config changed ({', '.join(key.removeprefix('config.') for key in found.changed)})"
+    return None, found.reason
 
 
 def _clear(paths: list[Path], root: Path) -> None:
@@ -190,10 +192,10 @@ def _clear(paths: list[Path], root: Path) -> None:
 def run_stage(p: Pipeline, stage: Stage, upstream: str | None, index: int) -> str:
     """Run one stage unless complete; returns its stamp."""
     prefix = f"[{index + 1}/{len(STAGES)}] {stage.name} ({stage.description})"
-    complete, reason = stage_status(p, stage, upstream)
-    if complete:
+    stamp, reason = stage_status(p, stage, upstream)
+    if stamp is not None:
         print(f"{prefix}: complete, skipped")
-        return markers.read_marker(markers.marker_paths(p.out, stage.name, p.markers)[1])["stamp"]
+        return stamp
     inputs = stage_inputs(stage, p, upstream)
     if markers.started_with(p.out, stage.name, inputs, marker_dir=p.markers):
         print(f"{prefix}: resuming an interrupted run")
