@@ -303,6 +303,11 @@ def test_run_pipeline_continues_after_kills_without_redoing_finished_stages(tiny
     assert code == 0 and "config changed (seg.test_flip)" in stdout
     assert counts == {"train": 0, "infer_cams": 0, "evaluate_cams": 0, "write_pseudo_masks": 0,
                       "train_segmentation": 0, "evaluate_segmentation": 2, "write_run_report": 2}
+    # 6. runtime.* says how training runs, not what it computes (as for --resume): nothing reruns
+    code, stdout, _ = run_cli(capsys, *argv[:-1], "--set", "seg.test_flip=false", "--set",
+                              "runtime.checkpoint_every=3", "--quiet")
+    assert code == 0 and stdout.count("complete, skipped") == 7
+    assert counts["evaluate_segmentation"] == 2 and counts["write_run_report"] == 2
 
     _check_report(out / "report")
 
