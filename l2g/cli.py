@@ -52,6 +52,16 @@ def add_quiet(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def add_training_run(parser: argparse.ArgumentParser, safe_keys: str) -> None:
+    """--run/--run-dir, --resume and --overwrite of a training command (l2g.engine.run_folder's rules);
+    ``safe_keys`` names, for the help, the config keys that may change on resume."""
+    parser.add_argument("--run", "--run-dir", dest="run", required=True, help="run folder to write")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --run from its newest readable checkpoint (mid-epoch included); "
+                             f"the config may differ only in safe keys ({safe_keys}, ...)")
+    parser.add_argument("--overwrite", action="store_true", help="delete the run in --run and start over")
+
+
 # Commands of the later pipeline stages live in their own modules. Each exposes
 # ``register(subparsers)`` and gives its parsers a ``handler`` default (args -> exit code), so adding a
 # stage never touches the dispatch below.
@@ -87,11 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "docs/distributed.md).",
                        epilog=EPILOG + TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", help="YAML config file or preset name (e.g. synth, voc12_resnet38_l2g_shape)")
-    p.add_argument("--run", "--run-dir", dest="run", required=True, help="run folder to write")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in --run from its newest readable checkpoint (mid-epoch included); "
-                        "the config may differ only in safe keys (optim.epochs, data.root, runtime.*, ...)")
-    p.add_argument("--overwrite", action="store_true", help="delete the run in --run and start over")
+    add_training_run(p, "optim.epochs, data.root, runtime.*")
     add_overrides(p)
     add_quiet(p)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from l2g.data.synth import SynthSpec, write_dataset
 
@@ -18,3 +19,13 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     Shared by the whole session: tests must treat it as read-only (copy it to break it).
     """
     return write_dataset(tmp_path_factory.mktemp("tiny") / "synth", TINY_SPEC, progress=False)
+
+
+@pytest.fixture
+def one_thread():
+    """Two torch threads on two shared cores thrash (10-50x slower): tests that train use one
+    (``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

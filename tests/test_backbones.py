@@ -17,13 +17,7 @@ from l2g.optim import parameter_groups
 SMALL = {"small_cnn": {"width": 4}, "resnet38": {"width_mult": 1 / 16}}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Two torch threads on two shared cores thrash (10-50x slower): these tests use one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _build(name: str, **kwargs) -> nn.Module:

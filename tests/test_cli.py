@@ -55,6 +55,13 @@ def run_cli(capsys: pytest.CaptureFixture, *argv: object) -> tuple[int, str, str
     return code, out, err
 
 
+def cli_ok(capsys: pytest.CaptureFixture, *argv: object) -> str:
+    """``main(argv)`` in-process, which must succeed: its stdout."""
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    return out
+
+
 def train_cli(capsys, root: Path, run: Path, method: str, *extra: str) -> tuple[int, str, str]:
     return run_cli(capsys, "train", "synth", "--run", run, "--set", f"method.name={method}", *tiny_set(root),
                    *extra, "--quiet")

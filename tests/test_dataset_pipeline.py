@@ -10,20 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from dataset_makers import make_coco, make_voc, voc_mask, write_rgb
+from test_cli import cli_ok as cli
 
-from l2g.cli import main
 from l2g.data.palette import save_mask
 
 TINY = ["data.resize_short=40", "data.global_size=32", "views.patch_size=24", "optim.epochs=2",
         "optim.batch_size=4", "model.width=4", "cams.scales=[1.0]", "threads=1", "method.name=l2g_shape"]
 
-
-def cli(capsys, *argv: object) -> str:
-    capsys.readouterr()
-    code = main([str(arg) for arg in argv])
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    return out
 
 
 def voc_dataset(base: Path, capsys) -> tuple[list[str], str]:

@@ -2,7 +2,9 @@
 
 - Training with optim.batch_size=K on 2 processes reaches the weights of one process with batch 2K
   (to float tolerance): same global batches, DDP-averaged gradients, synchronised batch norm.
-- Attention maps and pseudo masks written by 2 processes are byte-for-byte the files of one process.
+- The same for the segmentation network (seg.batch_size=K on 2 processes vs 2K on one).
+- Attention maps and pseudo masks written by 2 processes are byte-for-byte the files of one process, and
+  so are the segmentation stage's evaluation (metrics and predicted masks) and ``l2g predict``'s files.
 - An error on one rank is raised on every rank (no process waits forever in a collective).
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +22,10 @@ import torch
 
 from l2g.config import load_config
 from l2g.stages.cams import infer_cams
+from l2g.stages.predict import predict_images
 from l2g.stages.pseudo import write_pseudo_masks
+from l2g.stages.seg_eval import evaluate_segmentation
+from l2g.stages.seg_train import train_segmentation
 from l2g.stages.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,34 +35,45 @@ THRESHOLD = 0.3
 def settings(root: Path) -> list[str]:
     return [f"data.root={root}", "data.num_classes=3", "data.resize_short=40", "data.global_size=32",
             "views.patch_size=24", "model.width=4", "cams.scales=[1.0, 0.5]", "threads=1", "optim.epochs=1",
-            "method.name=l2g_shape", "log_every=1"]
+            "method.name=l2g_shape", "log_every=1", "seg.width=4", "seg.aspp_rates=[1,2]", "seg.crop_size=32",
+            "seg.epochs=1", "seg.lr=0.01"]
 
 
 @pytest.fixture(scope="module")
 def runs(tiny_root, tmp_path_factory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("ddp")
     single = base / "single"
-    config = load_config("synth", [*settings(tiny_root), "optim.batch_size=4"])
+    config = load_config("synth", [*settings(tiny_root), "optim.batch_size=4", "seg.batch_size=4"])
     train(config, single / "run", progress=False)
     infer_cams(config, single / "run", out_dir=single / "cams", progress=False)
     write_pseudo_masks(config, single / "cams", single / "pseudo", THRESHOLD, progress=False)
+    train_segmentation(config, single / "seg", tiny_root / "SegmentationClassAug", progress=False)
+    shutil.copytree(single / "seg", base / "seg_for_ddp")  # the 2 processes evaluate this copy
+    evaluate_segmentation(config, single / "seg", progress=False)
+    predict_images(config, single / "seg", val_images(tiny_root), single / "predict", progress=False)
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               str(ROOT / "tests" / "ddp_job.py"), str(base / "ddp"), str(single / "run"),
-               *settings(tiny_root), "optim.batch_size=2"]
+               str(ROOT / "tests" / "ddp_job.py"), str(base / "ddp"), str(single / "run"), str(base / "seg_for_ddp"),
+               *settings(tiny_root), "optim.batch_size=2", "seg.batch_size=2"]
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
     assert "Traceback" not in result.stderr
-    return {"single": single, "ddp": base / "ddp"}
+    return {"single": single, "ddp": base / "ddp", "seg_for_ddp": base / "seg_for_ddp"}
+
+
+def val_images(root: Path) -> list[Path]:
+    return sorted((root / "JPEGImages").glob("val_*.jpg"))
 
 
 def _model(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)["model"]
 
 
-def test_two_processes_of_batch_k_train_like_one_of_batch_2k(runs):
-    single, ddp = runs["single"] / "run", runs["ddp"] / "run"
+@pytest.mark.parametrize(("stage", "loss_terms"), [("run", ("loss", "loss_cls", "loss_kt")), ("seg", ("loss",))])
+def test_two_processes_of_batch_k_train_like_one_of_batch_2k(runs, stage, loss_terms):
+    """The classification stage (run) and the segmentation stage (seg)."""
+    single, ddp = runs["single"] / stage, runs["ddp"] / stage
     for name in ("final.pt", "step-00000002.pt"):
         a, b = _model(single / "checkpoints" / name), _model(ddp / "checkpoints" / name)
         assert a.keys() == b.keys()
@@ -75,10 +92,25 @@ def test_two_processes_of_batch_k_train_like_one_of_batch_2k(runs):
     logs = [[json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()] for run in (single, ddp)]
     assert [r["iteration"] for r in logs[1]] == [0, 1]
     for ra, rb in zip(*logs, strict=True):
-        for key in ("loss", "loss_cls", "loss_kt"):
+        for key in loss_terms:
             assert rb[key] == pytest.approx(ra[key], rel=1e-5), key
     metrics = json.loads((ddp / "train_metrics.json").read_text())
     assert (metrics["processes"], metrics["global_batch"], metrics["iterations"]) == (2, 4, 2)
+
+
+def test_sharded_seg_eval_and_predict_write_the_single_process_results(runs, tiny_root):
+    single, ddp = runs["single"], runs["seg_for_ddp"]
+    metrics = [json.loads((run / "eval_val.json").read_text()) for run in (single / "seg", ddp)]
+    for key in ("checkpoint", "predictions"):  # paths: the two runs sit in different folders
+        metrics[0].pop(key), metrics[1].pop(key)
+    assert metrics[0] == metrics[1]
+    assert metrics[0]["images"] == len(val_images(tiny_root)) == 4
+    for one, two in ((single / "seg" / "predictions" / "val", ddp / "predictions" / "val"),
+                     (single / "predict", runs["ddp"] / "predict")):
+        names = sorted(p.name for p in one.iterdir())
+        assert names and sorted(p.name for p in two.iterdir()) == names
+        for name in names:
+            assert (two / name).read_bytes() == (one / name).read_bytes(), name
 
 
 @pytest.mark.parametrize(("folder", "suffix"), [("cams", ".npy"), ("pseudo", ".png")])

@@ -20,7 +20,13 @@ from l2g.engine import atomic, checkpoint, markers
 from l2g.engine.guards import NonFiniteError, ensure_free_space, human_bytes
 from l2g.engine.loader import EpochSampler, epoch_permutation
 from l2g.engine.precision import resolve_precision
-from l2g.engine.run_folder import check_resume_config, config_changes, is_safe
+from l2g.engine.run_folder import (
+    SEG_RESUME_SAFE_KEYS,
+    check_resume_config,
+    config_changes,
+    is_safe,
+    prepare_run,
+)
 from l2g.engine.trainer import LoopSettings, Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -193,6 +199,36 @@ def test_stage_markers(tmp_path):
     assert not markers.is_done(tmp_path, "cams", inputs, files)
 
 
+def test_stage_markers_kept_apart_from_a_shared_output_folder(tmp_path):
+    """Several stages writing under one folder (l2g run) keep their markers in marker_dir by name."""
+    out, marks = tmp_path / "out", tmp_path / "out" / "stages"
+    inputs = {"upstream": "abc", "config": {"seg": {"lr": 0.1, "scales": (1.0,)}}}
+    assert markers.status(out, "seg", inputs, marker_dir=marks).reason == "not done yet"
+    markers.mark_started(out, "seg", inputs, marker_dir=marks)
+    assert (marks / "seg.started.json").is_file() and not (out / markers.STARTED).exists()
+    assert markers.started_with(out, "seg", inputs, marker_dir=marks)
+    assert not markers.started_with(out, "other", inputs, marker_dir=marks)
+    (out / "seg" / "ckpt").mkdir(parents=True)
+    (out / "seg" / "ckpt" / "final.pt").write_bytes(b"123")
+    (out / "seg" / "ckpt" / ".final.pt.1-ab.partial").write_bytes(b"1")  # a crashed writer's temporary
+    (out / "seg" / "log.jsonl").write_bytes(b"{}")
+    files = markers.files_under(out, [out / "seg" / "ckpt", out / "seg" / "log.jsonl", out / "seg" / "missing"])
+    assert files == ["seg/ckpt/final.pt", "seg/log.jsonl"]
+    markers.mark_done(out, "seg", inputs, files, marker_dir=marks, extra={"stamp": "s1"})
+    found = markers.status(out, "seg", inputs, marker_dir=marks)  # files=None: whatever the marker lists
+    assert found.done and found.record["stamp"] == "s1" and found.record["files"]["seg/ckpt/final.pt"] == 3
+    assert markers.done_digest(out, "seg", marks) == markers.file_digest(marks / "seg.done.json")
+
+    changed = markers.status(out, "seg", {"upstream": "abc", "config": {"seg": {"lr": 0.2, "scales": [1.0]}}},
+                             marker_dir=marks)
+    assert (changed.done, changed.changed) == (False, ["config.seg.lr"])
+    (out / "seg" / "log.jsonl").write_bytes(b"{}\n")
+    gone = markers.status(out, "seg", inputs, marker_dir=marks)
+    assert not gone.done and gone.reason == "outputs missing or incomplete (seg/log.jsonl)"
+    markers.mark_started(out, "seg", {**inputs, "upstream": "def"}, marker_dir=marks)
+    assert not (marks / "seg.done.json").exists()  # starting afresh invalidates the done marker
+
+
 # --- run-folder rules -------------------------------------------------------------------------------------
 
 
@@ -204,6 +240,27 @@ def test_config_changes_and_safe_keys(tmp_path):
     assert is_safe("data.root") and not is_safe("data.global_size") and not is_safe("amp")
     with pytest.raises(ConfigError, match=r"model.width: 16 -> 8"):
         check_resume_config(tmp_path, old, to_dict(load_config("synth", ["model.width=8"])))
+
+
+def test_segmentation_runs_resume_with_their_own_safe_keys_and_epochs(tmp_path):
+    old = to_dict(load_config("synth"))
+    later = to_dict(load_config("synth", ["seg.epochs=20", "seg.test_flip=false", "optim.lr=0.1", "method.name=cam"]))
+    assert len(check_resume_config(tmp_path, old, later, SEG_RESUME_SAFE_KEYS)) == 4
+    for unsafe in ("seg.lr=0.1", "seg.crop_size=64", "data.num_classes=3", "seed=1", "amp=on"):
+        with pytest.raises(ConfigError, match=unsafe.split("=")[0]):
+            check_resume_config(tmp_path, old, to_dict(load_config("synth", [unsafe])), SEG_RESUME_SAFE_KEYS)
+
+    run, final = tmp_path / "run", tmp_path / "run" / "final.pt"
+
+    def prepare(config, **flags):
+        return prepare_run(run, config, finished_marker=final, load_run_config=lambda path: old,
+                           save_run_config=lambda path: path.write_text("x"), safe_keys=SEG_RESUME_SAFE_KEYS,
+                           epochs_key="seg.epochs", **{"resume": False, "overwrite": False, **flags})
+
+    assert prepare(old) == "fresh"
+    final.write_bytes(b"done")
+    assert prepare(old, resume=True) == "finished"
+    assert prepare(later, resume=True) == "resume" and not final.exists()  # more seg.epochs: continue
 
 
 def test_disk_guard_message(tmp_path, monkeypatch):

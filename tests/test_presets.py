@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
 from dataset_makers import HEIGHT, WIDTH, make_coco, make_voc, write_rgb
 from PIL import Image
+from test_cli import cli_ok as cli
 
 from l2g.cli import main
 from l2g.config import (
@@ -48,13 +48,7 @@ PAPER_PRESETS = [MAIN, COCO, *VARIANTS]
 WEIGHTS = "weights/resnet38_imagenet.pth"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Two torch threads on two shared cores thrash (10-50x slower): these tests use one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def flat(config: Config) -> dict[str, object]:
@@ -258,13 +252,6 @@ def tiny_overrides(name: str, settings: list[str]) -> list[str]:
              "data.workers=0", "threads=1", "cams.scales=[1.0]", *settings]
     return [arg for setting in small for arg in ("--set", setting)]
 
-
-def cli(capsys, *argv: object) -> str:
-    capsys.readouterr()
-    code = main([str(arg) for arg in argv])
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,7 @@ from l2g.config import load_config
 from l2g.data.voc_layout import load_split
 from l2g.engine.loader import epoch_permutation
 from l2g.method.methods import CamMethod
+from l2g.stages import seg_train
 from l2g.stages.cams import estimate_cams_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,24 +90,26 @@ def main_quiet(argv: list[str]) -> int:
 # --- exact resume after SIGKILL ---------------------------------------------------------------------
 
 
-def test_sigkill_mid_epoch_then_resume_is_bit_identical(tiny_root, tmp_path, capsys):
-    # 8 images, batch 2: 4 iterations per epoch, 8 in all; a checkpoint after every iteration.
-    common = sets("method.name=l2g", "optim.epochs=2", "runtime.checkpoint_every=1", "runtime.deterministic=true",
-                  "log_every=1")
-    reference, killed = tmp_path / "reference", tmp_path / "killed"
-    code, _, err = run_cli(capsys, *train_args(tiny_root, reference, *common))
+def kill_resume_and_compare(capsys, argv, reference: Path, killed: Path, before_resume=lambda: None) -> None:
+    """Train ``argv(run_dir, *extra)`` (8 images, batch 2: 4 iterations per epoch, 8 in all, a checkpoint
+    after each) into ``reference`` uninterrupted, and into ``killed`` SIGKILLed after its 6th checkpoint
+    (epoch 2, step 2 of 4) then resumed with --resume; both must end alike to the bit."""
+    common = sets("runtime.checkpoint_every=1", "runtime.deterministic=true", "log_every=1")
+    code, _, err = run_cli(capsys, *argv(reference, *common))
     assert code == 0, err
 
-    proc = held_subprocess(train_args(tiny_root, killed, *common), "checkpoint:6")  # epoch 2, step 2 of 4
+    proc = held_subprocess(argv(killed, *common), "checkpoint:6")
     sigkill(proc)
     checkpoints = killed / "checkpoints"
     assert sorted(p.name for p in checkpoints.glob("step-*.pt")) == ["step-00000005.pt", "step-00000006.pt"]
     assert not (checkpoints / "final.pt").exists()
 
-    code, _, err = run_cli(capsys, *train_args(tiny_root, killed, *common, "--resume"))
+    before_resume()
+    code, _, err = run_cli(capsys, *argv(killed, *common, "--resume"))
     assert code == 0, err
     a, b = weights(reference / "checkpoints" / "final.pt"), weights(checkpoints / "final.pt")
     assert a.keys() == b.keys()
+    assert any(k.endswith("running_var") for k in a)  # batch-norm statistics are part of what must agree
     assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
     # the whole training state, momentum included, and the log (rewritten after the checkpoint) agree
     sa = torch.load(reference / "checkpoints" / "step-00000008.pt", weights_only=True)
@@ -115,6 +118,34 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tiny_root, tmp_path, cap
         assert torch.equal(state["momentum_buffer"], sb["optimizer"]["state"][index]["momentum_buffer"])
     assert (killed / "train_log.jsonl").read_text() == (reference / "train_log.jsonl").read_text()
     assert log_iterations(killed) == list(range(8))
+
+
+def test_sigkill_mid_epoch_then_resume_is_bit_identical(tiny_root, tmp_path, capsys):
+    def argv(run: Path, *extra: str) -> list[str]:
+        return train_args(tiny_root, run, *sets("method.name=l2g", "optim.epochs=2"), *extra)
+
+    kill_resume_and_compare(capsys, argv, tmp_path / "reference", tmp_path / "killed")
+
+
+def test_seg_sigkill_mid_epoch_then_resume_is_bit_identical(tiny_root, tmp_path, capsys, monkeypatch):
+    """``l2g seg train`` on the tiny set's ground truth as pseudo masks; its batch norm trains."""
+    settings = sets("seg.arch=deeplab_small", "seg.width=4", "seg.aspp_rates=[1,2]", "seg.crop_size=32",
+                    "seg.epochs=2", "seg.batch_size=2", "seg.lr=0.01")
+
+    def argv(run: Path, *extra: str) -> list[str]:
+        return ["seg", "train", "synth", "--run", run, "--pseudo", tiny_root / "SegmentationClassAug",
+                *tiny_set(tiny_root), *settings, *extra, "--quiet"]
+
+    steps = []
+
+    def count_steps() -> None:
+        monkeypatch.setattr(seg_train, "segmentation_step", lambda model, batch: steps.append(1) or
+                            seg_train.segmentation_loss(model, batch["image"], batch["mask"]))
+
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    kill_resume_and_compare(capsys, argv, reference, killed, before_resume=count_steps)
+    assert len(steps) == 2  # only iterations 6 and 7 were trained again: it continued mid-epoch
+    assert (killed / "init.json").read_text() == (reference / "init.json").read_text()
 
 
 def test_truncated_newest_checkpoint_falls_back_to_the_previous_one(tiny_root, tmp_path, capsys):

@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from l2g.data.palette import load_mask
+from l2g.engine import checkpoint
 from l2g.stages import pipeline, seg_train
 from tests.test_cli import run_cli, tiny_set
 
@@ -56,8 +57,8 @@ class _NoCapture:
 
 
 def test_seg_train_writes_a_run_folder(seg_run):
-    for name in ("config.yaml", "init.json", "train_log.jsonl", "train_metrics.json", "checkpoints/last.pt",
-                 "checkpoints/final.pt"):
+    for name in ("config.yaml", "init.json", "train_log.jsonl", "train_metrics.json", "checkpoints/step-00000002.pt",
+                 "checkpoints/step-00000004.pt", "checkpoints/final.pt"):  # 8 images, batch 4: 2 per epoch
         assert (seg_run / name).is_file(), name
     assert json.loads((seg_run / "init.json").read_text()) == {"pretrained": None, "from_scratch": True}
     records = [json.loads(line) for line in (seg_run / "train_log.jsonl").read_text().splitlines()]
@@ -160,31 +161,60 @@ def test_seg_train_usage_errors(seg_run, tiny_root, tmp_path, capsys):
     assert code == 2 and f"{tmp_path / 'nothing'}: pseudo-mask folder not found" in err
 
 
+def die_after_checkpoint(monkeypatch, folder: Path, iteration: int) -> None:
+    """Make the training engine raise KeyboardInterrupt (a kill) right after it saved the checkpoint of
+    ``iteration`` in ``folder``."""
+    real_save = checkpoint.save_checkpoint
+
+    def save_then_die(where, done, payload, keep):
+        path = real_save(where, done, payload, keep)
+        if Path(where) == folder and done == iteration:
+            raise KeyboardInterrupt
+        return path
+
+    monkeypatch.setattr(checkpoint, "save_checkpoint", save_then_die)
+
+
 def test_seg_train_resumed_after_a_kill_equals_an_uninterrupted_run(seg_run, tiny_root, tmp_path, capsys,
                                                                    monkeypatch):
     run = tmp_path / "killed"
-    real_save = seg_train.save_checkpoint
-
-    def save_then_die(path, payload):
-        real_save(path, payload)
-        if path.name == "last.pt":
-            raise KeyboardInterrupt  # killed right after the first epoch's checkpoint
-
-    monkeypatch.setattr(seg_train, "save_checkpoint", save_then_die)
+    die_after_checkpoint(monkeypatch, run / "checkpoints", 3)  # epoch 2, after its first step
     with pytest.raises(KeyboardInterrupt):
-        seg_train_cli(capsys, tiny_root, run)
-    assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 0
+        seg_train_cli(capsys, tiny_root, run, "--set", "runtime.checkpoint_every=1")
+    assert checkpoint.list_checkpoints(run / "checkpoints")[-1].name == "step-00000003.pt"
     assert not (run / "checkpoints" / "final.pt").exists()
-    monkeypatch.setattr(seg_train, "save_checkpoint", real_save)
-    code, _, err = seg_train_cli(capsys, tiny_root, run, "--resume")
+    monkeypatch.undo()
+    code, _, err = seg_train_cli(capsys, tiny_root, run)
+    assert code == 2 and "holds an unfinished run" in err and "--resume" in err
+    code, _, err = seg_train_cli(capsys, tiny_root, run, "--resume")  # runtime.* may change on resume
     assert code == 0, err
+    assert "runtime.checkpoint_every: 1 -> 0" in err
     resumed = torch.load(run / "checkpoints" / "final.pt", weights_only=True)["model"]
     straight = torch.load(seg_run / "checkpoints" / "final.pt", weights_only=True)["model"]
     assert resumed.keys() == straight.keys()
     for key in straight:
         assert torch.equal(resumed[key], straight[key]), key
-    epochs = [json.loads(line)["epoch"] for line in (run / "train_log.jsonl").read_text().splitlines()]
-    assert epochs == sorted(epochs) and epochs[-1] == 1 and 0 in epochs  # one log, both epochs
+    assert (run / "train_log.jsonl").read_text() == (seg_run / "train_log.jsonl").read_text()  # one log
+    code, _, err = seg_train_cli(capsys, tiny_root, run, "--resume", "--set", "seg.lr=0.5")
+    assert code == 2 and "seg.lr: 0.01 -> 0.5" in err
+
+
+def test_seg_train_stops_on_a_nan_loss_naming_iteration_and_images(tiny_root, tmp_path, capsys, monkeypatch):
+    calls = []
+
+    def poisoned(model, batch):
+        losses = seg_train.segmentation_loss(model, batch["image"], batch["mask"])
+        calls.append(batch["index"].tolist())
+        return {"loss": losses["loss"] * float("nan")} if len(calls) == 2 else losses
+
+    monkeypatch.setattr(seg_train, "segmentation_step", poisoned)
+    run = tmp_path / "nan"
+    code, _, err = seg_train_cli(capsys, tiny_root, run, "--set", "runtime.checkpoint_every=1")
+    assert code == 2 and "Traceback" not in err
+    ids = [f"train_{i:05d}" for i in calls[1]]
+    assert "non-finite loss at iteration 1 (epoch 1, step 2 of 2)" in err and f"images {ids}" in err
+    assert f"the last good checkpoint is {run / 'checkpoints' / 'step-00000001.pt'}" in err
+    assert [p.name for p in checkpoint.list_checkpoints(run / "checkpoints")] == ["step-00000001.pt"]
 
 
 def test_pseudo_mask_crf_refinement_before_training(tiny_root, tmp_path, capsys):
@@ -226,17 +256,10 @@ def test_run_pipeline_continues_after_kills_without_redoing_finished_stages(tiny
     argv = ["run", "synth", "--out", out, *tiny_set(tiny_root), *seg_set(), "--quiet"]
 
     # 1. killed in the middle of segmentation training, after its first epoch
-    real_save = seg_train.save_checkpoint
-
-    def save_then_die(path, payload):
-        real_save(path, payload)
-        if path.name == "last.pt":
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(seg_train, "save_checkpoint", save_then_die)
+    die_after_checkpoint(monkeypatch, out / "seg" / "checkpoints", 2)
     with pytest.raises(KeyboardInterrupt):
         run_cli(capsys, *argv)
-    monkeypatch.setattr(seg_train, "save_checkpoint", real_save)
+    monkeypatch.undo()
     done = sorted(p.name for p in (out / "stages").glob("*.done.json"))
     assert done == ["cams.done.json", "pseudo.done.json", "threshold.done.json", "train.done.json"]
     assert (out / "stages" / "seg_train.started.json").is_file()
@@ -280,6 +303,11 @@ def test_run_pipeline_continues_after_kills_without_redoing_finished_stages(tiny
     assert code == 0 and "config changed (seg.test_flip)" in stdout
     assert counts == {"train": 0, "infer_cams": 0, "evaluate_cams": 0, "write_pseudo_masks": 0,
                       "train_segmentation": 0, "evaluate_segmentation": 2, "write_run_report": 2}
+    # 6. runtime.* says how training runs, not what it computes (as for --resume): nothing reruns
+    code, stdout, _ = run_cli(capsys, *argv[:-1], "--set", "seg.test_flip=false", "--set",
+                              "runtime.checkpoint_every=3", "--quiet")
+    assert code == 0 and stdout.count("complete, skipped") == 7
+    assert counts["evaluate_segmentation"] == 2 and counts["write_run_report"] == 2
 
     _check_report(out / "report")
 
@@ -343,7 +371,7 @@ def test_seg_train_from_a_pretrained_file_records_it(seg_run, tiny_root, tmp_pat
     assert init["pretrained"]["dataset"] == "coco" and init["pretrained"]["path"] == str(weights.resolve())
     assert init["pretrained"]["tensors_loaded"] == sum(1 for k in trained if k.startswith("backbone."))
     assert json.loads((run / "train_metrics.json").read_text())["init"] == init
-    groups = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["optimizer"]["param_groups"]
+    groups = torch.load(run / "checkpoints" / "step-00000002.pt", weights_only=True)["optimizer"]["param_groups"]
     assert sorted(g["lr_mult"] for g in groups) == [1.0, 2.0, 10.0, 20.0]
     head = [g for g in groups if g["lr_mult"] in (10.0, 20.0)]
     assert sum(len(g["params"]) for g in head) == 2 * 2  # the two ASPP branches' weights and biases

@@ -19,12 +19,7 @@ from l2g.models.weights import load_checked
 TINY = 1 / 16  # ResNet-38 width for files written here
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _randomise(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:

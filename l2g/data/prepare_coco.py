@@ -38,10 +38,9 @@ declared size exceeds the decompression-bomb limit.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import shutil
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +51,7 @@ from l2g.data.coco_json import MAX_LISTED_PROBLEMS, CocoImage, Instance, read_in
 from l2g.data.errors import DatasetError
 from l2g.data.labels import write_class_list, write_id_list
 from l2g.data.palette import IGNORE_INDEX, save_mask
+from l2g.data.pool import map_tasks
 from l2g.data.voc_layout import CLASS_NAMES_FILE, SPLIT_DIR
 from l2g.engine.atomic import remove_partials, write_text
 
@@ -157,18 +157,6 @@ def _check_disk(folder: Path, count: int) -> None:
         )
 
 
-def _run(tasks: list[tuple[CocoImage, Path, str]], workers: int) -> Iterator[None]:
-    """Write the masks, in this process or in ``workers`` processes; yields once per mask written."""
-    if workers <= 1:
-        for task in tasks:
-            _write_mask(task)
-            yield None
-        return
-    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-    with context.Pool(workers) as pool:
-        yield from pool.imap_unordered(_write_mask, tasks, chunksize=16)
-
-
 def prepare_coco(
     root: str | Path,
     *,
@@ -224,7 +212,8 @@ def prepare_coco(
         tasks = [(image, mask_dir / f"{image.stem}.png", crowd) for image in images
                  if overwrite or not (mask_dir / f"{image.stem}.png").exists()]
         _check_disk(mask_dir, len(tasks))
-        for _ in tqdm(_run(tasks, workers), total=len(tasks), desc=f"coco {split} masks", disable=not progress):
+        written = map_tasks(_write_mask, tasks, workers, chunksize=16)
+        for _ in tqdm(written, total=len(tasks), desc=f"coco {split} masks", disable=not progress):
             pass
         write_id_list(out / SPLIT_DIR / f"{split}.txt", [image.stem for image in images])
         write_class_list(out / SPLIT_DIR / f"{split}_cls.txt", {image.stem: image.labels() for image in images})

@@ -24,8 +24,6 @@ the paper uses) is better on real photographs: use its maps where you have them.
 
 from __future__ import annotations
 
-import multiprocessing
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +34,7 @@ from tqdm import tqdm
 from l2g.data.errors import DatasetError
 from l2g.data.images import read_image
 from l2g.data.labels import IMAGE_SUFFIXES
+from l2g.data.pool import map_tasks
 from l2g.engine.atomic import remove_partials, save_image
 
 METHODS = ("mbd", "fine_grained", "spectral_residual")
@@ -190,15 +189,6 @@ def _write_one(task: tuple[Path, Path, str]) -> str | None:
     return None
 
 
-def _results(tasks: list[tuple[Path, Path, str]], workers: int) -> Iterator[str | None]:
-    if workers <= 1:
-        yield from map(_write_one, tasks)
-        return
-    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-    with context.Pool(workers) as pool:
-        yield from pool.imap_unordered(_write_one, tasks, chunksize=8)
-
-
 def write_saliency_maps(
     images_dir: str | Path,
     out_dir: str | Path,
@@ -220,7 +210,8 @@ def write_saliency_maps(
     remove_partials(out_dir)
     tasks = [(path, out_dir / f"{path.stem}.png", method) for path in paths
              if overwrite or not (out_dir / f"{path.stem}.png").exists()]
-    results = tqdm(_results(tasks, workers), total=len(tasks), desc=f"saliency ({method})", disable=not progress)
+    results = tqdm(map_tasks(_write_one, tasks, workers), total=len(tasks), desc=f"saliency ({method})",
+                   disable=not progress)
     problems = [problem for problem in results if problem is not None]
     if problems:
         listed = "\n".join(f"  - {problem}" for problem in problems[:MAX_LISTED_PROBLEMS])

@@ -1,9 +1,10 @@
 """The training engine shared by the stages: processes (torchrun/DDP), mixed precision, the loop,
 checkpoints and exact resume, atomic file writes, stage markers and guards.
 
-Porting a stage (see l2g/stages/train.py for the classification stage)::
+Porting a stage (see l2g/stages/train.py for the classification stage, l2g/stages/seg_train.py for the
+segmentation stage, which has its own epochs, batch size and resume-safe keys)::
 
-    from l2g.engine import atomic, distributed
+    from l2g.engine import distributed
     from l2g.engine.run_folder import start_run
     from l2g.engine.trainer import LoopSettings, Trainer
 
@@ -19,10 +20,8 @@ Porting a stage (see l2g/stages/train.py for the classification stage)::
                           lr_schedule=lambda it, per_epoch, total: base_lr(it, total),
                           batch_ids=lambda batch: [ids[i] for i in batch["index"].tolist()],
                           resume=plan == "resume")
-        result = trainer.fit()
-        if ctx.is_main:
-            atomic.save_torch(final, {"model": model.state_dict()})
-        distributed.barrier()
+        # rank 0 writes train_metrics.json, then final.pt last; every rank waits
+        trainer.finish(trainer.fit(), final, lambda: {"model": model.state_dict()}, len(dataset))
 
 Dataset items are dicts of tensors (plus anything the default collate accepts); a ``set_epoch(epoch)``
 method, if present, is called at each epoch start. Randomness should come from (seed, epoch, index),

@@ -7,7 +7,8 @@ Rules (checked by rank 0 before anything is written):
   are runs, never an arbitrary folder.
 - ``--resume`` compares the config with the run's ``config.yaml``: a difference in a key that changes
   what is trained is refused; differences in :data:`RESUME_SAFE_KEYS` (how long, where the data is, how
-  fast, how often to save and log, and the later stages' settings) are accepted and reported.
+  fast, how often to save and log, and the later stages' settings) are accepted and reported;
+  :data:`SEG_RESUME_SAFE_KEYS` are those of the segmentation stage.
 """
 
 from __future__ import annotations
@@ -33,6 +34,24 @@ RESUME_SAFE_KEYS: tuple[str, ...] = (
     "runtime.*",
     "cams.*",
     "eval.*",
+)
+
+# The segmentation stage (l2g seg train) trains on the seg section: its length is seg.epochs, and the
+# classification stage's sections, the inference settings of seg and the pseudo-mask folder's location do
+# not change what it trains (data.* still does: the classes, normalisation and images are its inputs).
+SEG_RESUME_SAFE_KEYS: tuple[str, ...] = (
+    *(key for key in RESUME_SAFE_KEYS if key != "optim.epochs"),
+    "seg.epochs",
+    "seg.pseudo_dir",
+    "seg.val_split",
+    "seg.test_scales",
+    "seg.test_flip",
+    "seg.max_side",
+    "seg.crf.*",
+    "optim.*",
+    "method.*",
+    "model.*",
+    "views.*",
 )
 
 CONFIG_FILE = "config.yaml"
@@ -76,12 +95,13 @@ def check_resume_config(run_dir: Path, old: dict[str, Any], new: dict[str, Any],
 
 def prepare_run(run_dir: str | Path, config: dict[str, Any], resume: bool, overwrite: bool,
                 finished_marker: str | Path, load_run_config, save_run_config,
-                safe_keys: tuple[str, ...] = RESUME_SAFE_KEYS) -> str:
+                safe_keys: tuple[str, ...] = RESUME_SAFE_KEYS, epochs_key: str = "optim.epochs") -> str:
     """Make ``run_dir`` ready and say what to do: ``"fresh"``, ``"resume"`` or ``"finished"``.
 
     ``finished_marker`` is the file a finished run has (its final checkpoint); ``load_run_config(path)``
     reads a run's config as a plain dict and ``save_run_config(path)`` writes the current one.
-    Resuming a finished run continues it only when ``optim.epochs`` grew.
+    Resuming a finished run continues it only when ``epochs_key`` (the stage's number of epochs, e.g.
+    ``optim.epochs`` or ``seg.epochs``) grew.
     """
     run_dir, finished_marker = Path(run_dir), Path(finished_marker)
     config_path = run_dir / CONFIG_FILE
@@ -100,7 +120,7 @@ def prepare_run(run_dir: str | Path, config: dict[str, Any], resume: bool, overw
             changes = check_resume_config(run_dir, old, config, safe_keys)
             for key, before, after in changes:
                 print(f"resuming {run_dir} with {key}: {before!r} -> {after!r}", file=sys.stderr)
-            grew = flatten(config).get("optim.epochs", 0) > flatten(old).get("optim.epochs", 0)
+            grew = flatten(config).get(epochs_key, 0) > flatten(old).get(epochs_key, 0)
             if finished_marker.exists():
                 if not grew:
                     return "finished"
@@ -116,7 +136,7 @@ def prepare_run(run_dir: str | Path, config: dict[str, Any], resume: bool, overw
 
 
 def start_run(config: Any, run_dir: str | Path, resume: bool, overwrite: bool, finished_marker: str | Path,
-              safe_keys: tuple[str, ...] = RESUME_SAFE_KEYS) -> str:
+              safe_keys: tuple[str, ...] = RESUME_SAFE_KEYS, epochs_key: str = "optim.epochs") -> str:
     """:func:`prepare_run` for an :class:`l2g.config.Config`, decided by rank 0 for every process."""
     from l2g.config import load_config, save_config, to_dict
     from l2g.engine import distributed
@@ -124,4 +144,4 @@ def start_run(config: Any, run_dir: str | Path, resume: bool, overwrite: bool, f
     return distributed.main_first(lambda: prepare_run(
         run_dir, to_dict(config), resume, overwrite, finished_marker,
         load_run_config=lambda path: to_dict(load_config(path)),
-        save_run_config=lambda path: save_config(config, path), safe_keys=safe_keys))
+        save_run_config=lambda path: save_config(config, path), safe_keys=safe_keys, epochs_key=epochs_key))

@@ -46,6 +46,7 @@ from l2g.engine.precision import resolve_precision
 
 StepFn = Callable[[nn.Module, dict], dict[str, torch.Tensor]]
 LOG_FILE = "train_log.jsonl"
+METRICS_FILE = "train_metrics.json"
 CHECKPOINT_DIR = "checkpoints"
 
 
@@ -69,11 +70,14 @@ class LoopSettings:
     description: str = "train"
 
     @classmethod
-    def from_config(cls, config: Any, progress: bool = True, description: str = "train") -> LoopSettings:
-        """Settings from an :class:`l2g.config.Config` (optim, seed, log_every, amp, data.workers, runtime)."""
+    def from_config(cls, config: Any, progress: bool = True, description: str = "train", epochs: int | None = None,
+                    batch_size: int | None = None) -> LoopSettings:
+        """Settings from an :class:`l2g.config.Config` (optim, seed, log_every, amp, data.workers, runtime);
+        ``epochs`` / ``batch_size`` replace optim's for a stage with its own (the segmentation stage's seg.*)."""
         rt = config.runtime
         return cls(
-            epochs=config.optim.epochs, batch_size=config.optim.batch_size, seed=config.seed,
+            epochs=config.optim.epochs if epochs is None else epochs,
+            batch_size=config.optim.batch_size if batch_size is None else batch_size, seed=config.seed,
             log_every=config.log_every, checkpoint_every=rt.checkpoint_every, keep_checkpoints=rt.keep_checkpoints,
             amp=config.amp, channels_last=rt.channels_last, workers=config.data.workers, pin_memory=rt.pin_memory,
             persistent_workers=rt.persistent_workers, deterministic=rt.deterministic, check_finite=rt.check_finite,
@@ -184,7 +188,8 @@ class Trainer:
             raise ValueError(
                 f"{path}: written by {written[0]} process(es) x batch {written[1]} with {written[2]} iterations "
                 f"per epoch; this run has {self.ctx.world_size} x {s.batch_size} with {iterations_per_epoch}. "
-                "Resume with the same number of processes, optim.batch_size and training images.")
+                "Resume with the same number of processes, batch size per process (optim.batch_size; seg.batch_size "
+                "for segmentation) and training images.")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if precision.scaler is not None and state.get("scaler"):
@@ -288,6 +293,22 @@ class Trainer:
         distributed.barrier()
         return TrainResult(total, start, seconds_before + time.time() - started, self.last_saved, resumed_from,
                            precision.describe())
+
+    def finish(self, result: TrainResult, final: Path, final_payload: Callable[[], dict[str, Any]], images: int,
+               **metrics: Any) -> Path:
+        """After :meth:`fit`: rank 0 writes ``<run>/train_metrics.json`` (minutes, iterations, images, device,
+        processes, global batch, precision, then ``metrics``) and then ``final`` (``final_payload()``, e.g.
+        the inference weights) last, because its existence means the run is complete. Every rank waits."""
+        if self.ctx.is_main:
+            atomic.write_json(self.run_dir / METRICS_FILE, {
+                "minutes": result.seconds / 60, "iterations": result.iterations, "images": images,
+                "device": str(self.ctx.device), "processes": self.ctx.world_size,
+                "global_batch": self.settings.batch_size * self.ctx.world_size, "precision": result.precision,
+                **metrics,
+            })
+            atomic.save_torch(final, final_payload())
+        distributed.barrier()
+        return final
 
     def _train_step(self, runner, batch, iteration, epoch, step, per_epoch, total, precision, parameters):
         s, device = self.settings, self.ctx.device

@@ -27,6 +27,7 @@ from l2g.config import Config, to_dict
 from l2g.data.images import read_image
 from l2g.data.palette import colorize, load_mask
 from l2g.data.voc_layout import DatasetError, Sample
+from l2g.engine.atomic import write_text
 from l2g.report.html_report import (
     DASH,
     DPI,
@@ -243,6 +244,6 @@ def write_run_report(out_dir: str | Path, config: Config, cls_run: str | Path, s
     md_parts += ["## Environment", "", _md_table(["", "value"], env), "", "## Config", "", "```yaml",
                  config_text.rstrip(), "```", ""]
     index = out_dir / "index.html"
-    index.write_text(_html_document(title, html_parts), encoding="utf-8")
-    (out_dir / "report.md").write_text("\n".join(md_parts), encoding="utf-8")
+    write_text(index, _html_document(title, html_parts))  # atomic: a reader never sees half a report
+    write_text(out_dir / "report.md", "\n".join(md_parts))
     return index

@@ -6,12 +6,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from l2g.cli import add_overrides, add_quiet
+from l2g.cli import add_overrides, add_quiet, add_training_run
 
 SEG_EPILOG = """examples:
   l2g seg train synth --run runs/seg --pseudo runs/l2g_shape/pseudo
   l2g seg train voc.yaml --run runs/seg --pseudo runs/x/pseudo --set seg.pretrained=weights/resnet101.pth
   l2g seg train synth --run runs/seg --pseudo runs/x/pseudo --resume      # continue after a kill
+  l2g seg train synth --run runs/seg --pseudo runs/x/pseudo --overwrite   # delete that run, start over
+  # 8 GPUs (seg.batch_size is per process: 8 x 2 = a global batch of 16; under torchrun write --run-dir)
+  torchrun --standalone --nproc_per_node=8 -m l2g seg train voc.yaml --run-dir runs/seg --pseudo runs/x/pseudo \\
+      --set seg.batch_size=2
   l2g seg eval --run runs/seg                                           # mIoU on seg.val_split
   l2g seg eval --run runs/seg --crf --set seg.test_scales=[0.5,0.75,1.0]
 
@@ -46,12 +50,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = p.add_subparsers(dest="seg_command", required=True, metavar="SEG_COMMAND")
 
     t = sub.add_parser("train", help="train a DeepLab on pseudo masks", epilog=SEG_EPILOG, formatter_class=formatter,
-                       description="Train into a run folder: config.yaml, train_log.jsonl, init.json, "
-                                   "checkpoints/last.pt (every epoch), checkpoints/final.pt, train_metrics.json.")
+                       description="Train into a run folder: config.yaml, init.json, train_log.jsonl, "
+                                   "checkpoints/step-<iterations>.pt (every epoch and every "
+                                   "runtime.checkpoint_every iterations; the newest runtime.keep_checkpoints "
+                                   "kept), train_metrics.json, checkpoints/final.pt. Runs under torchrun "
+                                   "(one process per GPU; under torchrun write --run-dir).")
     t.add_argument("config", help="YAML config file or preset name (e.g. synth); its seg section is used")
-    t.add_argument("--run", required=True, help="segmentation run folder to write")
+    add_training_run(t, "seg.epochs, seg.test_*, data.root, runtime.*")
     t.add_argument("--pseudo", help="folder of pseudo masks <id>.png (default: seg.pseudo_dir)")
-    t.add_argument("--resume", action="store_true", help="continue from <run>/checkpoints/last.pt")
     add_overrides(t)
     add_quiet(t)
     t.set_defaults(handler=_seg_train)
@@ -59,7 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e = sub.add_parser("eval", help="mIoU of a trained segmentation run", epilog=SEG_EPILOG, formatter_class=formatter,
                        description="Evaluate on a split with ground truth: per-class IoU, mIoU, pixel accuracy "
                                    "-> <run>/eval_<split>.json; predicted masks -> <run>/predictions/<split>/.")
-    e.add_argument("--run", required=True, help="segmentation run folder ('l2g seg train')")
+    e.add_argument("--run", "--run-dir", dest="run", required=True, help="segmentation run folder ('l2g seg train')")
     e.add_argument("--split", help="split to evaluate (default: seg.val_split)")
     e.add_argument("--checkpoint", help="checkpoint to evaluate (default: <run>/checkpoints/final.pt)")
     e.add_argument("--crf", action=argparse.BooleanOptionalAction, default=None,
@@ -73,7 +79,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description="Segment image files (or folders of them) with a trained run, on CPU "
                                           "or GPU.", epilog=PREDICT_EPILOG, formatter_class=formatter)
     p.add_argument("images", nargs="+", help="image files or folders")
-    p.add_argument("--run", required=True, help="segmentation run folder ('l2g seg train')")
+    p.add_argument("--run", "--run-dir", dest="run", required=True, help="segmentation run folder ('l2g seg train')")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--checkpoint", help="checkpoint (default: <run>/checkpoints/final.pt)")
     p.add_argument("--crf", action=argparse.BooleanOptionalAction, default=None,
@@ -98,7 +104,11 @@ def _seg_train(args: argparse.Namespace) -> int:
     from l2g.stages.seg_train import train_segmentation
 
     config = load_config(args.config, args.overrides)
-    print(train_segmentation(config, args.run, args.pseudo, args.resume, not args.quiet))
+    from l2g.engine import distributed
+
+    final = train_segmentation(config, args.run, args.pseudo, args.resume, not args.quiet, args.overwrite)
+    if distributed.current().is_main:
+        print(final)
     return 0
 
 
@@ -107,9 +117,12 @@ def _seg_eval(args: argparse.Namespace) -> int:
     from l2g.stages.seg_eval import evaluate_segmentation, format_metrics
 
     config = run_config(args.run, args.overrides)
+    from l2g.engine import distributed
+
     metrics = evaluate_segmentation(config, args.run, args.split, args.checkpoint, args.out, args.crf,
                                     not args.quiet)
-    print(format_metrics(metrics))
+    if distributed.current().is_main:
+        print(format_metrics(metrics))
     return 0
 
 
@@ -118,9 +131,12 @@ def _predict(args: argparse.Namespace) -> int:
     from l2g.stages.predict import predict_images
 
     config = run_config(args.run, args.overrides)
+    from l2g.engine import distributed
+
     result = predict_images(config, args.run, args.images, args.out, args.checkpoint, args.crf, not args.quiet)
-    for source, mask, summary in result.written:
-        print(f"{source} -> {mask}: {summary}")
+    if distributed.current().is_main:
+        for source, mask, summary in result.written:
+            print(f"{source} -> {mask}: {summary}")
     if result.failed:
         listed = "\n".join(f"  - {message}" for message in result.failed)
         raise ValueError(f"{len(result.failed)} of {len(result.failed) + len(result.written)} input(s) could not "

@@ -8,13 +8,13 @@ models are built with ``weights=None``; pretrained weights come from a local fil
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from l2g.config import SegConfig
+from l2g.engine.markers import file_digest
 from l2g.models.backbones import SmallCNN
 
 ARCH_TITLES = {
@@ -219,14 +219,6 @@ def build_seg_model(seg: SegConfig, num_classes: int) -> SegmentationNet:
 # --- pretrained weights from a local file -----------------------------------------------------------
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _tensor_dict(raw: object, path: Path) -> dict[str, torch.Tensor]:
     """The state dict inside a checkpoint: the object itself or its 'state_dict' / 'model' entry."""
     for _ in range(2):
@@ -277,7 +269,7 @@ def load_pretrained(model: SegmentationNet, path: str | Path, dataset: str = "im
     loaded = sorted(best)
     return {
         "path": str(path.resolve()),
-        "sha256": file_sha256(path),
+        "sha256": file_digest(path),
         "dataset": dataset,
         "tensors_loaded": len(loaded),
         "tensors_in_network": len(target),
@@ -291,8 +283,9 @@ def load_pretrained(model: SegmentationNet, path: str | Path, dataset: str = "im
 
 def load_seg_checkpoint(path: str | Path, seg: SegConfig, num_classes: int,
                         device: torch.device | str = "cpu") -> tuple[SegmentationNet, dict]:
-    """The network of a ``final.pt`` / ``last.pt``, checked against the configured architecture and class
-    count: a mismatch is a ValueError saying which (never a wall of missing-key names)."""
+    """The network of a run's ``checkpoints/final.pt``, checked against the configured architecture and
+    class count: a mismatch is a ValueError saying which (never a wall of missing-key names). The step
+    checkpoints hold the training state without the network's spec and are refused."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no trained segmentation network (run 'l2g seg train' first)")

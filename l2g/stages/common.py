@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 
@@ -15,10 +14,11 @@ from l2g.engine import atomic
 
 
 def pick_device(config: Config) -> torch.device:
-    """The configured device; under torchrun each process takes GPU LOCAL_RANK of its node."""
-    if config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0") or 0))
-    return torch.device("cpu")
+    """The configured device (a GPU when ``auto`` finds one); under torchrun each process takes GPU
+    LOCAL_RANK of its node. One rule for every stage: :func:`l2g.engine.distributed.setup`'s."""
+    from l2g.engine import distributed
+
+    return distributed.setup(config.device).device
 
 
 def seed_everything(seed: int) -> None:

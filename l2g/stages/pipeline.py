@@ -10,17 +10,19 @@ Stages and where they write (inside DIR)::
     seg_eval   seg/eval_<val>.json            mIoU on seg.val_split (l2g seg eval)
     report     report/index.html              the run report
 
-A stage that finishes writes ``stages/<name>.done.json`` last and atomically: its outputs (with file
-counts / sizes), the config values it depends on, and a fresh stamp. A stage is complete when that
-marker exists, its outputs are still there, its config values are unchanged and the previous stage's
-stamp is the one it was built on. So an interrupted pipeline continues where it stopped (a stage cut
-short resumes itself: training from last.pt, attention maps from the files already written), a changed
-config value reruns the stages that depend on it and every stage after, and nothing else is redone.
+The stage markers are those of :mod:`l2g.engine.markers`, kept in ``stages/`` (every stage writes
+somewhere under DIR): a stage records its inputs (the config values it depends on and the stamp of the
+stage before) in ``stages/<name>.started.json`` before it runs, and when it finishes writes
+``stages/<name>.done.json`` last and atomically: the same inputs, every file of its outputs with its
+size, and a fresh stamp. A stage is complete when that marker exists, its inputs are unchanged and every
+listed file is still there with its size. So an interrupted pipeline continues where it stopped (a
+stage cut short resumes itself: training from its newest checkpoint, attention maps from the files
+already written), a changed config value reruns the stages that depend on it and every stage after, and
+nothing else is redone.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 import uuid
@@ -31,16 +33,17 @@ from typing import Any
 
 from l2g.config import Config, ConfigError, save_config, to_dict
 from l2g.data.voc_layout import DatasetError
+from l2g.engine import markers
 from l2g.report.run_report import write_run_report
 from l2g.stages.cams import infer_cams
-from l2g.stages.common import split_samples, write_json
+from l2g.stages.common import split_samples
 from l2g.stages.eval_cams import evaluate_cams
 from l2g.stages.pseudo import choose_threshold, write_pseudo_masks
 from l2g.stages.seg_eval import evaluate_segmentation
 from l2g.stages.seg_train import train_segmentation
 from l2g.stages.train import train
 
-RUNTIME_KEYS = ("device", "threads", "log_every")  # change how fast, not what comes out
+RUNTIME_KEYS = ("device", "threads", "log_every", "runtime")  # change how fast, not what comes out
 SEG_INFERENCE_KEYS = ("val_split", "test_scales", "test_flip", "max_side", "crf")
 
 
@@ -156,63 +159,24 @@ STAGES: tuple[Stage, ...] = (
 STAGE_NAMES = tuple(stage.name for stage in STAGES)
 
 
-# --- markers ---------------------------------------------------------------------------------------------
+# --- markers (l2g.engine.markers, kept in <out>/stages: every stage writes under <out>) -------------------
 
 
-def _describe_outputs(paths: list[Path], root: Path) -> list[dict]:
-    """Each existing output with what completeness is checked against: a file's size, a folder's file count."""
-    described = []
-    for path in paths:
-        if path.is_file():
-            described.append({"path": str(path.relative_to(root)), "bytes": path.stat().st_size})
-        elif path.is_dir():
-            described.append({"path": str(path.relative_to(root)),
-                              "files": sum(1 for f in path.rglob("*") if f.is_file())})
-    return described
+def stage_inputs(stage: Stage, p: Pipeline, upstream: str | None) -> dict[str, Any]:
+    """What a stage's outputs depend on: the stamp of the stage before and its config values."""
+    return {"upstream": upstream, "config": stage.config_keys(p.config)}
 
 
-def _outputs_intact(described: list[dict], root: Path) -> bool:
-    for item in described:
-        path = root / item["path"]
-        if "bytes" in item and not (path.is_file() and path.stat().st_size == item["bytes"]):
-            return False
-        if "files" in item and not (path.is_dir() and sum(1 for f in path.rglob("*") if f.is_file()) >= item["files"]):
-            return False
-    return True
-
-
-def _read_marker(path: Path) -> dict | None:
-    try:
-        marker = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return marker if isinstance(marker, dict) else None
-
-
-def stage_status(p: Pipeline, stage: Stage, upstream: str | None) -> tuple[bool, str]:
-    """(complete, why not) of a stage given the stamp of the stage before it."""
-    marker = _read_marker(p.markers / f"{stage.name}.done.json")
-    if marker is None:
-        return False, "not done yet"
-    if marker.get("upstream") != upstream:
-        return False, "an earlier stage was redone"
-    changed = _changed_keys(marker.get("config", {}), stage.config_keys(p.config))
-    if changed:
-        return False, f"config changed ({', '.join(changed)})"
-    if not _outputs_intact(marker.get("outputs", []), p.out):
-        return False, "outputs missing or incomplete"
-    return True, ""
-
-
-def _changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    changed = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            changed += [f"{key}.{k}" for k in _changed_keys(a, b)]
-        elif a != b:
-            changed.append(key)
-    return changed
+def stage_status(p: Pipeline, stage: Stage, upstream: str | None) -> tuple[str | None, str]:
+    """(its stamp when complete, else None; why not) of a stage given the stamp of the stage before it."""
+    found = markers.status(p.out, stage.name, stage_inputs(stage, p, upstream), marker_dir=p.markers)
+    if found.done:
+        return found.record.get("stamp"), ""
+    if "upstream" in found.changed:
+        return None, "an earlier stage was redone"
+    if found.changed:
+        return None, f"config changed ({', '.join(key.removeprefix('config.') for key in found.changed)})"
+    return None, found.reason
 
 
 def _clear(paths: list[Path], root: Path) -> None:
@@ -228,29 +192,27 @@ def _clear(paths: list[Path], root: Path) -> None:
 def run_stage(p: Pipeline, stage: Stage, upstream: str | None, index: int) -> str:
     """Run one stage unless complete; returns its stamp."""
     prefix = f"[{index + 1}/{len(STAGES)}] {stage.name} ({stage.description})"
-    complete, reason = stage_status(p, stage, upstream)
-    done_path = p.markers / f"{stage.name}.done.json"
-    if complete:
+    stamp, reason = stage_status(p, stage, upstream)
+    if stamp is not None:
         print(f"{prefix}: complete, skipped")
-        return _read_marker(done_path)["stamp"]
-    started_path = p.markers / f"{stage.name}.started.json"
-    keys = stage.config_keys(p.config)
-    started = _read_marker(started_path)
-    if started is not None and started.get("upstream") == upstream and started.get("config") == keys:
+        return stamp
+    inputs = stage_inputs(stage, p, upstream)
+    if markers.started_with(p.out, stage.name, inputs, marker_dir=p.markers):
         print(f"{prefix}: resuming an interrupted run")
     else:
         # Outputs left by another config or built on other inputs are stale: start this stage afresh.
         print(f"{prefix}: running ({reason})")
-        done_path.unlink(missing_ok=True)
+        markers.marker_paths(p.out, stage.name, p.markers)[1].unlink(missing_ok=True)
         _clear(stage.outputs(p), p.out)
-        write_json(started_path, {"upstream": upstream, "config": keys})
+        markers.mark_started(p.out, stage.name, inputs, marker_dir=p.markers)
     began = time.time()
     stage.run(p)
+    # A fresh stamp per completion: a stage redone with the same inputs (its outputs had gone) still
+    # makes the stages after it rerun, since its new outputs may differ in content, not only in size.
     stamp = uuid.uuid4().hex
-    write_json(done_path, {"stage": stage.name, "stamp": stamp, "upstream": upstream, "config": keys,
-                           "outputs": _describe_outputs(stage.outputs(p), p.out),
-                           "seconds": round(time.time() - began, 3), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
-    started_path.unlink(missing_ok=True)
+    markers.mark_done(p.out, stage.name, inputs, markers.files_under(p.out, stage.outputs(p)), marker_dir=p.markers,
+                      extra={"stamp": stamp, "seconds": round(time.time() - began, 3),
+                             "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
     return stamp
 
 

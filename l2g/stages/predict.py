@@ -6,6 +6,7 @@ inputs are searched (not recursively) for image files. Inputs that cannot be rea
 truncated, missing) are reported by name after the others are done; see
 :func:`l2g.segmentation.data.read_user_image` for what is converted (grey, RGBA, 16-bit, EXIF rotation)
 and :mod:`l2g.segmentation.inference` for images above ``seg.max_side`` (downscaled, mask upscaled).
+Under torchrun each process segments every world_size-th image (the files one process would write).
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from tqdm import tqdm
 
 from l2g.config import Config
 from l2g.data.palette import colorize, save_mask
+from l2g.engine import atomic, distributed
 from l2g.report.html_report import safe_filename
 from l2g.segmentation.data import read_user_image
 from l2g.segmentation.inference import segment
 from l2g.segmentation.models import load_seg_checkpoint
-from l2g.stages.common import pick_device, set_threads
+from l2g.stages.common import set_threads
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -82,25 +84,38 @@ def describe(mask: np.ndarray, names: list[str]) -> str:
 def predict_images(config: Config, run_dir: str | Path, inputs: list[str | Path], out_dir: str | Path,
                    checkpoint: str | Path | None = None, crf: bool | None = None,
                    progress: bool = True) -> PredictResult:
-    """Segment every input image into ``out_dir``; unreadable inputs are collected in ``failed``."""
+    """Segment every input image into ``out_dir``; unreadable inputs are collected in ``failed``. Under
+    torchrun each process segments its share; every process returns the whole result, in input order."""
+    ctx = distributed.setup(config.device)
     set_threads(config)
-    device = pick_device(config)
     checkpoint = Path(checkpoint) if checkpoint else Path(run_dir) / "checkpoints" / "final.pt"
-    model, saved = load_seg_checkpoint(checkpoint, config.seg, config.data.num_classes + 1, device)
+    model, saved = load_seg_checkpoint(checkpoint, config.seg, config.data.num_classes + 1, ctx.device)
     images = collect_images(inputs)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    items = list(enumerate(zip(images, _unique_stems(images), strict=True)))
+    done: list[tuple[int, tuple[Path, Path, str] | str]] = []  # (input index, written entry or failure)
+    error = None
+    try:
+        for index, (path, stem) in tqdm(distributed.shard(items, ctx), desc="predict",
+                                        disable=not (progress and ctx.is_main)):
+            try:
+                image = read_user_image(path)
+            except (ValueError, FileNotFoundError) as unreadable:
+                done.append((index, str(unreadable)))
+                continue
+            mask = segment(model, image, config, ctx.device, crf=crf).mask
+            mask_path = out_dir / f"{stem}.png"
+            save_mask(mask_path, mask)
+            atomic.save_image(out_dir / f"{stem}_overlay.jpg", Image.fromarray(overlay(image, mask)), quality=90)
+            done.append((index, (path, mask_path, describe(mask, saved["class_names"]))))
+    except Exception as caught:  # every rank must learn about it, or the others would wait forever
+        error = caught
+    distributed.agree(error)
     result = PredictResult()
-    for path, stem in tqdm(list(zip(images, _unique_stems(images), strict=True)), desc="predict",
-                           disable=not progress):
-        try:
-            image = read_user_image(path)
-        except (ValueError, FileNotFoundError) as error:
-            result.failed.append(str(error))
-            continue
-        mask = segment(model, image, config, device, crf=crf).mask
-        mask_path = out_dir / f"{stem}.png"
-        save_mask(mask_path, mask)
-        Image.fromarray(overlay(image, mask)).save(out_dir / f"{stem}_overlay.jpg", quality=90)
-        result.written.append((path, mask_path, describe(mask, saved["class_names"])))
+    for _, entry in sorted(item for share in distributed.all_gather_object(done) for item in share):
+        if isinstance(entry, str):
+            result.failed.append(entry)
+        else:
+            result.written.append(entry)
     return result

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
+from l2g.engine import atomic
 from l2g.segmentation.models import ARCH_TITLES
 from l2g.stages.common import write_json
 from l2g.stages.pseudo import write_pseudo_masks
@@ -70,7 +71,7 @@ def segmentation_demo(out: str | Path, rows: list[_Row], data_root: str | Path, 
     print("\n" + table)
     summary_md, summary_json = out / "summary.md", out / "summary.json"
     previous = summary_md.read_text() if summary_md.exists() else ""
-    summary_md.write_text(previous + "\n" + table + "\n")
+    atomic.write_text(summary_md, previous + "\n" + table + "\n")
     payload = json.loads(summary_json.read_text()) if summary_json.exists() else {}
     payload["segmentation"] = [asdict(r) for r in seg_rows]
     write_json(summary_json, payload)

@@ -3,6 +3,8 @@
 Same evaluator as the pseudo labels (:class:`l2g.evaluation.confusion.ConfusionMatrix`: one confusion
 matrix over the whole split, 255 ignored): mIoU, per-class IoU / precision / recall, pixel accuracy.
 Predicted masks are written to ``<run>/predictions/<split>/<id>.png`` (VOC palette) for inspection.
+Under torchrun each process segments its share of the images; the confusion matrices are summed and
+rank 0 writes the metrics, the same numbers and files as one process.
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ from tqdm import tqdm
 from l2g.config import Config
 from l2g.data.images import read_image, read_mask
 from l2g.data.palette import save_mask
+from l2g.engine import distributed
 from l2g.evaluation.confusion import ConfusionMatrix
 from l2g.segmentation.crf import crf_params
 from l2g.segmentation.inference import segment
 from l2g.segmentation.models import load_seg_checkpoint
-from l2g.stages.common import pick_device, set_threads, split_samples, write_json
+from l2g.stages.common import set_threads, split_samples, write_json
 
 
 def evaluate_segmentation(config: Config, run_dir: str | Path, split: str | None = None,
@@ -28,18 +31,25 @@ def evaluate_segmentation(config: Config, run_dir: str | Path, split: str | None
     """Evaluate and return the metrics dict (also written as JSON); ``crf`` overrides ``seg.crf.enabled``."""
     run_dir = Path(run_dir)
     split = split or config.seg.val_split
+    ctx = distributed.setup(config.device)
     set_threads(config)
-    device = pick_device(config)
-    samples = split_samples(config, split, need_masks=True)
+    samples = distributed.main_first(lambda: split_samples(config, split, need_masks=True))
     checkpoint = Path(checkpoint) if checkpoint else run_dir / "checkpoints" / "final.pt"
-    model, saved = load_seg_checkpoint(checkpoint, config.seg, config.data.num_classes + 1, device)
+    model, saved = load_seg_checkpoint(checkpoint, config.seg, config.data.num_classes + 1, ctx.device)
     use_crf = config.seg.crf.enabled if crf is None else crf
     matrix = ConfusionMatrix(config.data.num_classes + 1)
     predictions = run_dir / "predictions" / split
-    for sample in tqdm(samples, desc=f"seg eval {split}", disable=not progress):
-        result = segment(model, read_image(sample.image_path), config, device, crf=use_crf)
-        matrix.update(result.mask, read_mask(sample.mask_path, config.data.num_classes))
-        save_mask(predictions / f"{sample.image_id}.png", result.mask)
+    error = None
+    try:
+        for sample in tqdm(distributed.shard(samples, ctx), desc=f"seg eval {split}",
+                           disable=not (progress and ctx.is_main)):
+            result = segment(model, read_image(sample.image_path), config, ctx.device, crf=use_crf)
+            matrix.update(result.mask, read_mask(sample.mask_path, config.data.num_classes))
+            save_mask(predictions / f"{sample.image_id}.png", result.mask)
+    except Exception as caught:  # every rank must learn about it, or the others would wait forever
+        error = caught
+    distributed.agree(error)
+    matrix.matrix = sum(distributed.all_gather_object(matrix.matrix))  # counts of every rank's images
     metrics = matrix.metrics(saved["class_names"])
     metrics.update({
         "split": split, "images": len(samples), "checkpoint": str(checkpoint), "arch": config.seg.arch,
@@ -47,7 +57,9 @@ def evaluate_segmentation(config: Config, run_dir: str | Path, split: str | None
         "crf": dataclasses.asdict(crf_params(config.seg.crf)) if use_crf else None,
         "max_side": config.seg.max_side, "predictions": str(predictions),
     })
-    write_json(out_path or run_dir / f"eval_{split}.json", metrics)
+    if ctx.is_main:
+        write_json(out_path or run_dir / f"eval_{split}.json", metrics)
+    distributed.barrier()
     return metrics
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from l2g.config import Config, to_dict
 from l2g.data.classification import ClassificationDataset
-from l2g.engine import atomic, distributed
+from l2g.engine import distributed
 from l2g.engine.run_folder import start_run
 from l2g.engine.trainer import LoopSettings, Trainer
 from l2g.method.methods import build_method
@@ -53,14 +53,5 @@ def train(config: Config, run_dir: str | Path, resume: bool = False, progress: b
         batch_ids=lambda batch: [samples[i].image_id for i in batch["index"].tolist()],
         resume=plan == "resume",
     )
-    result = trainer.fit()
-    if ctx.is_main:
-        # Metrics first, final checkpoint last: final.pt existing means the run is complete.
-        atomic.write_json(run_dir / "train_metrics.json", {
-            "minutes": result.seconds / 60, "iterations": result.iterations, "images": len(samples),
-            "device": str(ctx.device), "processes": ctx.world_size,
-            "global_batch": config.optim.batch_size * ctx.world_size, "precision": result.precision,
-        })
-        atomic.save_torch(final, {"model": method.inference_net().state_dict(), "method": config.method.name})
-    distributed.barrier()
-    return final
+    return trainer.finish(trainer.fit(), final, lambda: {"model": method.inference_net().state_dict(),
+                                                         "method": config.method.name}, len(samples))
