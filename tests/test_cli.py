@@ -292,6 +292,9 @@ def test_demo_then_rerun_skips_training(tiny_root, tmp_path, capsys):
     assert [row["method"] for row in rows] == list(METHODS)
     for row in rows:
         assert 0 <= row["miou"] <= 1
+        # the synthetic set marks its parts, so every method gets the part / body / background diagnostic
+        assert set(row["attention"]) == {"part", "body", "background"}
+        assert all(0 <= value <= 1 for value in row["attention"].values()), row["attention"]
     summary = (out / "summary.md").read_text()
     methods_table, seg_table = summary.split("\n\n")
     assert methods_table.count("\n| ") == 1 + 1 + 4 - 1  # header, separator, one line per method

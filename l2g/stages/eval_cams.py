@@ -8,8 +8,6 @@ the result does not depend on the number of threads.
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -58,9 +56,7 @@ def evaluate_cams(config: Config, cams_dir: str | Path, out_path: str | Path | N
     cams_dir = Path(cams_dir)
     # Every file this stage reads (masks, maps) is checked as it is read, so decoding every image, mask
     # and saliency map up front (data.check_images=decode) would only add a second pass over the split.
-    listing = copy.copy(config)
-    listing.data = dataclasses.replace(config.data, check_images="exists")
-    samples = split_samples(listing, split, need_masks=True)
+    samples = split_samples(config, split, need_masks=True, check_images="exists")
     thresholds = list(config.eval.thresholds) or default_thresholds()
     num_classes = config.data.num_classes
     sweep = ThresholdSweep(num_classes + 1, thresholds)
