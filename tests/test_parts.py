@@ -33,3 +33,14 @@ def test_synth_parts_lie_inside_their_objects_and_are_small():
             own = mask == cls + 1
             if own.any():  # a smaller part than body: the part is the small discriminative region
                 assert (parts & own).sum() < 0.5 * own.sum()
+
+
+def test_classes_of_one_family_share_a_body_texture_but_not_a_part():
+    from l2g.data.synth import class_style
+
+    styles = [class_style(c, 6, family_size=2) for c in range(6)]
+    assert (styles[0]["body_hue"], styles[0]["angle"]) == (styles[1]["body_hue"], styles[1]["angle"])
+    assert (styles[2]["body_hue"], styles[2]["angle"]) == (styles[3]["body_hue"], styles[3]["angle"])
+    assert styles[0]["body_hue"] != styles[2]["body_hue"] and styles[2]["body_hue"] != styles[4]["body_hue"]
+    parts = {tuple(np.round(style["part_rgb"], 3)) for style in styles}
+    assert len(parts) == 6  # the part alone tells the classes apart
