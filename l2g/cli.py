@@ -69,6 +69,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "l2g.stages.convert_weights",
     "l2g.stages.prepare",
     "l2g.stages.saliency",
+    "l2g.stages.transfer_fit",
     "l2g.segmentation.cli",
 )
 

@@ -296,9 +296,17 @@ def test_demo_then_rerun_skips_training(tiny_root, tmp_path, capsys):
         assert set(row["attention"]) == {"part", "body", "background"}
         assert all(0 <= value <= 1 for value in row["attention"].values()), row["attention"]
     summary = (out / "summary.md").read_text()
-    methods_table, seg_table = summary.split("\n\n")
+    methods_table, fit_title, fit_table, seg_table = summary.split("\n\n")
     assert methods_table.count("\n| ") == 1 + 1 + 4 - 1  # header, separator, one line per method
     assert "L2G + shape" in methods_table
+    # attention transfer fit of the two methods that have one: target vs global softmax per region
+    assert "Attention transfer" in fit_title
+    assert fit_table.count("| L2G |") == 1 and fit_table.count("| L2G + shape |") == 1
+    fits = json.loads((out / "summary.json").read_text())["transfer_fit"]
+    assert set(fits) == {"l2g", "l2g_shape"}
+    for fit in fits.values():
+        assert fit["regions"]["background"]["pixels"] > 0
+        assert all(0 <= fit["regions"]["background"][key] <= 1 for key in ("target", "global"))
     # the segmentation end: DeepLab trained on the L2G + shape and CAM pseudo masks, evaluated on val
     seg_rows = json.loads((out / "summary.json").read_text())["segmentation"]
     assert [row["method"] for row in seg_rows] == ["l2g_shape", "cam"]

@@ -3,6 +3,8 @@ and the boxes of its local views (sampled here so they belong to the data's rand
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from PIL import Image, ImageEnhance
@@ -49,9 +51,9 @@ def random_crop_box(height: int, width: int, size: int, rng) -> tuple[int, int]:
     return top, left
 
 
-def crop_pad(array: np.ndarray, top: int, left: int, size: int) -> np.ndarray:
-    """A size x size crop at (top, left), zero-padded where it leaves the array."""
-    out = np.zeros((size, size, *array.shape[2:]), dtype=array.dtype)
+def crop_pad(array: np.ndarray, top: int, left: int, size: int, fill: int = 0) -> np.ndarray:
+    """A size x size crop at (top, left), padded with ``fill`` where it leaves the array."""
+    out = np.full((size, size, *array.shape[2:]), fill, dtype=array.dtype)
     y0, x0 = max(top, 0), max(left, 0)
     y1, x1 = min(top + size, array.shape[0]), min(left + size, array.shape[1])
     out[y0 - top : y1 - top, x0 - left : x1 - left] = array[y0:y1, x0:x1]
@@ -73,10 +75,14 @@ def multi_hot(labels: tuple[int, ...], num_classes: int) -> torch.Tensor:
 class ClassificationDataset(Dataset):
     """Global views for training: resize short side, random crop, flip, colour jitter, normalise."""
 
-    def __init__(self, samples: list[Sample], config: Config, use_saliency: bool, seed: int = 0) -> None:
+    def __init__(self, samples: list[Sample], config: Config, use_saliency: bool, seed: int = 0,
+                 region_maps: Callable[[Sample], np.ndarray] | None = None) -> None:
         self.samples = samples
         self.config = config
         self.use_saliency = use_saliency
+        # Diagnostics only: (H, W, K) uint8 label maps of the image (e.g. its mask), cut and flipped with
+        # the view (nearest resize) and returned as item["regions"] (K, S, S).
+        self.region_maps = region_maps
         self.seed = seed
         self.epoch = 0
 
@@ -117,4 +123,12 @@ class ClassificationDataset(Dataset):
                 saliency = saliency[:, ::-1]
             saliency = saliency / (saliency.max() + 1e-10)  # the release's per-view max normalisation
             item["saliency"] = torch.from_numpy(np.ascontiguousarray(saliency))[None]
+        if self.region_maps is not None:
+            regions = self.region_maps(sample)
+            regions = np.stack([resize_short(regions[..., k], data.resize_short, Image.NEAREST)
+                                for k in range(regions.shape[-1])], axis=-1)
+            regions = crop_pad(regions, top, left, data.global_size, fill=255)
+            if flip:
+                regions = regions[:, ::-1]
+            item["regions"] = torch.from_numpy(np.ascontiguousarray(regions.transpose(2, 0, 1)))
         return item

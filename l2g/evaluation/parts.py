@@ -9,8 +9,10 @@ for every labelled object, the mean of its own class map over its part pixels an
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 
 @dataclass
@@ -46,3 +48,8 @@ class PartBodyAttention:
 
         return {"part": mean(self.part_sum, self.part_pixels), "body": mean(self.body_sum, self.body_pixels),
                 "background": mean(self.background_sum, self.background_pixels)}
+
+
+def read_parts(parts_dir: str | Path, image_id: str) -> np.ndarray:
+    """The part map of ``image_id`` (``<parts_dir>/<id>.png``) as a bool (H, W) array."""
+    return np.asarray(Image.open(Path(parts_dir) / f"{image_id}.png")) > 127

@@ -10,6 +10,8 @@ batch gives, and which network produces attention maps at test time.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -19,6 +21,17 @@ from l2g.method.losses import attention_transfer_loss, classification_loss
 from l2g.method.roi import cut_global_map
 from l2g.method.targets import attention_targets, shape_targets
 from l2g.models.attention_net import AttentionNet, build_attention_net
+
+
+@dataclass
+class Transfer:
+    """What attention transfer compares in one batch (V = batch size x views per image)."""
+
+    targets: torch.Tensor  # (V, C+1, h, w) local targets A (or shape targets), detached
+    crops: torch.Tensor  # (V, C+1, h, w) raw global scores cut at the views' boxes (softmax -> G)
+    labels: torch.Tensor  # (V, C) the labels each view inherits
+    loss_cls: torch.Tensor  # local classification loss (Eq. 4)
+    global_logits: torch.Tensor  # (B, C) pooled global scores (for the logged global classification loss)
 
 
 class Method(nn.Module):
@@ -79,7 +92,8 @@ class L2GMethod(LocalMethod):
         self.shape = config.method.name == "l2g_shape"
         self.uses_saliency = self.shape
 
-    def losses(self, batch: dict) -> dict[str, torch.Tensor]:
+    def transfer(self, batch: dict) -> Transfer:
+        """One batch's attention transfer: the local network's targets and the global map's crops."""
         method = self.config.method
         local_out, labels, loss_cls = self.local_forward(batch)
         targets = attention_targets(local_out.maps, labels, method.background)
@@ -88,16 +102,20 @@ class L2GMethod(LocalMethod):
             saliency = crop_resize_nearest(batch["saliency"], batch["boxes"], size)
             targets = shape_targets(targets, saliency, self.config.shape_threshold, method.shape_form)
         global_out = self.global_net(batch["image"])
-        stride = self.global_net.backbone.stride
-        crops = cut_global_map(global_out.maps, batch["boxes"], size, stride)
-        loss_kt = attention_transfer_loss(crops, targets)
-        loss_cls_global = classification_loss(global_out.logits, batch["labels"])
-        loss = loss_cls + method.lam * loss_kt
+        crops = cut_global_map(global_out.maps, batch["boxes"], size, self.global_net.backbone.stride)
+        return Transfer(targets, crops, labels, loss_cls, global_out.logits)
+
+    def losses(self, batch: dict) -> dict[str, torch.Tensor]:
+        method = self.config.method
+        step = self.transfer(batch)
+        loss_kt = attention_transfer_loss(step.crops, step.targets)
+        loss_cls_global = classification_loss(step.global_logits, batch["labels"])
+        loss = step.loss_cls + method.lam * loss_kt
         if method.global_cls_weight:
             loss = loss + method.global_cls_weight * loss_cls_global
         return {
             "loss": loss,
-            "loss_cls": loss_cls.detach(),
+            "loss_cls": step.loss_cls.detach(),
             "loss_kt": loss_kt.detach(),
             "loss_cls_global": loss_cls_global.detach(),  # logged, not trained (paper Sec. 4.2)
         }

@@ -11,23 +11,24 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
 from l2g.config import Config, load_config, to_dict
 from l2g.data.images import read_mask
 from l2g.data.synth import PARTS_DIR, SynthSpec, write_dataset
 from l2g.data.voc_layout import Sample
 from l2g.engine import atomic
-from l2g.evaluation.parts import PartBodyAttention
+from l2g.evaluation.parts import PartBodyAttention, read_parts
+from l2g.evaluation.transfer_fit import REGIONS
 from l2g.report.html_report import MethodResult, ReportSample, write_report
 from l2g.stages.cams import infer_cams, load_cams
 from l2g.stages.common import dataset_class_names, split_samples, write_json
 from l2g.stages.eval_cams import evaluate_cams
 from l2g.stages.seg_demo import segmentation_demo
 from l2g.stages.train import train
+from l2g.stages.transfer_fit import measure_transfer_fit
 
 METHOD_TITLES = {"cam": "CAM baseline", "local": "Local network only", "l2g": "L2G", "l2g_shape": "L2G + shape"}
+TRANSFER_METHODS = ("l2g", "l2g_shape")
+FIT_IMAGES = 120  # transfer-fit sample: ~20 s per method on 2 cores
 
 
 @dataclass
@@ -80,8 +81,11 @@ def run_demo(out: str | Path = "runs/demo", data_root: str | Path = "data/synth"
         results.append(MethodResult(method, row.title, run_dir / "cams", sweep, row.train_minutes,
                                     run_dir / "train_log.jsonl"))
     table = format_table(rows)
+    fits = transfer_fits(out, [m for m in methods if m in TRANSFER_METHODS], progress)
+    if fits:
+        table += "\n\n" + format_fit_table(fits)
     print("\n" + table)
-    write_json(out / "summary.json", {"rows": [row.__dict__ for row in rows]})
+    write_json(out / "summary.json", {"rows": [row.__dict__ for row in rows], "transfer_fit": fits})
     atomic.write_text(out / "summary.md", table + "\n")
     segmentation_demo(out, rows, data_root, preset, overrides or [], progress)  # DeepLab on L2G+shape / CAM masks
     report = write_report(
@@ -97,6 +101,33 @@ def run_demo(out: str | Path = "runs/demo", data_root: str | Path = "data/synth"
     return rows
 
 
+def transfer_fits(out: Path, methods: list[str], progress: bool) -> dict[str, dict]:
+    """``l2g transfer-fit`` of each L2G run on the first FIT_IMAGES training images (kept on rerun)."""
+    fits = {}
+    for method in methods:
+        saved = out / method / "transfer_fit.json"
+        fits[method] = (json.loads(saved.read_text()) if saved.exists()
+                        else measure_transfer_fit(out / method, FIT_IMAGES, progress=progress))
+    return fits
+
+
+def format_fit_table(fits: dict[str, dict]) -> str:
+    """Target A^c vs global G^c per region, one row per L2G method (see l2g.evaluation.transfer_fit)."""
+    regions = [r for r in REGIONS if any(fit["regions"].get(r) for fit in fits.values())]
+    images = min(fit["images"] for fit in fits.values())
+    header = " | ".join(f"{region}: target / global" for region in regions)
+    lines = [f"Attention transfer on training views ({images} images): mean target A^c of the local network "
+             "vs mean softmax G^c of the global network, on each labelled object's part, body and the background.",
+             "", f"| method | {header} |", "| --- |" + " --- |" * len(regions)]
+    for method, fit in fits.items():
+        cells = []
+        for region in regions:
+            row = fit["regions"].get(region)
+            cells.append("-" if row is None else f"{row['target']:.2f} / {row['global']:.2f}")
+        lines.append(f"| {METHOD_TITLES[method]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def attention_on_parts(config: Config, samples: list[Sample], cams_dir: Path) -> dict | None:
     """Mean own-class attention on parts, bodies and background (None if the dataset marks no parts)."""
     parts_dir = Path(config.data.root) / PARTS_DIR
@@ -104,7 +135,7 @@ def attention_on_parts(config: Config, samples: list[Sample], cams_dir: Path) ->
         return None
     meter = PartBodyAttention()
     for sample in samples:
-        parts = np.asarray(Image.open(parts_dir / f"{sample.image_id}.png")) > 127
+        parts = read_parts(parts_dir, sample.image_id)
         meter.update(load_cams(cams_dir / f"{sample.image_id}.npy"), read_mask(sample.mask_path,
                      config.data.num_classes), parts)
     return meter.results()
