@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from pathlib import Path
 
 EPILOG = """examples:
-  l2g demo                                   # the synthetic benchmark, ~8 min on 2 CPU cores
+  l2g demo                                   # the synthetic benchmark, ~9 min on 2 CPU cores
   l2g synth --out data/synth
   l2g train synth --run runs/l2g_shape --set method.name=l2g_shape --set optim.epochs=4
   l2g cams --run runs/l2g_shape
@@ -154,6 +155,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # Whoever read our output went away (``l2g eval-cams ... | head``). What a stage writes to disk is
+        # written before it prints, so only printing stops: no traceback, and the exit status of a
+        # process killed by SIGPIPE. stdout is pointed at devnull so the interpreter's final flush
+        # cannot raise again (the recipe of the Python docs' "Note on SIGPIPE").
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + 13
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     from l2g.config import ConfigError
     from l2g.data.voc_layout import DatasetError

@@ -353,3 +353,21 @@ def test_console_script_help(argv):
     assert "examples:" in result.stdout
     assert "l2g train synth --run runs/l2g_shape" in result.stdout
     assert "--set" in result.stdout
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["synth", "--train", "2", "--val", "1", "--quiet"]],
+                         ids=["help", "synth"])
+def test_closed_output_pipe_ends_quietly(argv, tmp_path):
+    # `l2g ... | head -1`: the reader closes its end before we print. The work is still done (the
+    # dataset written), and no traceback reaches stderr.
+    if argv[0] == "synth":
+        argv = [*argv, "--out", str(tmp_path / "synth")]
+    process = subprocess.Popen([_console_script(), *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    process.stdout.close()
+    err = process.stderr.read()
+    code = process.wait(timeout=120)
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+    if argv[0] == "synth":  # our handler: the status of a process that SIGPIPE ended
+        assert code == 141, err
+        assert (tmp_path / "synth" / "COMPLETE").exists()
