@@ -371,3 +371,12 @@ def test_closed_output_pipe_ends_quietly(argv, tmp_path):
     if argv[0] == "synth":  # our handler: the status of a process that SIGPIPE ended
         assert code == 141, err
         assert (tmp_path / "synth" / "COMPLETE").exists()
+
+
+def test_building_the_cli_does_not_import_torch():
+    # Every command module is imported to register its parser; torch costs about a second to import and
+    # `l2g --help` / `l2g synth` do not need it, so command modules import it inside their handlers.
+    code = "import sys; from l2g.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"

@@ -12,11 +12,6 @@ import argparse
 import copy
 from pathlib import Path
 
-import numpy as np
-import torch
-from torch.utils.data import DataLoader
-from tqdm import tqdm
-
 from l2g.data.synth import PARTS_DIR
 
 DESCRIPTION = """Measure how well an L2G run's global network learnt what its local network teaches.
@@ -55,6 +50,13 @@ def run(args: argparse.Namespace) -> int:
 
 def measure_transfer_fit(run_dir: str | Path, images: int | None = None, progress: bool = True) -> dict:
     """Measure the fit of ``run_dir``'s newest step checkpoint; write and return ``transfer_fit.json``."""
+    # Imported here, as in every command module: the CLI registers all commands at start-up, and torch
+    # alone takes about a second to import (``l2g --help`` and ``l2g synth`` do not need it).
+    import numpy as np
+    import torch
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
     from l2g.data.classification import ClassificationDataset
     from l2g.data.images import read_mask
     from l2g.data.views import crop_resize_nearest
