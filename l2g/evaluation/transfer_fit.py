@@ -51,8 +51,7 @@ class TransferFit:
         winner = probabilities.argmax(dim=1)
         for view, cls in labels.nonzero().tolist():
             own = masks[view] == cls + 1
-            split = parts is not None
-            regions = {"part": own & parts[view], "body": own & ~parts[view]} if split else {"body": own}
+            regions = {"body": own} if parts is None else {"part": own & parts[view], "body": own & ~parts[view]}
             regions["background"] = masks[view] == 0
             per_pixel = torch.stack([targets[view, cls], probabilities[view, cls],
                                      survivor[view] == cls, winner[view] == cls]).double()

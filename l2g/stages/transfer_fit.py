@@ -85,8 +85,10 @@ def measure_transfer_fit(run_dir: str | Path, images: int | None = None, progres
     assert isinstance(method, L2GMethod)
     method.load_state_dict(state["model"])
     method.eval()
+    # Only existence is checked up front: the images used are decoded (and checked) as they are read, and a
+    # decoding pass over the whole split would read every image twice for a sample of --images.
     samples = split_samples(config, config.data.train_split, need_masks=True,
-                            need_saliency=method.uses_saliency)[:images]
+                            need_saliency=method.uses_saliency, check_images="exists")[:images]
     parts_dir = Path(config.data.root) / PARTS_DIR
     with_parts = parts_dir.is_dir()
 
