@@ -14,7 +14,7 @@ from l2g.data.voc_layout import Sample
 from l2g.evaluation.transfer_fit import TransferFit
 from l2g.method.losses import attention_transfer_loss
 from l2g.method.methods import build_method
-from tests.test_cli import run_cli, train_cli
+from tests.test_cli import _corrupt_image, copy_dataset, run_cli, train_cli
 from tests.test_methods import tiny_batch, tiny_config
 
 
@@ -113,3 +113,14 @@ def test_command_refuses_runs_without_transfer(tiny_root, tmp_path, capsys, one_
     code, _, err = run_cli(capsys, "transfer-fit", "--run", run, "--quiet")
     assert code == 2
     assert "has no attention transfer" in err and str(run) in err
+
+
+def test_command_names_a_corrupt_image_it_samples(tiny_root, tmp_path, capsys, one_thread):
+    # The split is listed with an existence check only; an image that cannot be decoded is named when read.
+    root = copy_dataset(tiny_root, tmp_path)
+    run = tmp_path / "l2g"
+    assert train_cli(capsys, root, run, "l2g")[0] == 0
+    broken = _corrupt_image(root)
+    code, _, err = run_cli(capsys, "transfer-fit", "--run", run, "--quiet")
+    assert code == 2
+    assert str(broken) in err
