@@ -325,6 +325,7 @@ def test_demo_then_rerun_skips_training(tiny_root, tmp_path, capsys):
 
     checkpoints = {m: out / m / "checkpoints" / "final.pt" for m in METHODS}
     checkpoints.update({f"{m}/seg": out / m / "seg" / "checkpoints" / "final.pt" for m in ("l2g_shape", "cam")})
+    checkpoints.update({f"{m}/fit": out / m / "transfer_fit.json" for m in ("l2g", "l2g_shape")})  # kept too
     mtimes = {m: path.stat().st_mtime_ns for m, path in checkpoints.items()}
     code, _, err = run_cli(capsys, *argv)
     assert code == 0, err
