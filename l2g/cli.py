@@ -96,7 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "train_log.jsonl, checkpoints/step-<iterations>.pt (every epoch and every "
                                    "runtime.checkpoint_every iterations) and checkpoints/final.pt. Runs under "
                                    "torchrun for several GPUs/nodes (optim.batch_size is per process; see "
-                                   "docs/distributed.md).",
+                                   "docs/distributed.md). The log holds every loss term; L2G runs also log "
+                                   "kt_stuck, the share of class pixels where the global network is stuck on "
+                                   "another channel, and warn when it stays at 0.5 or more (README: "
+                                   "'Attention transfer that gets stuck').",
                        epilog=EPILOG + TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", help="YAML config file or preset name (e.g. synth, voc12_resnet38_l2g_shape)")
     add_training_run(p, "optim.epochs, data.root, runtime.*")

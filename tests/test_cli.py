@@ -197,6 +197,23 @@ def test_train_into_finished_run_is_refused(tiny_root, tmp_path, capsys):
     assert final.stat().st_mtime_ns == mtime
 
 
+def test_train_logs_kt_stuck_and_reports_a_stuck_transfer(tiny_root, tmp_path, capsys, monkeypatch):
+    from l2g.method.diagnostics import StuckMonitor
+
+    code, _, err = train_cli(capsys, tiny_root, tmp_path / "quiet", "l2g")
+    assert code == 0, err
+    records = [json.loads(line) for line in (tmp_path / "quiet" / "train_log.jsonl").read_text().splitlines()]
+    assert all(0.0 <= record["kt_stuck"] <= 1.0 for record in records)
+    assert json.loads((tmp_path / "quiet" / "train_metrics.json").read_text())["warnings"] == []
+    # The wiring from the log to the user: a monitor that trips on anything must be heard and recorded.
+    monkeypatch.setattr("l2g.stages.train.StuckMonitor", lambda: StuckMonitor(threshold=0.0, window=1))
+    code, _, err = train_cli(capsys, tiny_root, tmp_path / "loud", "l2g")
+    assert code == 0, err
+    assert "warning: attention transfer is stuck at iteration 0" in err
+    warnings = json.loads((tmp_path / "loud" / "train_metrics.json").read_text())["warnings"]
+    assert len(warnings) == 1 and warnings[0] in err
+
+
 def test_unknown_override_key_suggests(tiny_root, tmp_path, capsys):
     run = tmp_path / "run"
     code, _, err = run_cli(capsys, "train", "synth", "--run", run, "--set", "method.nme=l2g", *tiny_set(tiny_root),

@@ -301,6 +301,17 @@ def test_trainer_runs_logs_and_checkpoints(tmp_path):
         "step-00000003.pt", "step-00000004.pt"]
 
 
+def test_trainer_hands_each_logged_record_to_on_log(tmp_path):
+    seen = []
+    trainer = _trainer(tmp_path, lambda m, b: {"loss": m(b["x"]).pow(2).mean(), "extra": b["x"].sum()})
+    trainer.on_log = seen.append
+    trainer.fit()
+    logged = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert seen == logged
+    # Each epoch deals the four samples (x = 1..4) out in two shuffled batches: its two records sum to 10.
+    assert [seen[0]["extra"] + seen[1]["extra"], seen[2]["extra"] + seen[3]["extra"]] == [10.0, 10.0]
+
+
 def test_non_finite_gradient_names_the_parameter_and_keeps_the_weights(tmp_path):
     calls = []
 

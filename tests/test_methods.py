@@ -81,3 +81,16 @@ def test_shared_backbone_is_one_module():
     assert method.global_net.head is not method.local.head
     separate = build_method(tiny_config("l2g"))
     assert separate.global_net.backbone is not separate.local.backbone
+
+
+def test_l2g_logs_the_stuck_share_of_its_own_transfer():
+    from l2g.method.diagnostics import stuck_share
+
+    method = build_method(tiny_config("l2g"))
+    method.eval()
+    batch = tiny_batch(False)
+    losses = method.losses(batch)
+    step = method.transfer(batch)
+    assert not losses["kt_stuck"].requires_grad
+    torch.testing.assert_close(losses["kt_stuck"], stuck_share(step.crops, step.targets))
+    assert "kt_stuck" not in build_method(tiny_config("cam")).losses(batch)

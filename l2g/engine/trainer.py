@@ -146,7 +146,8 @@ class Trainer:
                  optimizer: torch.optim.Optimizer, dataset: Dataset, step: StepFn, settings: LoopSettings,
                  lr_schedule: Callable[[int, int, int], float] | None = None,
                  batch_ids: Callable[[dict], list[str]] | None = None, resume: bool = False,
-                 on_epoch_start: Callable[[int], None] | None = None, collate_fn=None) -> None:
+                 on_epoch_start: Callable[[int], None] | None = None, collate_fn=None,
+                 on_log: Callable[[dict], None] | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.config = config
         self.model = model
@@ -158,6 +159,7 @@ class Trainer:
         self.batch_ids = batch_ids or (lambda batch: [])
         self.resume = resume
         self.on_epoch_start = on_epoch_start
+        self.on_log = on_log  # rank 0 only, with each record written to the log
         self.collate_fn = collate_fn
         self.ctx = distributed.current()
         self.checkpoints = self.run_dir / CHECKPOINT_DIR
@@ -281,6 +283,8 @@ class Trainer:
                             record = {"epoch": epoch, "iteration": iteration, "lr": lr, **mean}
                             log.write(json.dumps(record) + "\n")
                             log.flush()
+                            if self.on_log is not None:
+                                self.on_log(record)
                         bar.set_postfix_str(format_losses(mean))
                     bar.update(1)
                     done = iteration + 1

@@ -17,6 +17,7 @@ from torch import nn
 
 from l2g.config import Config
 from l2g.data.views import crop_resize_nearest, crop_views
+from l2g.method.diagnostics import stuck_share
 from l2g.method.losses import attention_transfer_loss, classification_loss
 from l2g.method.roi import cut_global_map
 from l2g.method.targets import attention_targets, shape_targets
@@ -118,6 +119,7 @@ class L2GMethod(LocalMethod):
             "loss_cls": step.loss_cls.detach(),
             "loss_kt": loss_kt.detach(),
             "loss_cls_global": loss_cls_global.detach(),  # logged, not trained (paper Sec. 4.2)
+            "kt_stuck": stuck_share(step.crops, step.targets),  # see l2g.method.diagnostics
         }
 
     def inference_net(self) -> AttentionNet:

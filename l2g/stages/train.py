@@ -8,13 +8,17 @@ means the run is finished). The loop itself (DDP, AMP, resume, guards) is :mod:`
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+
+from tqdm import tqdm
 
 from l2g.config import Config, to_dict
 from l2g.data.classification import ClassificationDataset
 from l2g.engine import distributed
 from l2g.engine.run_folder import start_run
 from l2g.engine.trainer import LoopSettings, Trainer
+from l2g.method.diagnostics import StuckMonitor
 from l2g.method.methods import build_method
 from l2g.optim import build_optimizer, learning_rate
 from l2g.stages.common import seed_everything, set_threads, split_samples
@@ -45,6 +49,13 @@ def train(config: Config, run_dir: str | Path, resume: bool = False, progress: b
                   for p in m.pretrained_parameters()]
     optimizer = build_optimizer(method, pretrained, config.optim)
     settings = LoopSettings.from_config(config, progress, f"train {config.method.name}")
+    monitor = StuckMonitor()
+
+    def watch(record: dict) -> None:
+        warning = monitor.update(record)
+        if warning is not None:
+            tqdm.write(f"{run_dir}: warning: {warning}", file=sys.stderr)
+
     trainer = Trainer(
         run_dir, to_dict(config), method, optimizer, dataset,
         step=lambda model, batch: model.losses(batch),
@@ -52,6 +63,9 @@ def train(config: Config, run_dir: str | Path, resume: bool = False, progress: b
         lr_schedule=lambda iteration, per_epoch, total: learning_rate(config.optim, iteration, total, per_epoch),
         batch_ids=lambda batch: [samples[i].image_id for i in batch["index"].tolist()],
         resume=plan == "resume",
+        on_log=watch,
     )
-    return trainer.finish(trainer.fit(), final, lambda: {"model": method.inference_net().state_dict(),
-                                                         "method": config.method.name}, len(samples))
+    result = trainer.fit()
+    warnings = [monitor.warning] if monitor.warning else []
+    return trainer.finish(result, final, lambda: {"model": method.inference_net().state_dict(),
+                                                  "method": config.method.name}, len(samples), warnings=warnings)

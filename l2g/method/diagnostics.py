@@ -1,0 +1,73 @@
+"""Signs that attention transfer has stopped working, computed from what the loss already compares.
+
+Eq. 6 regresses the global network's *softmax* onto the local targets. The gradient of a softmax output
+with respect to the scores is ``p_k (delta_kj - p_j)``: once one channel holds nearly all the
+probability at a pixel, every entry is tiny, so a global network that is confidently wrong there gets
+almost no gradient to become right. A cross-entropy loss (the CAM baseline's) has no such dead zone,
+which is why a backbone can train fine as CAM and still collapse under L2G. The collapse we measured:
+with ImageNet EfficientNet-Lite0 features (about 2,200 squared norm per pixel, half of it shared by all
+pixels), the first optimiser step moved every pixel's background score up by about 9 over the class
+scores; the early targets are mostly background, so the global network then predicted background
+everywhere with p > 0.999 and never followed the local network's class maps (pseudo-label mIoU 11.6).
+"""
+
+from __future__ import annotations
+
+import torch
+
+# At p >= 0.999 every entry of the softmax Jacobian is below 0.001: Eq. 6 hardly moves such a pixel.
+STUCK_CONFIDENCE = 0.999
+
+
+def stuck_share(global_crops: torch.Tensor, targets: torch.Tensor, confidence: float = STUCK_CONFIDENCE
+                ) -> torch.Tensor:
+    """Share of the taught class pixels where the global network is confidently wrong.
+
+    ``global_crops`` (V, C+1, h, w) raw global scores cut at the views (as Eq. 6 receives them),
+    ``targets`` (V, C+1, h, w) the local targets, background channel last. A pixel is *taught a class*
+    when its largest target value is positive and lies on a class channel; it is *stuck* when the global
+    softmax gives at least ``confidence`` to another channel. Returns a 0-dim tensor in [0, 1]; 0 when
+    no pixel is taught a class (nothing can be stuck).
+    """
+    if global_crops.shape != targets.shape:
+        raise ValueError(f"global crops {tuple(global_crops.shape)} vs targets {tuple(targets.shape)}")
+    with torch.no_grad():
+        probabilities = torch.softmax(global_crops.float(), dim=1)
+        best, winner = targets.float().max(dim=1)
+        taught = (best > 0) & (winner < targets.shape[1] - 1)
+        confident, choice = probabilities.max(dim=1)
+        stuck = taught & (confident >= confidence) & (choice != winner)
+        return stuck.sum().float() / taught.sum().clamp(min=1).float()
+
+
+class StuckMonitor:
+    """Watches the logged ``kt_stuck`` values and says once when the transfer looks stuck.
+
+    Feed it every log record (``{"iteration": ..., "kt_stuck": ...}``); :meth:`update` returns a warning
+    the first time the mean over the last ``window`` records reaches ``threshold``, else None. An
+    untrained global network is not confident, so early records do not trip it; a healthy run stays
+    near 0 (the synthetic demo's L2G runs log at most a few percent).
+    """
+
+    def __init__(self, threshold: float = 0.5, window: int = 5) -> None:
+        self.threshold = threshold
+        self.window = window
+        self.recent: list[float] = []
+        self.warning: str | None = None
+
+    def update(self, record: dict) -> str | None:
+        if self.warning is not None or "kt_stuck" not in record:
+            return None
+        self.recent = (self.recent + [float(record["kt_stuck"])])[-self.window:]
+        share = sum(self.recent) / len(self.recent)
+        if len(self.recent) < self.window or share < self.threshold:
+            return None
+        self.warning = (
+            f"attention transfer is stuck at iteration {record.get('iteration', '?')}: on {share:.0%} of the "
+            f"pixels where the local network teaches a class, the global network's softmax is at least "
+            f"{STUCK_CONFIDENCE} sure of another channel (mean of the last {self.window} logged values of "
+            "kt_stuck in train_log.jsonl). Eq. 6 compares softmax outputs, whose gradient vanishes where they "
+            "saturate, so the global network is unlikely to recover and its attention maps will miss the "
+            "objects. See 'Attention transfer that gets stuck' in the README for what was measured and tried."
+        )
+        return self.warning
