@@ -135,7 +135,7 @@ def _hex_colour(mask_value: int) -> str:
     return f"#{r:02x}{g:02x}{b:02x}"
 
 
-def _md(text: str) -> str:
+def md_escape(text: str) -> str:
     """Text made safe for Markdown: HTML escaped (renderers pass raw HTML), pipes escaped, one line."""
     return html.escape(str(text)).replace("|", "\\|").replace("\n", " ")
 
@@ -196,20 +196,20 @@ def _cell(tag: str, text: str, is_name: bool) -> str:
     return f"<{tag}{attribute}>{html.escape(text)}</{tag}>"
 
 
-def _html_table(header: list[str], rows: list[list[str]]) -> str:
+def html_table(header: list[str], rows: list[list[str]]) -> str:
     """A plain HTML table; the first column (names) is left-aligned. Cells are escaped here."""
     head = "".join(_cell("th", h, i == 0) for i, h in enumerate(header))
     body = ["<tr>" + "".join(_cell("td", c, i == 0) for i, c in enumerate(row)) + "</tr>" for row in rows]
     return f"<table>\n<tr>{head}</tr>\n" + "\n".join(body) + "\n</table>"
 
 
-def _md_table(header: list[str], rows: list[list[str]]) -> str:
+def md_table(header: list[str], rows: list[list[str]]) -> str:
     """A Markdown pipe table."""
     lines = [
-        "| " + " | ".join(_md(h) for h in header) + " |",
+        "| " + " | ".join(md_escape(h) for h in header) + " |",
         "|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|",
     ]
-    lines += ["| " + " | ".join(_md(c) for c in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(md_escape(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
@@ -236,7 +236,7 @@ def _class_table_md(methods: list[MethodResult], class_names: list[str]) -> str:
         [name, f"`{_hex_colour(index)}`", *cells]
         for index, (name, cells, _) in enumerate(class_rows(methods, class_names))
     ]
-    return _md_table(header, rows)
+    return md_table(header, rows)
 
 
 # ---------------------------------------------------------------------------------------- plots
@@ -281,11 +281,11 @@ def plot_threshold_curve(path: Path, methods: list[MethodResult]) -> Path:
     ax.grid(True, alpha=0.3)
     if methods:
         ax.legend(fontsize=8, loc="best")
-    _save(fig, path)
+    save_and_close(fig, path)
     return path
 
 
-def _save(fig: plt.Figure, path: Path) -> None:
+def save_and_close(fig: plt.Figure, path: Path) -> None:
     """Save and close a figure (closing keeps memory flat over many calls)."""
     try:
         fig.tight_layout()
@@ -345,7 +345,7 @@ def plot_losses(path: Path, methods: list[MethodResult]) -> Path:
         ax.set_ylabel("loss")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
-    _save(fig, path)
+    save_and_close(fig, path)
     return path
 
 
@@ -371,7 +371,7 @@ def _resize_map(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.asarray(image, dtype=np.float32)
 
 
-def _stack_maps(cams: dict[int, np.ndarray], shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def stack_resized_maps(cams: dict[int, np.ndarray], shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """(K, H, W) maps at ``shape`` (NaN set to 0) and their (K,) mask values (class index + 1)."""
     keys = sorted(cams)
     maps = [np.nan_to_num(_resize_map(cams[k], shape), nan=0.0) for k in keys]
@@ -386,7 +386,7 @@ def attention_overlay(image: np.ndarray, maps: np.ndarray) -> np.ndarray:
     return (0.5 * image.astype(np.float32) + 0.5 * colours).round().astype(np.uint8)
 
 
-def _read_or_none(reader: Callable[[Path], np.ndarray], path: Path | None) -> np.ndarray | None:
+def read_or_none(reader: Callable[[Path], np.ndarray], path: Path | None) -> np.ndarray | None:
     """``reader(path)``, or None when the path is None or the file cannot be read."""
     if path is None:
         return None
@@ -396,7 +396,7 @@ def _read_or_none(reader: Callable[[Path], np.ndarray], path: Path | None) -> np
         return None
 
 
-def _show(ax: plt.Axes, picture: np.ndarray | None, title: str, missing: str = "missing") -> None:
+def show_picture(ax: plt.Axes, picture: np.ndarray | None, title: str, missing: str = "missing") -> None:
     """Draw one labelled panel; a missing picture becomes a blank panel saying ``missing``."""
     ax.set_title(title, fontsize=8)
     if picture is None:
@@ -417,7 +417,7 @@ def _method_panels(
         return [(None, attention_title, reason), (None, mask_title, reason)]
     threshold = _number((best_entry(method.sweep) or {}).get("threshold"))
     try:
-        maps, values = _stack_maps(cams, shape)
+        maps, values = stack_resized_maps(cams, shape)
         mask = None if threshold is None else colorize(pseudo_label(maps, values, threshold))
     except (ValueError, TypeError):
         return [(None, attention_title, "unreadable"), (None, mask_title, "unreadable")]
@@ -429,8 +429,8 @@ def _method_panels(
 
 def plot_example(path: Path, sample: ReportSample, methods: list[MethodResult]) -> Path:
     """Write one row of panels: image | ground truth | per method: attention, pseudo mask."""
-    image = _read_or_none(read_image, sample.image_path)
-    gt = _read_or_none(load_mask, sample.mask_path)
+    image = read_or_none(read_image, sample.image_path)
+    gt = read_or_none(load_mask, sample.mask_path)
     shape = image.shape[:2] if image is not None else (gt.shape if gt is not None else None)
     panels = [
         (image, "image", "missing"),
@@ -446,8 +446,8 @@ def plot_example(path: Path, sample: ReportSample, methods: list[MethodResult]) 
         1, len(panels), figsize=(PANEL_INCHES * len(panels), PANEL_INCHES * 1.05), dpi=DPI, squeeze=False
     )
     for ax, (picture, title, missing) in zip(axes[0], panels, strict=True):
-        _show(ax, picture, title, missing)
-    _save(fig, path)
+        show_picture(ax, picture, title, missing)
+    save_and_close(fig, path)
     return path
 
 
@@ -478,7 +478,7 @@ def _label_caption(sample: ReportSample, class_names: list[str]) -> tuple[str, s
 # ---------------------------------------------------------------------------------------- document
 
 
-def _html_document(title: str, sections: list[str]) -> str:
+def html_document(title: str, sections: list[str]) -> str:
     """Wrap the section snippets in a self-contained HTML page (inline CSS, no scripts)."""
     return (
         f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
@@ -488,7 +488,7 @@ def _html_document(title: str, sections: list[str]) -> str:
     )
 
 
-def _img(file: str, alt: str) -> str:
+def img_tag(file: str, alt: str) -> str:
     """An ``<img>`` tag for a PNG in the report folder."""
     return f'<img src="{html.escape(file)}" alt="{html.escape(alt)}">'
 
@@ -507,14 +507,14 @@ def _examples_sections(
         html_parts += [
             f"<h3>{html.escape(sample.image_id)}</h3>",
             f'<p class="caption">classes: {caption_html}</p>',
-            f"<p>{_img(file, sample.image_id)}</p>",
+            f"<p>{img_tag(file, sample.image_id)}</p>",
         ]
         md_parts += [
-            f"### {_md(sample.image_id)}",
+            f"### {md_escape(sample.image_id)}",
             "",
-            f"classes: {_md(caption_md)}",
+            f"classes: {md_escape(caption_md)}",
             "",
-            f"![{_md(sample.image_id)}]({file})",
+            f"![{md_escape(sample.image_id)}]({file})",
             "",
         ]
     return html_parts, md_parts
@@ -540,14 +540,14 @@ def write_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     paragraphs = [str(n) for n in notes or []]
     html_parts = [f"<h1>{html.escape(title)}</h1>"] + [f"<p>{html.escape(p)}</p>" for p in paragraphs]
-    md_parts = [f"# {_md(title)}", ""] + [line for p in paragraphs for line in (_md(p), "")]
+    md_parts = [f"# {md_escape(title)}", ""] + [line for p in paragraphs for line in (md_escape(p), "")]
 
     rows = summary_rows(methods)
-    html_parts += ["<h2>Summary</h2>", _html_table(SUMMARY_HEADER, rows)]
-    md_parts += ["## Summary", "", _md_table(SUMMARY_HEADER, rows), ""]
+    html_parts += ["<h2>Summary</h2>", html_table(SUMMARY_HEADER, rows)]
+    md_parts += ["## Summary", "", md_table(SUMMARY_HEADER, rows), ""]
 
     plot_threshold_curve(out_dir / CURVE_FILE, methods)
-    html_parts += ["<h2>mIoU vs background threshold</h2>", f"<p>{_img(CURVE_FILE, 'threshold curve')}</p>"]
+    html_parts += ["<h2>mIoU vs background threshold</h2>", f"<p>{img_tag(CURVE_FILE, 'threshold curve')}</p>"]
     md_parts += ["## mIoU vs background threshold", "", f"![threshold curve]({CURVE_FILE})", ""]
 
     ex_html, ex_md = _examples_sections(out_dir, methods, samples[: max(num_examples, 0)], class_names)
@@ -568,7 +568,7 @@ def write_report(
 
     if any(m.train_log is not None for m in methods):
         plot_losses(out_dir / LOSSES_FILE, methods)
-        html_parts += ["<h2>Training losses</h2>", f"<p>{_img(LOSSES_FILE, 'training losses')}</p>"]
+        html_parts += ["<h2>Training losses</h2>", f"<p>{img_tag(LOSSES_FILE, 'training losses')}</p>"]
         md_parts += ["## Training losses", "", f"![training losses]({LOSSES_FILE})", ""]
 
     if config_text is not None:
@@ -576,6 +576,6 @@ def write_report(
         md_parts += ["## Config", "", "```", config_text.replace("```", "` ` `"), "```", ""]
 
     index = out_dir / "index.html"
-    write_text(index, _html_document(title, html_parts))
+    write_text(index, html_document(title, html_parts))
     write_text(out_dir / "report.md", "\n".join(md_parts))
     return index

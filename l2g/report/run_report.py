@@ -33,23 +33,23 @@ from l2g.report.html_report import (
     DPI,
     PANEL_INCHES,
     MethodResult,
-    _html_document,
-    _html_table,
-    _img,
-    _md,
-    _md_table,
-    _read_or_none,
-    _save,
-    _show,
-    _stack_maps,
     attention_overlay,
     best_entry,
     format_percent,
     format_threshold,
+    html_document,
+    html_table,
+    img_tag,
     load_cams,
+    md_escape,
+    md_table,
     plot_losses,
     plot_threshold_curve,
+    read_or_none,
     safe_filename,
+    save_and_close,
+    show_picture,
+    stack_resized_maps,
 )
 
 
@@ -117,7 +117,7 @@ def _predict_panels(config: Config, paths: RunPaths, samples: list[Sample]) -> l
         return [None] * len(samples)
     pictures = []
     for sample in samples:
-        image = _read_or_none(read_image, sample.image_path)
+        image = read_or_none(read_image, sample.image_path)
         pictures.append(None if image is None else colorize(segment(model, image, config, torch.device("cpu")).mask))
     return pictures
 
@@ -127,7 +127,7 @@ def _attention(paths: RunPaths, sample: Sample, image: np.ndarray | None) -> np.
     if cams is None or image is None:
         return None
     try:
-        maps, _ = _stack_maps(cams, image.shape[:2])
+        maps, _ = stack_resized_maps(cams, image.shape[:2])
     except (ValueError, TypeError):
         return None
     return attention_overlay(image, maps)
@@ -137,12 +137,12 @@ def _plot_row(path: Path, panels: list[tuple[np.ndarray | None, str]]) -> None:
     fig, axes = plt.subplots(1, len(panels), figsize=(PANEL_INCHES * len(panels), PANEL_INCHES * 1.05), dpi=DPI,
                              squeeze=False)
     for ax, (picture, title) in zip(axes[0], panels, strict=True):
-        _show(ax, picture, title)
-    _save(fig, path)
+        show_picture(ax, picture, title)
+    save_and_close(fig, path)
 
 
 def _colour_mask(path: Path | None) -> np.ndarray | None:
-    mask = _read_or_none(load_mask, path)
+    mask = read_or_none(load_mask, path)
     return None if mask is None else colorize(mask)
 
 
@@ -153,7 +153,7 @@ def _example_rows(out_dir: Path, config: Config, paths: RunPaths, train: list[Sa
                 ("val", f"Validation images ({config.seg.val_split} split)", val)]
     for kind, heading, samples in sections:
         html_parts.append(f"<h2>{html.escape(heading)}</h2>")
-        md_parts += [f"## {_md(heading)}", ""]
+        md_parts += [f"## {md_escape(heading)}", ""]
         if not samples:
             html_parts.append("<p>No images.</p>")
             md_parts += ["No images.", ""]
@@ -162,7 +162,7 @@ def _example_rows(out_dir: Path, config: Config, paths: RunPaths, train: list[Sa
                      [_colour_mask(paths.seg_run / "predictions" / config.seg.val_split / f"{s.image_id}.png")
                       for s in samples])
         for sample, prediction in zip(samples, predicted, strict=True):
-            image = _read_or_none(read_image, sample.image_path)
+            image = read_or_none(read_image, sample.image_path)
             panels = [(image, "image"), (_colour_mask(sample.mask_path), "ground truth")]
             if kind == "train":
                 pseudo_title = "pseudo mask" + (f" @ {threshold:.2f}" if threshold is not None else "")
@@ -171,8 +171,8 @@ def _example_rows(out_dir: Path, config: Config, paths: RunPaths, train: list[Sa
             panels.append((prediction, "predicted mask"))
             file = f"{kind}_{safe_filename(sample.image_id)}.png"
             _plot_row(out_dir / file, panels)
-            html_parts += [f"<h3>{html.escape(sample.image_id)}</h3>", f"<p>{_img(file, sample.image_id)}</p>"]
-            md_parts += [f"### {_md(sample.image_id)}", "", f"![{_md(sample.image_id)}]({file})", ""]
+            html_parts += [f"<h3>{html.escape(sample.image_id)}</h3>", f"<p>{img_tag(file, sample.image_id)}</p>"]
+            md_parts += [f"### {md_escape(sample.image_id)}", "", f"![{md_escape(sample.image_id)}]({file})", ""]
     return html_parts, md_parts
 
 
@@ -204,14 +204,14 @@ def write_run_report(out_dir: str | Path, config: Config, cls_run: str | Path, s
          format_percent(evaluation.get("miou")), format_percent(evaluation.get("pixel_accuracy"))],
     ]
     header = ["Result", "Background threshold", "mIoU (%)", "Pixel accuracy (%)"]
-    html_parts = [f"<h1>{html.escape(title)}</h1>", "<h2>Summary</h2>", _html_table(header, summary)]
-    md_parts = [f"# {_md(title)}", "", "## Summary", "", _md_table(header, summary), ""]
+    html_parts = [f"<h1>{html.escape(title)}</h1>", "<h2>Summary</h2>", html_table(header, summary)]
+    md_parts = [f"# {md_escape(title)}", "", "## Summary", "", md_table(header, summary), ""]
 
     if sweep:
         plot_threshold_curve(out_dir / "threshold_curve.png", [MethodResult("cls", config.method.name, paths.cams,
                                                                             sweep)])
         html_parts += ["<h2>Pseudo-label mIoU vs background threshold</h2>",
-                       f"<p>{_img('threshold_curve.png', 'threshold curve')}</p>"]
+                       f"<p>{img_tag('threshold_curve.png', 'threshold curve')}</p>"]
         md_parts += ["## Pseudo-label mIoU vs background threshold", "", "![threshold curve](threshold_curve.png)", ""]
 
     train = _samples(config, config.cams.split, num_examples)
@@ -227,23 +227,23 @@ def write_run_report(out_dir: str | Path, config: Config, cls_run: str | Path, s
              format_percent((evaluation.get("recall") or [None] * len(names))[i])] for i, name in enumerate(names)]
     header = ["Class", f"Pseudo-label IoU ({config.cams.split})", f"Segmentation IoU ({config.seg.val_split})",
               "Segmentation precision", "Segmentation recall"]
-    html_parts += ["<h2>Per-class results (%)</h2>", _html_table(header, rows)]
-    md_parts += ["## Per-class results (%)", "", _md_table(header, rows), ""]
+    html_parts += ["<h2>Per-class results (%)</h2>", html_table(header, rows)]
+    md_parts += ["## Per-class results (%)", "", md_table(header, rows), ""]
 
     logs = [MethodResult(name, title, Path(), {}, train_log=run / "train_log.jsonl")
             for name, title, run in (("cls", "classification stage", paths.cls_run),
                                      ("seg", "segmentation stage", paths.seg_run))]
     plot_losses(out_dir / "losses.png", logs)
-    html_parts += ["<h2>Training losses</h2>", f"<p>{_img('losses.png', 'training losses')}</p>"]
+    html_parts += ["<h2>Training losses</h2>", f"<p>{img_tag('losses.png', 'training losses')}</p>"]
     md_parts += ["## Training losses", "", "![training losses](losses.png)", ""]
 
     env = environment(paths)
     config_text = yaml.safe_dump(to_dict(config), sort_keys=False)
-    html_parts += ["<h2>Environment</h2>", _html_table(["", "value"], env),
+    html_parts += ["<h2>Environment</h2>", html_table(["", "value"], env),
                    "<h2>Config</h2>", f"<pre>{html.escape(config_text)}</pre>"]
-    md_parts += ["## Environment", "", _md_table(["", "value"], env), "", "## Config", "", "```yaml",
+    md_parts += ["## Environment", "", md_table(["", "value"], env), "", "## Config", "", "```yaml",
                  config_text.rstrip(), "```", ""]
     index = out_dir / "index.html"
-    write_text(index, _html_document(title, html_parts))  # atomic: a reader never sees half a report
+    write_text(index, html_document(title, html_parts))  # atomic: a reader never sees half a report
     write_text(out_dir / "report.md", "\n".join(md_parts))
     return index
