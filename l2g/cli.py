@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 EPILOG = """examples:
-  l2g demo                                   # the synthetic benchmark, ~9 min on 2 CPU cores
+  l2g demo                                   # the synthetic benchmark, 7-9 min on 2 CPU cores
   l2g synth --out data/synth
   l2g train synth --run runs/l2g_shape --set method.name=l2g_shape --set optim.epochs=4
   l2g cams --run runs/l2g_shape
