@@ -13,6 +13,8 @@ everywhere with p > 0.999 and never followed the local network's class maps (pse
 
 from __future__ import annotations
 
+from collections import deque
+
 import torch
 
 # At p >= 0.999 every entry of the softmax Jacobian is below 0.001: Eq. 6 hardly moves such a pixel.
@@ -45,20 +47,21 @@ class StuckMonitor:
 
     Feed it every log record (``{"iteration": ..., "kt_stuck": ...}``); :meth:`update` returns a warning
     the first time the mean over the last ``window`` records reaches ``threshold``, else None. An
-    untrained global network is not confident, so early records do not trip it; a healthy run stays
-    near 0 (the synthetic demo's L2G runs log at most a few percent).
+    untrained global network is not confident, so early records do not trip it. Measured: the synthetic
+    demo's L2G run logs at most 0.40, at most 0.27 over 5 records, 0.02 at the end; the collapsed
+    EfficientNet-Lite0 run logs 1.0 from iteration 10 on.
     """
 
     def __init__(self, threshold: float = 0.5, window: int = 5) -> None:
         self.threshold = threshold
         self.window = window
-        self.recent: list[float] = []
+        self.recent: deque[float] = deque(maxlen=window)
         self.warning: str | None = None
 
     def update(self, record: dict) -> str | None:
         if self.warning is not None or "kt_stuck" not in record:
             return None
-        self.recent = (self.recent + [float(record["kt_stuck"])])[-self.window:]
+        self.recent.append(float(record["kt_stuck"]))
         share = sum(self.recent) / len(self.recent)
         if len(self.recent) < self.window or share < self.threshold:
             return None
