@@ -4,7 +4,7 @@ Every stage reads files and writes files, so any stage can be rerun alone:
 
     l2g synth      --out data/synth                       write the synthetic dataset (VOC layout)
     l2g train      CONFIG --run runs/x [--set k=v ...]    train the classification stage
-    l2g cams       --run runs/x                           attention maps -> runs/x/cams/<id>.npy
+    l2g cams       --run runs/x                           attention maps -> runs/x/cams/<id>.npz
     l2g eval-cams  --run runs/x                           threshold sweep -> runs/x/sweep.json
     l2g pseudo     --run runs/x                           pseudo masks -> runs/x/pseudo/<id>.png
     l2g demo                                              all of the above for CAM/local/L2G/L2G+shape
@@ -68,6 +68,7 @@ def add_training_run(parser: argparse.ArgumentParser, safe_keys: str) -> None:
 # stage never touches the dispatch below.
 COMMAND_MODULES: tuple[str, ...] = (
     "l2g.stages.convert_weights",
+    "l2g.stages.export_cams",
     "l2g.stages.prepare",
     "l2g.stages.saliency",
     "l2g.stages.transfer_fit",
@@ -108,14 +109,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("cams", help="infer attention maps with a trained run",
                        description="Multi-scale + flip attention maps of a split, saved per image as "
-                                   "<run>/cams/<id>.npy: a dict {0-based class index: float32 HxW map in [0,1]} "
-                                   "for the image's labelled classes. Resumable: an interrupted run is "
+                                   "<run>/cams/<id>.npz (no pickle): 'classes', the image's labelled classes "
+                                   "(0-based), and 'maps', their float16 KxHxW maps in [0,1] (cams.dtype; "
+                                   "--format dict writes the release's/PSA's pickled dict .npy instead; "
+                                   "'l2g export-cams' converts). Resumable: an interrupted run is "
                                    "completed, a finished one (cams/l2g-done.json) is skipped, one made with "
                                    "another checkpoint or settings is rewritten. Under torchrun each process "
                                    "does a share.")
     p.add_argument("--run", "--run-dir", dest="run", required=True, help="run folder written by 'l2g train'")
     p.add_argument("--split", help="split to infer (default: cams.split of the config)")
     p.add_argument("--out", help="output folder (default: <run>/cams)")
+    p.add_argument("--format", choices=("npz", "dict"),
+                   help="file format (default: cams.format of the config, npz); dict: the release's .npy dicts")
     add_overrides(p)
     add_quiet(p)
 
@@ -224,6 +229,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         from l2g.engine import distributed
         from l2g.stages.cams import infer_cams
 
+        if args.format:
+            config.cams.format = args.format
         out = infer_cams(config, run, args.split, args.out, progress)
         if distributed.current().is_main:
             print(out)

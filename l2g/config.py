@@ -131,13 +131,20 @@ class CamsConfig:
     # Which output becomes the attention map: "logits" (release: raw scores F), "softmax" (G, Eq. 5), or
     # "auto": softmax for networks trained by attention transfer (l2g, l2g_shape), logits otherwise.
     source: str = "auto"
+    # The network input at each scale: "pil_bicubic" (release: the 8-bit image resized with PIL bicubic,
+    # then normalised, in DataLoader workers) or "tensor_bilinear" (the normalised image resized on the device).
+    resize: str = "tensor_bilinear"
+    amp: bool | str = "auto"  # autocast of the passes: auto = on with CUDA only (bf16, else fp16), on, off
+    format: str = "npz"  # "npz" (pickle-free, l2g.data.cam_files) or "dict" (the release's / PSA's pickled dict .npy)
+    dtype: str = "float16"  # maps in the npz files: float16 (within 2.4e-4) or float32; dict files are float32
 
 
 @dataclass
 class EvalConfig:
     thresholds: tuple[float, ...] = ()  # empty: 0.05..0.60 step 0.01
     threshold: float | None = None  # pseudo masks: None = best threshold of the sweep
-    workers: int = 0  # threads reading and scoring images in the sweep; 0 = one per CPU core (at most 8)
+    workers: int = 0  # workers reading and scoring images in the sweep; 0 = one per CPU core (at most 8)
+    parallel: str = "processes"  # how the sweep's workers run: "processes" or "threads"
 
 
 SEG_ARCHS = ("deeplab_small", "deeplab_v1_vgg16", "deeplab_v2_resnet101", "deeplabv3_resnet101")
@@ -264,6 +271,10 @@ class Config:
         _choice("optim.schedule", self.optim.schedule, ("step", "poly"))
         _choice("cams.source", self.cams.source, ("auto", "logits", "softmax"))
         _choice("cams.upsample", self.cams.upsample, ("bicubic", "bilinear"))
+        _choice("cams.resize", self.cams.resize, ("pil_bicubic", "tensor_bilinear"))
+        _choice("cams.format", self.cams.format, ("npz", "dict"))
+        _choice("cams.dtype", self.cams.dtype, ("float16", "float32"))
+        _choice("eval.parallel", self.eval.parallel, ("processes", "threads"))
         _choice("data.check_images", self.data.check_images, ("exists", "decode"))
         _choice("data.format", self.data.format, tuple(DATA_FORMATS))
         _choice("data.labels", self.data.labels, LABEL_SOURCES)
@@ -286,7 +297,8 @@ class Config:
         if not self.cams.scales:
             raise ConfigError("cams.scales must list at least one scale")
         _validate_seg(self.seg)
-        for key, value in (("amp", self.amp), ("runtime.channels_last", self.runtime.channels_last),
+        for key, value in (("amp", self.amp), ("cams.amp", self.cams.amp),
+                           ("runtime.channels_last", self.runtime.channels_last),
                            ("runtime.pin_memory", self.runtime.pin_memory),
                            ("runtime.persistent_workers", self.runtime.persistent_workers)):
             if not isinstance(value, bool):

@@ -137,15 +137,19 @@ def test_pipeline(method, tiny_root, tmp_path, capsys):
     assert records
     assert all(math.isfinite(record["loss"]) for record in records)
 
-    # cams: one dict per train image, keyed by exactly its labels, maps at its size in [0, 1]
+    # cams: one pickle-free .npz per train image holding exactly its labels, float16 maps at its size in [0, 1]
     code, _, err = run_cli(capsys, "cams", "--run", run, "--quiet")
     assert code == 0, err
     cams_dir = run / "cams"
-    assert sorted(p.stem for p in cams_dir.glob("*.npy")) == sorted(labels)
+    assert sorted(p.stem for p in cams_dir.glob("*.npz")) == sorted(labels)
+    assert not list(cams_dir.glob("*.npy"))
     for image_id, classes in labels.items():
-        cams = np.load(cams_dir / f"{image_id}.npy", allow_pickle=True).item()
-        assert set(cams) == classes, image_id
-        for key, cam in cams.items():
+        with np.load(cams_dir / f"{image_id}.npz", allow_pickle=False) as archive:
+            assert sorted(archive.files) == ["classes", "maps"]
+            stored, maps = archive["classes"], archive["maps"]
+        assert maps.dtype == np.float16 and maps.shape[0] == len(stored)
+        assert stored.tolist() == sorted(classes), image_id
+        for key, cam in zip(stored.tolist(), maps.astype(np.float32), strict=True):
             assert cam.shape == image_size(tiny_root, image_id), (image_id, key)
             assert np.isfinite(cam).all()
             assert cam.min() >= 0 and cam.max() <= 1 + 1e-6, (image_id, key)

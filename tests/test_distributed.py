@@ -113,7 +113,7 @@ def test_sharded_seg_eval_and_predict_write_the_single_process_results(runs, tin
             assert (two / name).read_bytes() == (one / name).read_bytes(), name
 
 
-@pytest.mark.parametrize(("folder", "suffix"), [("cams", ".npy"), ("pseudo", ".png")])
+@pytest.mark.parametrize(("folder", "suffix"), [("cams", ".npz"), ("pseudo", ".png")])
 def test_sharded_outputs_are_the_single_process_files(runs, folder, suffix):
     single, ddp = runs["single"] / folder, runs["ddp"] / folder
     names = sorted(p.name for p in single.glob(f"*{suffix}"))

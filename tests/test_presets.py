@@ -306,7 +306,7 @@ def test_preset_runs_train_cams_eval_cams(name, request, tmp_path, capsys):
     cli(capsys, "cams", "--run", run, "--quiet")
     split = load_config(name).cams.split
     expected = (root / "ImageSets" / "Segmentation" / f"{split}.txt").read_text().split()
-    assert sorted(p.stem for p in (run / "cams").glob("*.npy")) == sorted(expected)
+    assert sorted(p.stem for p in (run / "cams").glob("*.npz")) == sorted(expected)
     cli(capsys, "eval-cams", "--run", run, "--quiet")
     sweep = json.loads((run / "sweep.json").read_text())
     assert sweep["split"] == split and sweep["images"] == len(expected)

@@ -184,19 +184,19 @@ def test_cams_killed_mid_write_then_rerun_gives_the_full_set(trained_run, tmp_pa
     reference, out = tmp_path / "reference", tmp_path / "cams"
     code, _, err = run_cli(capsys, "cams", "--run", trained_run, "--out", reference, "--quiet")
     assert code == 0, err
-    names = sorted(p.name for p in reference.glob("*.npy"))
+    names = sorted(p.name for p in reference.glob("*.npz"))
     assert len(names) == 8
 
     # atomic writes of the stage: 1 = its start marker, 2.. = maps; park before renaming the third map
     proc = held_subprocess(["cams", "--run", trained_run, "--out", out, "--quiet"], "write:4")
     sigkill(proc)
-    assert len(list(out.glob("*.npy"))) == 2
+    assert len(list(out.glob("*.npz"))) == 2
     assert len(list(out.glob(".*.partial"))) == 1  # the map being written: never under its real name
     assert not (out / "l2g-done.json").exists()
 
     code, _, err = run_cli(capsys, "cams", "--run", trained_run, "--out", out, "--quiet")
     assert code == 0, err
-    assert sorted(p.name for p in out.glob("*.npy")) == names
+    assert sorted(p.name for p in out.glob("*.npz")) == names
     for name in names:
         assert (out / name).read_bytes() == (reference / name).read_bytes(), name
     assert not list(out.glob(".*.partial"))
@@ -213,10 +213,10 @@ def test_cams_with_other_inputs_are_rewritten(trained_run, tmp_path, capsys):
     out = tmp_path / "cams"
     code, _, err = run_cli(capsys, "cams", "--run", trained_run, "--out", out, "--quiet")
     assert code == 0, err
-    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.glob("*.npy")}
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.glob("*.npz")}
     code, _, err = run_cli(capsys, "cams", "--run", trained_run, "--out", out, "--set", "cams.scales=[0.5]", "--quiet")
     assert code == 0, err
-    after = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.glob("*.npy")}
+    after = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.glob("*.npz")}
     assert after.keys() == before.keys()
     assert all(after[name][1] != before[name][1] for name in before)  # every map rewritten...
     assert any(after[name][0] != before[name][0] for name in before)  # ...with the new scales
@@ -260,14 +260,14 @@ def test_cams_refused_when_the_disk_is_too_small(trained_run, tmp_path, capsys, 
     assert code == 2
     assert "not enough disk space for the attention maps of 8 images" in err
     assert "KB needed" in err and "1.0 KB free" in err
-    assert not list(out.glob("*.npy"))
+    assert not list(out.glob("*.npz"))
 
 
 def test_cams_size_estimate_is_close_to_the_real_size(trained_run, tiny_root, tmp_path, capsys):
     out = tmp_path / "cams"
     code, _, err = run_cli(capsys, "cams", "--run", trained_run, "--out", out, "--quiet")
     assert code == 0, err
-    actual = sum(p.stat().st_size for p in out.glob("*.npy"))
+    actual = sum(p.stat().st_size for p in out.glob("*.npz"))
     estimate = estimate_cams_bytes(load_split(tiny_root, "train", 3))
     assert 0.75 * actual < estimate < 1.33 * actual
 

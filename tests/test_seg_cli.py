@@ -263,7 +263,7 @@ def test_run_pipeline_continues_after_kills_without_redoing_finished_stages(tiny
     done = sorted(p.name for p in (out / "stages").glob("*.done.json"))
     assert done == ["cams.done.json", "pseudo.done.json", "threshold.done.json", "train.done.json"]
     assert (out / "stages" / "seg_train.started.json").is_file()
-    finished = [out / "cls" / "checkpoints" / "final.pt", next((out / "cls" / "cams").glob("*.npy")),
+    finished = [out / "cls" / "checkpoints" / "final.pt", next((out / "cls" / "cams").glob("*.npz")),
                 out / "cls" / "sweep.json", next((out / "cls" / "pseudo").glob("*.png"))]
     before = _mtimes(finished)
 

@@ -11,10 +11,11 @@ import pytest
 from PIL import Image
 
 from l2g.config import load_config
+from l2g.data.cam_files import load_cams
 from l2g.data.images import read_mask
 from l2g.data.synth import PARTS_DIR, SynthSpec, write_dataset
 from l2g.evaluation.parts import PartBodyAttention
-from l2g.stages.cams import infer_cams, load_cams
+from l2g.stages.cams import infer_cams
 from l2g.stages.common import split_samples
 from l2g.stages.train import train
 
@@ -30,7 +31,7 @@ def test_cam_of_a_trained_classifier_looks_at_parts_more_than_bodies(tmp_path: P
     meter = PartBodyAttention()
     for sample in split_samples(config, "train", need_masks=True):
         parts = np.asarray(Image.open(root / PARTS_DIR / f"{sample.image_id}.png")) > 127
-        meter.update(load_cams(run / "cams" / f"{sample.image_id}.npy"),
+        meter.update(load_cams(run / "cams", sample.image_id).as_dict(),
                      read_mask(sample.mask_path, config.data.num_classes), parts)
     attention = meter.results()
     # Measured at this seed and budget: part 0.46, body 0.37, background 0.10 (the demo's longer training,

@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import difflib
 import io
-import pickle
 import re
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Iterable
@@ -32,6 +31,7 @@ import numpy as np
 
 from l2g.data.errors import DatasetError
 from l2g.data.palette import IGNORE_INDEX, load_mask
+from l2g.data.safe_npy import READ_ERRORS, load_npy_object
 from l2g.engine.atomic import write_text
 
 VOC_CLASSES = (
@@ -220,48 +220,14 @@ def read_csv_labels(
 
 # --- cls_labels.npy (IRN / SEAM) --------------------------------------------------------------------------
 
-# The only globals a pickled dict of numpy arrays and scalars needs; anything else is refused.
-_NUMPY_PICKLE_GLOBALS = {
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "scalar"),
-    ("numpy._core.numeric", "_frombuffer"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("_codecs", "encode"),
-}
-
-
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """Unpickles dicts, lists, strings, numbers and numpy arrays/scalars; refuses every other global."""
-
-    def find_class(self, module: str, name: str):  # noqa: ANN201 - pickle's signature
-        if module.startswith("numpy.core."):  # files written by numpy 1.x
-            module = "numpy._core." + module[len("numpy.core."):]
-        if (module, name) not in _NUMPY_PICKLE_GLOBALS:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name} (only numpy arrays are allowed)")
-        return super().find_class(module, name)
-
-
 def _load_npy_object(path: Path) -> object:
     """The object stored in an ``.npy`` file, unpickled without running arbitrary code."""
     try:
-        with path.open("rb") as stream:
-            version = np.lib.format.read_magic(stream)
-            if version == (1, 0):
-                shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
-            else:
-                shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
-            if not dtype.hasobject:
-                return np.load(path, allow_pickle=False)
-            array = _NumpyOnlyUnpickler(stream).load()
+        return load_npy_object(path)
     except FileNotFoundError:
         raise DatasetError(f"{path}: file not found") from None
-    except (OSError, ValueError, EOFError, pickle.UnpicklingError, AttributeError, TypeError,
-            IndexError, KeyError, ImportError, MemoryError) as error:
+    except READ_ERRORS as error:
         raise DatasetError(f"{path}: not a readable cls_labels.npy ({error})") from error
-    if isinstance(array, np.ndarray) and array.shape == () and array.dtype.hasobject:
-        return array.item()
-    return array
 
 
 def npy_key_to_id(key: object) -> str:

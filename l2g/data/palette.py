@@ -32,15 +32,16 @@ def colorize(mask: np.ndarray) -> np.ndarray:
     return voc_palette()[mask.astype(np.uint8)]
 
 
-def save_mask(path: str | Path, mask: np.ndarray) -> None:
-    """Write an (H, W) uint8 label mask as a palette PNG (what VOC's SegmentationClass uses), atomically."""
+def save_mask(path: str | Path, mask: np.ndarray, sync_folder: bool = True) -> None:
+    """Write an (H, W) uint8 label mask as a palette PNG (what VOC's SegmentationClass uses), atomically
+    (``sync_folder``: see :mod:`l2g.engine.atomic`)."""
     if mask.ndim != 2:
         raise ValueError(f"{path}: a label mask must be 2-D, got shape {mask.shape}")
     from l2g.engine.atomic import save_image
 
     image = Image.fromarray(mask.astype(np.uint8), mode="P")
     image.putpalette(voc_palette().reshape(-1).tolist())
-    save_image(path, image, "PNG")  # atomic: a crash never leaves half a mask
+    save_image(path, image, "PNG", sync_folder=sync_folder)  # atomic: a crash never leaves half a mask
 
 
 def load_mask(path: str | Path) -> np.ndarray:

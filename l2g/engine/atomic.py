@@ -4,6 +4,11 @@ A reader (or a rerun after a crash) therefore sees either the previous file or t
 a truncated one: ``os.replace`` is atomic within a filesystem, which is why the temporary file lives in
 the target's own folder. A crash can leave a temporary file behind; its name starts with a dot and ends
 with ``.partial`` (so globs such as ``*.npy`` never see it) and :func:`remove_partials` deletes them.
+
+Each write fsyncs the file, then (by default) the folder, so that the rename itself survives a power
+loss. A stage writing thousands of files into one folder (attention maps, pseudo masks) passes
+``sync_folder=False`` and calls :func:`fsync_folder` once after its last file, before its done marker:
+one fsync per file instead of two, and the same guarantee once the stage reports itself done.
 """
 
 from __future__ import annotations
@@ -27,11 +32,14 @@ def partial_name(path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | Path, mode: str = "wb", encoding: str | None = None) -> Iterator[IO[Any]]:
+def atomic_open(path: str | Path, mode: str = "wb", encoding: str | None = None,
+                sync_folder: bool = True) -> Iterator[IO[Any]]:
     """Open a temporary file for writing; on a clean exit it is flushed, fsynced and renamed to ``path``.
 
     On an exception the temporary file is removed and ``path`` is left as it was. Parent folders are
     created. ``mode`` is ``"wb"`` or ``"w"`` (text, UTF-8 unless ``encoding`` says otherwise).
+    ``sync_folder=False`` leaves the folder's fsync (which makes the rename durable) to the caller's
+    :func:`fsync_folder` after a batch of files.
     """
     if mode not in ("wb", "w"):
         raise ValueError(f"atomic_open: mode must be 'wb' or 'w', got {mode!r}")
@@ -51,13 +59,14 @@ def atomic_open(path: str | Path, mode: str = "wb", encoding: str | None = None)
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
-    _fsync_folder(path.parent)
+    if sync_folder:
+        fsync_folder(path.parent)
 
 
-def _fsync_folder(folder: Path) -> None:
+def fsync_folder(folder: str | Path) -> None:
     """Persist the rename itself (the folder entry); a no-op where folders cannot be opened (Windows)."""
     try:
-        fd = os.open(folder, os.O_RDONLY)
+        fd = os.open(Path(folder), os.O_RDONLY)
     except OSError:
         return
     try:
@@ -90,19 +99,20 @@ def save_torch(path: str | Path, payload: Any) -> None:
         torch.save(payload, handle)
 
 
-def save_npy(path: str | Path, array: Any, allow_pickle: bool = False) -> None:
+def save_npy(path: str | Path, array: Any, allow_pickle: bool = False, sync_folder: bool = True) -> None:
     """``np.save`` (a dict needs ``allow_pickle=True``); the file object keeps numpy from renaming it."""
     import numpy as np
 
-    with atomic_open(path, "wb") as handle:
+    with atomic_open(path, "wb", sync_folder=sync_folder) as handle:
         np.save(handle, array, allow_pickle=allow_pickle)
 
 
-def save_image(path: str | Path, image: Any, format: str | None = None, **options: Any) -> None:
+def save_image(path: str | Path, image: Any, format: str | None = None, sync_folder: bool = True,
+               **options: Any) -> None:
     """Save a PIL image; the format defaults to the path's suffix (``.png`` -> PNG)."""
     path = Path(path)
     fmt = format or {"jpg": "JPEG"}.get(path.suffix[1:].lower(), path.suffix[1:].upper())
-    with atomic_open(path, "wb") as handle:
+    with atomic_open(path, "wb", sync_folder=sync_folder) as handle:
         image.save(handle, format=fmt, **options)
 
 

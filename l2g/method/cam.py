@@ -12,6 +12,15 @@ max normalisation), computed with less work:
 - only the channels that are kept (the image's labelled classes) are upsampled;
 - averaging, ReLU and normalisation stay on the device, with one transfer to the host at the end, and
   no per-class Python loop.
+
+The network's input at each scale (``cams.resize``):
+
+- ``pil_bicubic`` (the release; the paper presets): the 8-bit RGB image is resized with PIL's bicubic
+  filter to each scale, then normalised (:func:`scaled_inputs`, run in DataLoader workers by ``l2g cams``);
+  the mirror image is the flipped normalised input, which equals normalising the flipped 8-bit image.
+- ``tensor_bilinear`` (the library default): the normalised image is resized bilinearly on the device
+  (one decode and one host-to-device copy per image). Inputs differ from the release's by up to ~0.3
+  normalised units at scales other than 1 (docs/benchmarks.md states the effect on pseudo-label mIoU).
 """
 
 from __future__ import annotations
@@ -21,29 +30,81 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
+from l2g.data.classification import normalize
 from l2g.method.targets import normalize_attention
+
+RESIZES = ("pil_bicubic", "tensor_bilinear")
+
+
+def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
+    """(h, w) of the image at ``scale``: each side rounded to the nearest integer (Python's ``round``, as
+    the release), at least 1."""
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def scaled_inputs(image: np.ndarray, scales: Sequence[float], mean, std,
+                  resize: str = "pil_bicubic") -> list[torch.Tensor] | torch.Tensor:
+    """The network inputs of an (H, W, 3) uint8 image, on the host.
+
+    ``pil_bicubic``: one normalised (3, h, w) float tensor per scale, the 8-bit image resized with PIL
+    bicubic first (the release's test loader). ``tensor_bilinear``: the normalised (3, H, W) image alone;
+    :func:`multiscale_maps` resizes it on the device.
+    """
+    if resize == "tensor_bilinear":
+        return normalize(image, mean, std)
+    if resize != "pil_bicubic":
+        raise ValueError(f"resize must be one of {', '.join(RESIZES)}, got {resize!r}")
+    height, width = image.shape[:2]
+    picture = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8))
+    inputs = []
+    for scale in scales:
+        h, w = scaled_size(height, width, scale)
+        resized = image if (h, w) == (height, width) else np.asarray(
+            picture.resize((w, h), Image.Resampling.BICUBIC))
+        inputs.append(normalize(resized, mean, std))
+    return inputs
+
+
+def _scale_inputs(image: torch.Tensor | Sequence[torch.Tensor], scales, size: tuple[int, int] | None):
+    """((H, W), one (1, 3, h, w) input per scale) from a normalised image or per-scale inputs."""
+    if isinstance(image, torch.Tensor):
+        height, width = image.shape[1:]
+        inputs = (F.interpolate(image[None], size=scaled_size(height, width, s), mode="bilinear",
+                                align_corners=False) for s in scales)
+        return (height, width), inputs
+    if len(image) != len(scales):
+        raise ValueError(f"{len(image)} scaled inputs for {len(scales)} scales")
+    if size is None:
+        if 1.0 not in scales:
+            raise ValueError("per-scale inputs without scale 1.0 need the image size (size=(H, W))")
+        size = tuple(image[list(scales).index(1.0)].shape[1:])
+    return tuple(size), (x[None] for x in image)
 
 
 @torch.no_grad()
-def multiscale_maps(net, image: torch.Tensor, scales, flip: bool = True, upsample: str = "bicubic",
-                    softmax: bool = False, channels: Sequence[int] | None = None) -> torch.Tensor:
+def multiscale_maps(net, image: torch.Tensor | Sequence[torch.Tensor], scales, flip: bool = True,
+                    upsample: str = "bicubic", softmax: bool = False, channels: Sequence[int] | None = None,
+                    size: tuple[int, int] | None = None) -> torch.Tensor:
     """Average of the network's (C+1)-channel maps over scales (and their mirror images).
 
-    ``image`` (3, H, W) normalised. Each scale's map is brought to (H, W) with ``upsample`` (bicubic, as
-    the release). Returns (C+1, H, W), or (len(channels), H, W) with ``channels``: only those channels
-    (in that order) are upsampled and returned.
+    ``image``: the normalised (3, H, W) image, resized bilinearly to each scale here (``tensor_bilinear``),
+    or one normalised (3, h, w) input per scale (``pil_bicubic``: :func:`scaled_inputs`), with ``size`` =
+    (H, W), the size of the maps (default: the scale-1.0 input's). Each scale's map is brought to (H, W)
+    with ``upsample`` (bicubic, as the release). Returns (C+1, H, W), or (len(channels), H, W) with
+    ``channels``: only those channels (in that order) are upsampled and returned.
     ``softmax=True`` averages the channel softmax G (Eq. 5) instead of the raw scores: a network trained
     only through attention transfer learns G, and its raw scores have no fixed zero (softmax ignores a
     per-pixel offset), so ReLU on them can erase every class. The softmax is taken over all C + 1
     channels before any is dropped.
     """
-    height, width = image.shape[1:]
-    index = None if channels is None else torch.as_tensor(list(channels), dtype=torch.long, device=image.device)
+    (height, width), inputs = _scale_inputs(image, scales, size)
+    index = None
     total = None
-    for scale in scales:
-        size = (max(1, round(height * scale)), max(1, round(width * scale)))
-        scaled = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)
+    for scaled in inputs:
+        if index is None and channels is not None:
+            index = torch.as_tensor(list(channels), dtype=torch.long, device=scaled.device)
         batch = torch.cat([scaled, scaled.flip(-1)]) if flip else scaled
         raw = net(batch).maps.float()
         raw = torch.softmax(raw, dim=1) if softmax else raw
@@ -79,12 +140,14 @@ def class_attention(maps: torch.Tensor, labels: tuple[int, ...]) -> dict[int, np
     return normalized_class_maps(maps.index_select(0, index), labels)
 
 
-def image_attention(net, image: torch.Tensor, labels: Sequence[int], scales, flip: bool = True,
-                    upsample: str = "bicubic", softmax: bool = False) -> dict[int, np.ndarray]:
+def image_attention(net, image: torch.Tensor | Sequence[torch.Tensor], labels: Sequence[int], scales,
+                    flip: bool = True, upsample: str = "bicubic", softmax: bool = False,
+                    size: tuple[int, int] | None = None) -> dict[int, np.ndarray]:
     """The attention maps of one image's labelled classes: :func:`multiscale_maps` restricted to the
-    labelled channels, then :func:`normalized_class_maps`. What ``l2g cams`` saves per image."""
+    labelled channels, then :func:`normalized_class_maps`. What ``l2g cams`` saves per image. ``image``
+    and ``size`` as for :func:`multiscale_maps`."""
     labels = [int(c) for c in labels]
     if not labels:
         return {}
-    maps = multiscale_maps(net, image, scales, flip, upsample, softmax, channels=labels)
+    maps = multiscale_maps(net, image, scales, flip, upsample, softmax, channels=labels, size=size)
     return normalized_class_maps(maps, labels)

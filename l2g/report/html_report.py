@@ -17,7 +17,6 @@ from __future__ import annotations
 import html
 import json
 import math
-import pickle
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from PIL import Image
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from l2g.data import cam_files  # noqa: E402
 from l2g.data.images import read_image  # noqa: E402
 from l2g.data.palette import colorize, load_mask, voc_palette  # noqa: E402
 from l2g.engine.atomic import save_figure, write_text  # noqa: E402
@@ -353,14 +353,12 @@ def plot_losses(path: Path, methods: list[MethodResult]) -> Path:
 
 
 def load_cams(path: Path) -> dict[int, np.ndarray] | None:
-    """The {fg class index: (H, W) map} dict saved at ``path``, or None when missing or unreadable."""
+    """The {fg class index: (H, W) map} dict of the image ``path`` names (``<cams>/<id>.npz``, or its dict
+    ``.npy``: :func:`l2g.data.cam_files.load_cams` reads either), or None when missing or unreadable."""
     try:
-        data = np.load(path, allow_pickle=True).item()
-    except (OSError, ValueError, EOFError, AttributeError, pickle.UnpicklingError):
+        return cam_files.load_cams(path.parent, path.stem).as_dict()
+    except (OSError, ValueError):
         return None
-    if not isinstance(data, dict):
-        return None
-    return {int(k): np.asarray(v, dtype=np.float32) for k, v in data.items()}
 
 
 def _resize_map(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from l2g.config import Config, load_config, to_dict
+from l2g.data.cam_files import load_cams
 from l2g.data.images import read_mask
 from l2g.data.synth import PARTS_DIR, SynthSpec, write_dataset
 from l2g.data.voc_layout import Sample
@@ -19,7 +20,7 @@ from l2g.engine import atomic
 from l2g.evaluation.parts import PartBodyAttention, read_parts
 from l2g.evaluation.transfer_fit import REGIONS
 from l2g.report.html_report import MethodResult, ReportSample, write_report
-from l2g.stages.cams import infer_cams, load_cams
+from l2g.stages.cams import infer_cams
 from l2g.stages.common import dataset_class_names, split_samples, write_json
 from l2g.stages.eval_cams import evaluate_cams
 from l2g.stages.seg_demo import segmentation_demo
@@ -136,7 +137,7 @@ def attention_on_parts(config: Config, samples: list[Sample], cams_dir: Path) ->
     meter = PartBodyAttention()
     for sample in samples:
         parts = read_parts(parts_dir, sample.image_id)
-        meter.update(load_cams(cams_dir / f"{sample.image_id}.npy"), read_mask(sample.mask_path,
+        meter.update(load_cams(cams_dir, sample.image_id).as_dict(), read_mask(sample.mask_path,
                      config.data.num_classes), parts)
     return meter.results()
 

@@ -1,28 +1,30 @@
 """Stage 3: sweep the background threshold over a split's attention maps in one pass -> sweep.json.
 
-Every threshold is scored from one read of each image's maps and mask (:class:`ThresholdSweep`), and
-images are read and scored by several threads at once (file decoding and numpy release the GIL): each
-thread fills its own sweep over a shard of the images, and the shards' integer counts are merged, so
-the result does not depend on the number of threads.
+Every threshold is scored from one read of each image's maps and mask (:class:`ThresholdSweep`). Images
+are read and scored in chunks by several workers at once (``eval.workers``, default one per core, at
+most 8), worker processes by default (``eval.parallel: processes``; ``threads`` keeps them in this
+process): each chunk fills its own sweep, and the chunks' integer counts are merged, so the result does
+not depend on the number of workers, their kind or the chunking.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from l2g.config import Config
-from l2g.data.images import read_mask
-from l2g.data.voc_layout import Sample
 from l2g.evaluation.sweep import ThresholdSweep, default_thresholds
-from l2g.stages.cams import load_cams
+from l2g.evaluation.sweep_files import score_chunk
 from l2g.stages.common import dataset_class_names, split_samples, write_json
 
 MAX_AUTO_WORKERS = 8
+MAX_CHUNK = 32  # images per task: large enough to amortise a task, small enough to balance the workers
+MIN_PROCESS_IMAGES = 64  # below this, starting processes costs more than it saves: one worker thread per core
 
 
 def stack_maps(cams: dict[int, np.ndarray], shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -35,19 +37,31 @@ def stack_maps(cams: dict[int, np.ndarray], shape: tuple[int, int]) -> tuple[np.
 
 
 def sweep_workers(requested: int, images: int) -> int:
-    """Threads for a sweep over ``images`` images: ``requested``, or one per CPU core (at most 8) for 0."""
+    """Workers for a sweep over ``images`` images: ``requested``, or one per CPU core (at most 8) for 0."""
     workers = requested or min(os.cpu_count() or 1, MAX_AUTO_WORKERS)
     return max(1, min(workers, images))
 
 
-def _score_images(sweep: ThresholdSweep, samples: list[Sample], cams_dir: Path, num_classes: int, bar) -> None:
-    for sample in samples:
-        gt = read_mask(sample.mask_path, num_classes)
-        maps, labels = stack_maps(load_cams(cams_dir / f"{sample.image_id}.npy"), gt.shape)
-        if maps.shape[1:] != gt.shape:
-            raise ValueError(f"{cams_dir / sample.image_id}.npy: maps {maps.shape[1:]} vs mask {gt.shape}")
-        sweep.update(maps, labels, gt)
-        bar.update()
+def chunks(items: list, workers: int) -> list[list]:
+    """``items`` cut into consecutive chunks: about four per worker, at most MAX_CHUNK items each."""
+    size = max(1, min(MAX_CHUNK, -(-len(items) // (4 * workers))))
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _executor(parallel: str, workers: int, images: int) -> Executor | None:
+    """The pool the chunks run in; None: in this thread."""
+    if workers == 1:
+        return None
+    if parallel == "processes" and images >= MIN_PROCESS_IMAGES:
+        # forkserver: children fork from a clean server process (not from this one, whose torch threads
+        # a fork would copy mid-flight), with the torch-free worker module imported once.
+        if "forkserver" in multiprocessing.get_all_start_methods():
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(["l2g.evaluation.sweep_files"])
+        else:
+            context = multiprocessing.get_context("spawn")
+        return ProcessPoolExecutor(workers, mp_context=context)
+    return ThreadPoolExecutor(workers)
 
 
 def evaluate_cams(config: Config, cams_dir: str | Path, out_path: str | Path | None = None,
@@ -61,18 +75,26 @@ def evaluate_cams(config: Config, cams_dir: str | Path, out_path: str | Path | N
     num_classes = config.data.num_classes
     sweep = ThresholdSweep(num_classes + 1, thresholds)
     workers = sweep_workers(config.eval.workers, len(samples))
+    jobs = [(s.image_id, str(s.mask_path)) for s in samples]
+    parts = chunks(jobs, workers)
     with tqdm(total=len(samples), desc=f"eval-cams {split}", disable=not progress) as bar:
-        if workers == 1:
-            _score_images(sweep, samples, cams_dir, num_classes, bar)
+        pool = _executor(config.eval.parallel, workers, len(samples))
+        if pool is None:
+            for part in parts:
+                sweep.merge(score_chunk(part, str(cams_dir), num_classes, thresholds))
+                bar.update(len(part))
         else:
-            shards = [ThresholdSweep(num_classes + 1, thresholds) for _ in range(workers)]
-            with ThreadPoolExecutor(workers) as pool:
-                jobs = [pool.submit(_score_images, shard, samples[i::workers], cams_dir, num_classes, bar)
-                        for i, shard in enumerate(shards)]
-                for job in jobs:
-                    job.result()  # re-raises a worker's error (e.g. a missing map file) here
-            for shard in shards:
-                sweep.merge(shard)
+            with pool:
+                futures = {pool.submit(score_chunk, part, str(cams_dir), num_classes, thresholds): len(part)
+                           for part in parts}
+                try:
+                    for future in as_completed(futures):
+                        sweep.merge(future.result())  # re-raises a worker's error (e.g. a missing map file)
+                        bar.update(futures[future])
+                except BaseException:
+                    for future in futures:
+                        future.cancel()
+                    raise
     results = sweep.results(["background", *dataset_class_names(config)])
     results["split"] = split
     results["images"] = len(samples)

@@ -5,16 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from l2g.config import Config
+from l2g.data.cam_files import load_cams
 from l2g.data.palette import save_mask
 from l2g.data.voc_layout import decoded_size
-from l2g.engine import distributed, markers
+from l2g.engine import atomic, distributed, markers
 from l2g.evaluation.sweep import pseudo_label
-from l2g.stages.cams import load_cams
 from l2g.stages.common import split_samples
-from l2g.stages.eval_cams import stack_maps
 
 
 def choose_threshold(config: Config, sweep_path: str | Path) -> float:
@@ -46,12 +46,16 @@ def write_pseudo_masks(config: Config, cams_dir: str | Path, out_dir: str | Path
     error = None
     try:
         for sample in tqdm(todo, desc=f"pseudo @ {threshold:.2f}", disable=not (progress and ctx.is_main)):
-            cams = load_cams(cams_dir / f"{sample.image_id}.npy")
-            shape = next(iter(cams.values())).shape if cams else decoded_size(sample.image_path)
-            maps, labels = stack_maps(cams, shape)
-            save_mask(out_dir / f"{sample.image_id}.png", pseudo_label(maps, labels, threshold))
+            cams = load_cams(cams_dir, sample.image_id)
+            maps = cams.maps
+            if not maps.shape[1]:  # no labelled class in a dict file, which has no size: all background
+                maps = np.zeros((0, *decoded_size(sample.image_path)), np.float32)
+            mask = pseudo_label(maps, cams.mask_values, threshold)
+            save_mask(out_dir / f"{sample.image_id}.png", mask, sync_folder=False)
     except Exception as caught:  # every rank must learn about it, or the others would wait forever
         error = caught
     distributed.agree(error)
+    atomic.fsync_folder(out_dir)  # the renames of this rank's masks, before the done marker
+    distributed.barrier()
     distributed.main_first(lambda: markers.mark_done(out_dir, "pseudo", inputs, files))
     return out_dir
