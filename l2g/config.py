@@ -120,6 +120,9 @@ class OptimConfig:
     poly_power: float = 0.9
     warmup_iters: int = 0
     warmup_start_lr: float = 1e-5
+    # Gradient accumulation (the release's --iter_size): micro-batches of batch_size per optimiser step, so
+    # one small GPU reaches a larger effective batch; iterations (schedule, log_every, checkpoints) count steps.
+    accumulate_steps: int = 1
 
 
 @dataclass
@@ -290,8 +293,8 @@ class Config:
             )
         if self.data.num_classes < 1:
             raise ConfigError("data.num_classes must be >= 1")
-        if self.optim.batch_size < 1 or self.optim.epochs < 1:
-            raise ConfigError("optim.batch_size and optim.epochs must be >= 1")
+        if self.optim.batch_size < 1 or self.optim.epochs < 1 or self.optim.accumulate_steps < 1:
+            raise ConfigError("optim.batch_size, optim.epochs and optim.accumulate_steps must be >= 1")
         if self.eval.workers < 0:
             raise ConfigError(f"eval.workers must be >= 0 (0 = one per CPU core), got {self.eval.workers}")
         if not self.cams.scales:

@@ -57,13 +57,14 @@ def crop_views(images: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     """Cut the local views out of a batch of global views.
 
     ``images`` (B, C, H, W); ``boxes`` (B, N, 4) integer boxes of equal size. Returns (B * N, C, p, p)
-    ordered view-major within each image (image 0's N views, then image 1's, ...).
+    ordered view-major within each image (image 0's N views, then image 1's, ...). The boxes become
+    Python slice bounds: keep them on the host (the trainer does) so that reading them does not wait for
+    the GPU.
     """
-    batch, n = boxes.shape[:2]
     crops = [
         images[b, :, int(y1) : int(y2), int(x1) : int(x2)]
-        for b in range(batch)
-        for x1, y1, x2, y2 in boxes[b].tolist()
+        for b, image_boxes in enumerate(boxes.tolist())
+        for x1, y1, x2, y2 in image_boxes
     ]
     return torch.stack(crops) if crops else images.new_zeros((0, images.shape[1], 0, 0))
 

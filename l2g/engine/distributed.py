@@ -147,13 +147,13 @@ def all_reduce_mean(values: torch.Tensor) -> torch.Tensor:
     return reduced / dist.get_world_size()
 
 
-def any_rank(flag: bool, device: torch.device) -> bool:
-    """True on every rank when ``flag`` is true on at least one."""
+def all_reduce_max(values: torch.Tensor) -> torch.Tensor:
+    """The element-wise maximum of a tensor over ranks (a copy; the input itself without a process group)."""
     if not _active():
-        return flag
-    tensor = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return bool(tensor.item() > 0)
+        return values
+    reduced = values.clone()
+    dist.all_reduce(reduced, op=dist.ReduceOp.MAX)
+    return reduced
 
 
 def _reported_errors() -> tuple[type[BaseException], ...]:

@@ -19,12 +19,6 @@ class NotEnoughDiskSpace(OSError):
     """The disk holding an output folder has less free space than the output is estimated to need."""
 
 
-def nonfinite_terms(losses: dict[str, torch.Tensor]) -> list[str]:
-    """Names of the loss terms that are NaN or infinite (``loss`` last, as the terms explain it)."""
-    bad = [name for name, value in losses.items() if not torch.isfinite(value.detach()).all()]
-    return sorted(bad, key=lambda name: name == "loss")
-
-
 def nonfinite_gradients(named_parameters: Iterable[tuple[str, nn.Parameter]], limit: int = 5) -> list[str]:
     """Names of (at most ``limit``) parameters whose gradient holds a NaN or an infinity."""
     bad = []
@@ -36,12 +30,13 @@ def nonfinite_gradients(named_parameters: Iterable[tuple[str, nn.Parameter]], li
     return bad
 
 
-def gradients_finite(parameters: list[nn.Parameter]) -> bool:
-    """One cheap test over all gradients (the sum of their norms is finite iff every entry is)."""
+def gradients_nonfinite(parameters: list[nn.Parameter], device: torch.device) -> torch.Tensor:
+    """A 0-d bool tensor on ``device``, True when any gradient holds a NaN or an infinity: one fused test
+    (the sum of the gradients' norms is finite iff every entry is), read by the caller when it must know."""
     grads = [p.grad for p in parameters if p.grad is not None]
     if not grads:
-        return True
-    return bool(torch.isfinite(torch.stack(torch._foreach_norm(grads)).sum()).item())
+        return torch.zeros((), dtype=torch.bool, device=device)
+    return ~torch.isfinite(torch.stack(torch._foreach_norm(grads)).sum())
 
 
 def format_losses(losses: dict[str, float]) -> str:

@@ -8,6 +8,9 @@ step function ``step(model, batch) -> {"loss": tensor to minimise, other names: 
 - deals each epoch's images out to the processes (:class:`~l2g.engine.loader.EpochSampler`; batch
   sizes are per process), wraps the model in ``DistributedDataParallel`` with synchronised batch norm
   when there are several processes, and runs the step under AMP when it is on;
+- accumulates the gradients of ``accumulate_steps`` (K) micro-batches of ``batch_size`` images per
+  optimiser step (the release's ``--iter_size``; each micro-batch's loss divided by K, DDP's gradient
+  all-reduce only on the last);
 - stops with :class:`~l2g.engine.guards.NonFiniteError` (iteration, loss term, image ids) before an
   optimiser step would use a NaN/inf loss or gradient;
 - logs the loss terms, averaged over processes, to ``<run>/train_log.jsonl`` every ``log_every``
@@ -19,12 +22,25 @@ step function ``step(model, batch) -> {"loss": tensor to minimise, other names: 
 The learning rate is a function of the iteration (``lr_schedule(iteration, iterations_per_epoch,
 total_iterations) -> base lr``, multiplied by each parameter group's ``lr_mult``), so resuming needs no
 scheduler state.
+
+Iterations are optimiser steps. With accumulation an epoch has ``images // (batch_size x K x processes)``
+of them, and the iteration counters (``log_every``, ``checkpoint_every``, the learning-rate schedule,
+checkpoints) count those steps: K micro-batches of b images step like one batch of K x b images.
+Checkpoints are only written between optimiser steps, so a run killed mid-accumulation resumes at the
+first micro-batch of the step it was in (its partial gradients are recomputed, from the same images);
+resuming with another K (or batch size, or number of processes) is refused.
+
+Host synchronisations: the step itself needs none (view boxes stay on the host, see ``host_keys``);
+with ``check_finite`` one small flag (loss terms and gradient norms, all-reduced over processes) is read
+per optimiser step, just before it, which is what keeps a NaN out of every update; the loss terms are
+copied to the host only every ``log_every`` iterations, for the log.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import time
 from collections.abc import Callable
@@ -40,7 +56,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from l2g.engine import atomic, checkpoint, distributed, faults
-from l2g.engine.guards import NonFiniteError, format_losses, gradients_finite, nonfinite_gradients, nonfinite_terms
+from l2g.engine.guards import NonFiniteError, format_losses, gradients_nonfinite, nonfinite_gradients
 from l2g.engine.loader import EpochSampler, build_loader, resolve_workers, worker_seed
 from l2g.engine.precision import resolve_precision
 
@@ -68,15 +84,19 @@ class LoopSettings:
     find_unused_parameters: bool = False
     progress: bool = True
     description: str = "train"
+    accumulate_steps: int = 1  # micro-batches of batch_size per optimiser step
 
     @classmethod
     def from_config(cls, config: Any, progress: bool = True, description: str = "train", epochs: int | None = None,
-                    batch_size: int | None = None) -> LoopSettings:
+                    batch_size: int | None = None, accumulate_steps: int | None = None) -> LoopSettings:
         """Settings from an :class:`l2g.config.Config` (optim, seed, log_every, amp, data.workers, runtime);
-        ``epochs`` / ``batch_size`` replace optim's for a stage with its own (the segmentation stage's seg.*)."""
+        ``epochs`` / ``batch_size`` replace optim's for a stage with its own (the segmentation stage's seg.*),
+        and such a stage accumulates only with its own ``accumulate_steps`` (else optim.accumulate_steps)."""
         rt = config.runtime
+        if accumulate_steps is None:
+            accumulate_steps = config.optim.accumulate_steps if batch_size is None else 1
         return cls(
-            epochs=config.optim.epochs if epochs is None else epochs,
+            epochs=config.optim.epochs if epochs is None else epochs, accumulate_steps=accumulate_steps,
             batch_size=config.optim.batch_size if batch_size is None else batch_size, seed=config.seed,
             log_every=config.log_every, checkpoint_every=rt.checkpoint_every, keep_checkpoints=rt.keep_checkpoints,
             amp=config.amp, channels_last=rt.channels_last, workers=config.data.workers, pin_memory=rt.pin_memory,
@@ -147,7 +167,7 @@ class Trainer:
                  lr_schedule: Callable[[int, int, int], float] | None = None,
                  batch_ids: Callable[[dict], list[str]] | None = None, resume: bool = False,
                  on_epoch_start: Callable[[int], None] | None = None, collate_fn=None,
-                 on_log: Callable[[dict], None] | None = None) -> None:
+                 on_log: Callable[[dict], None] | None = None, host_keys: tuple[str, ...] = ()) -> None:
         self.run_dir = Path(run_dir)
         self.config = config
         self.model = model
@@ -161,6 +181,9 @@ class Trainer:
         self.on_epoch_start = on_epoch_start
         self.on_log = on_log  # rank 0 only, with each record written to the log
         self.collate_fn = collate_fn
+        # Batch entries that stay on the host (pinned with CUDA): e.g. the view boxes, whose values become
+        # Python slice bounds, which would otherwise cost a device-to-host copy and a sync every step.
+        self.host_keys = frozenset(host_keys)
         self.ctx = distributed.current()
         self.checkpoints = self.run_dir / CHECKPOINT_DIR
         self.last_saved: Path | None = None
@@ -185,13 +208,15 @@ class Trainer:
         path = Path(chosen)
         state = loaded.get("state") or checkpoint.load_checkpoint(path, self.ctx.device)
         s = self.settings
-        written = (state.get("world_size"), state.get("batch_size"), state.get("iterations_per_epoch"))
-        if written != (self.ctx.world_size, s.batch_size, iterations_per_epoch):
+        written = (state.get("world_size"), state.get("batch_size"), state.get("accumulate_steps", 1),
+                   state.get("iterations_per_epoch"))
+        if written != (self.ctx.world_size, s.batch_size, s.accumulate_steps, iterations_per_epoch):
             raise ValueError(
-                f"{path}: written by {written[0]} process(es) x batch {written[1]} with {written[2]} iterations "
-                f"per epoch; this run has {self.ctx.world_size} x {s.batch_size} with {iterations_per_epoch}. "
-                "Resume with the same number of processes, batch size per process (optim.batch_size; seg.batch_size "
-                "for segmentation) and training images.")
+                f"{path}: written by {written[0]} process(es) x batch {written[1]} x {written[2]} accumulated "
+                f"micro-batch(es) with {written[3]} iterations per epoch; this run has {self.ctx.world_size} x "
+                f"{s.batch_size} x {s.accumulate_steps} with {iterations_per_epoch}. Resume with the same number "
+                "of processes, batch size per process (optim.batch_size; seg.batch_size for segmentation), "
+                "optim.accumulate_steps and training images.")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if precision.scaler is not None and state.get("scaler"):
@@ -232,10 +257,13 @@ class Trainer:
         workers = resolve_workers(s.workers, device, ctx.local_world_size)
         loader, loader_generator = build_loader(self.dataset, s.batch_size, sampler, workers, device, s.pin_memory,
                                                 s.persistent_workers, self.collate_fn)
-        per_epoch = sampler.num_samples // s.batch_size
+        if s.accumulate_steps < 1:
+            raise ValueError(f"accumulate_steps must be >= 1, got {s.accumulate_steps}")
+        step_images = s.batch_size * s.accumulate_steps  # per process and optimiser step
+        per_epoch = sampler.num_samples // step_images
         if per_epoch == 0:
-            raise ValueError(f"{len(self.dataset)} training images give no batch of {s.batch_size} per process "
-                             f"x {ctx.world_size} process(es)")
+            raise ValueError(f"{len(self.dataset)} training images give no batch of {s.batch_size} x "
+                             f"{s.accumulate_steps} accumulated per process x {ctx.world_size} process(es)")
         total = s.epochs * per_epoch
 
         start, seconds_before, resumed_from = 0, 0.0, None
@@ -266,16 +294,17 @@ class Trainer:
             first_epoch, first_step = divmod(start, per_epoch)
             for epoch in range(first_epoch, s.epochs):
                 step0 = first_step if epoch == first_epoch else 0
-                sampler.set_epoch(epoch, skip=step0 * s.batch_size)
+                sampler.set_epoch(epoch, skip=step0 * step_images)
                 if hasattr(self.dataset, "set_epoch"):
                     self.dataset.set_epoch(epoch)
                 loader_generator.manual_seed(worker_seed(s.seed, epoch, ctx.rank))
                 model.train()
                 if self.on_epoch_start is not None:
                     self.on_epoch_start(epoch)
-                for step, batch in enumerate(loader, start=step0):
+                micro_batches = iter(loader)
+                for step in range(step0, per_epoch):
                     iteration = epoch * per_epoch + step
-                    names, values, lr = self._train_step(runner, batch, iteration, epoch, step, per_epoch,
+                    names, values, lr = self._train_step(runner, micro_batches, iteration, epoch, step, per_epoch,
                                                          total, precision, parameters)
                     if iteration % s.log_every == 0 or step == per_epoch - 1:
                         mean = dict(zip(names, distributed.all_reduce_mean(values).tolist(), strict=True))
@@ -307,22 +336,60 @@ class Trainer:
             atomic.write_json(self.run_dir / METRICS_FILE, {
                 "minutes": result.seconds / 60, "iterations": result.iterations, "images": images,
                 "device": str(self.ctx.device), "processes": self.ctx.world_size,
-                "global_batch": self.settings.batch_size * self.ctx.world_size, "precision": result.precision,
+                "global_batch": self.settings.batch_size * self.settings.accumulate_steps * self.ctx.world_size,
+                "accumulate_steps": self.settings.accumulate_steps, "precision": result.precision,
                 **metrics,
             })
             atomic.save_torch(final, final_payload())
         distributed.barrier()
         return final
 
-    def _train_step(self, runner, batch, iteration, epoch, step, per_epoch, total, precision, parameters):
+    def _train_step(self, runner, micro_batches, iteration, epoch, step, per_epoch, total, precision, parameters):
+        """One optimiser step from the next ``accumulate_steps`` micro-batches of ``micro_batches``; returns
+        (term names, their mean over the micro-batches as a device tensor, base lr)."""
         s, device = self.settings, self.ctx.device
-        batch = _to_device(batch, device, precision.channels_last)
         if self.lr_schedule is not None:
             base = self.lr_schedule(iteration, per_epoch, total)
             for group in self.optimizer.param_groups:
                 group["lr"] = base * group.get("lr_mult", 1.0)
         group = self.optimizer.param_groups[0]
         lr = group["lr"] / group.get("lr_mult", 1.0)
+        accumulate = s.accumulate_steps
+        self.optimizer.zero_grad(set_to_none=True)
+        names, total_values, micro = None, None, []
+        loss_bad = torch.zeros((), dtype=torch.bool, device=device)
+        for k in range(accumulate):
+            host_batch = next(micro_batches)
+            batch = _to_device(host_batch, device, precision.channels_last, self.host_keys)
+            last = k == accumulate - 1
+            # DDP all-reduces gradients in backward: only once per optimiser step, on the last micro-batch.
+            sync = contextlib.nullcontext() if last or not hasattr(runner, "no_sync") else runner.no_sync()
+            with sync:
+                losses = self._forward(runner, batch, precision)
+                values = torch.stack([v.detach().float().reshape(()) for v in losses.values()])
+                if s.check_finite:
+                    loss_bad |= ~torch.isfinite(values).all()
+                loss = losses["loss"] / accumulate if accumulate > 1 else losses["loss"]
+                (precision.scaler.scale(loss) if precision.scaler is not None else loss).backward()
+            names = names or list(losses)
+            total_values = values if total_values is None else total_values + values
+            micro.append((host_batch, values))
+        values = total_values / accumulate if accumulate > 1 else total_values
+        if s.check_finite:
+            grad_bad = (torch.zeros((), dtype=torch.bool, device=device) if precision.scaler is not None
+                        else gradients_nonfinite(parameters, device))  # the scaler skips inf gradients itself
+            flags = distributed.all_reduce_max(torch.stack([loss_bad, grad_bad]).float())
+            loss_flag, grad_flag = flags.tolist()  # the step's one host synchronisation
+            if loss_flag or grad_flag:
+                self._stop(iteration, epoch, step, per_epoch, names, micro, gradient=not loss_flag)
+        if precision.scaler is not None:
+            precision.scaler.step(self.optimizer)  # skips the step (and lowers the scale) on inf gradients
+            precision.scaler.update()
+        else:
+            self.optimizer.step()
+        return names, values, lr
+
+    def _forward(self, runner, batch, precision) -> dict[str, torch.Tensor]:
         try:
             with precision.autocast():
                 losses = runner(batch)
@@ -334,36 +401,30 @@ class Trainer:
                 "inference maps use); under torchrun add --set runtime.find_unused_parameters=true") from error
         if "loss" not in losses:
             raise ValueError(f"the step function returned {sorted(losses)}: it must return a 'loss' entry")
-        names = list(losses)
-        values = torch.stack([v.detach().float().reshape(()) for v in losses.values()])
-        if s.check_finite:
-            local_bad = not bool(torch.isfinite(values).all())
-            if distributed.any_rank(local_bad, device):
-                self._stop(iteration, epoch, step, per_epoch, losses, batch, local_bad, gradient=False)
-        self.optimizer.zero_grad(set_to_none=True)
-        if precision.scaler is not None:
-            precision.scaler.scale(losses["loss"]).backward()
-            precision.scaler.step(self.optimizer)  # skips the step (and lowers the scale) on inf gradients
-            precision.scaler.update()
-        else:
-            losses["loss"].backward()
-            if s.check_finite and not gradients_finite(parameters):  # all-reduced: the same on every rank
-                self._stop(iteration, epoch, step, per_epoch, losses, batch, True, gradient=True)
-            self.optimizer.step()
-        return names, values, lr
+        return losses
 
-    def _stop(self, iteration, epoch, step, per_epoch, losses, batch, local_bad, gradient) -> None:
-        """Raise NonFiniteError on every rank, naming the iteration, the terms and the images."""
-        values = {k: float(v.detach().float()) for k, v in losses.items()}
-        mine = {"ids": list(self.batch_ids(batch)), "terms": nonfinite_terms(losses), "values": values,
-                "bad": local_bad}
+    def _stop(self, iteration, epoch, step, per_epoch, names, micro, gradient) -> None:
+        """Raise NonFiniteError on every rank, naming the iteration, the terms and the images.
+
+        ``micro``: (host batch, loss-term values) of each micro-batch of the step; the images named are
+        those of the micro-batches with a non-finite term (all of the step's for a gradient)."""
+        reports_of = []
+        for _, values in micro:
+            terms = dict(zip(names, values.tolist(), strict=True))
+            bad = [name for name, value in terms.items() if not math.isfinite(value)]
+            reports_of.append((terms, sorted(bad, key=lambda name: name == "loss")))
+        bad_micro = [i for i, (_, bad) in enumerate(reports_of) if bad]
+        shown = bad_micro or list(range(len(micro)))
+        mine = {"ids": [i for m in shown for i in self.batch_ids(micro[m][0])],
+                "terms": sorted({t for m in shown for t in reports_of[m][1]}, key=lambda name: name == "loss"),
+                "values": reports_of[shown[0]][0], "bad": bool(bad_micro)}
         reports = distributed.all_gather_object(mine)
         where = f"iteration {iteration} (epoch {epoch + 1}, step {step + 1} of {per_epoch})"
         if gradient:
             params = nonfinite_gradients(self.model.named_parameters())
             ids = [i for r in reports for i in r["ids"]]
             what = (f"non-finite gradient at {where} in {', '.join(params)}; the loss terms were finite "
-                    f"({format_losses(values)}); images {ids}")
+                    f"({format_losses(mine['values'])}); images {ids}")
         else:
             bad = [(rank, r) for rank, r in enumerate(reports) if r["bad"]]
             parts = []
@@ -386,16 +447,17 @@ class Trainer:
             "scaler": precision.scaler.state_dict() if precision.scaler is not None else None,
             "iteration": done, "epoch": done // per_epoch, "step": done % per_epoch,
             "iterations_per_epoch": per_epoch, "world_size": self.ctx.world_size, "batch_size": s.batch_size,
+            "accumulate_steps": s.accumulate_steps,
             "rng": rngs, "config": self.config, "seconds": seconds,
         }
         self.last_saved = checkpoint.save_checkpoint(self.checkpoints, done, payload, s.keep_checkpoints)
         faults.reached("checkpoint", self.last_saved)
 
 
-def _to_device(batch: dict, device: torch.device, channels_last: bool) -> dict:
+def _to_device(batch: dict, device: torch.device, channels_last: bool, host_keys: frozenset[str] = frozenset()) -> dict:
     moved = {}
     for key, value in batch.items():
-        if torch.is_tensor(value):
+        if torch.is_tensor(value) and key not in host_keys:
             value = value.to(device, non_blocking=device.type == "cuda")
             if channels_last and value.dim() == 4 and value.is_floating_point():
                 value = value.contiguous(memory_format=torch.channels_last)

@@ -65,10 +65,21 @@ def roi_align_separable(features: torch.Tensor, rois: torch.Tensor, output_size:
     rois = rois.float()
     boxes = rois[:, 1:] * spatial_scale
     with torch.autocast(features.device.type, enabled=False):
-        rows = axis_weights(boxes[:, 1], boxes[:, 3], pooled_h, height, sampling_ratio)  # (K, PH, H)
-        cols = axis_weights(boxes[:, 0], boxes[:, 2], pooled_w, width, sampling_ratio)  # (K, PW, W)
-        per_box = features.float().index_select(0, rois[:, 0].long())  # (K, C, H, W)
-        return rows[:, None] @ per_box @ cols.transpose(1, 2)[:, None]
+        # The weights are built where the RoIs are: RoIs on the host (the trainer keeps view boxes there)
+        # give small matrices copied to the device without waiting for it (axis_weights reads a maximum).
+        rows = _on(axis_weights(boxes[:, 1], boxes[:, 3], pooled_h, height, sampling_ratio), features.device)
+        cols = _on(axis_weights(boxes[:, 0], boxes[:, 2], pooled_w, width, sampling_ratio), features.device)
+        per_box = features.float().index_select(0, _on(rois[:, 0].long(), features.device))  # (K, C, H, W)
+        return rows[:, None] @ per_box @ cols.transpose(1, 2)[:, None]  # (K, PH, H) (K, C, H, W) (K, W, PW)
+
+
+def _on(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``tensor`` on ``device``; a host tensor goes to a GPU through pinned memory, asynchronously."""
+    if tensor.device == device:
+        return tensor
+    if device.type == "cuda" and tensor.device.type == "cpu":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
 
 
 def cut_global_map(

@@ -64,6 +64,7 @@ def train(config: Config, run_dir: str | Path, resume: bool = False, progress: b
         batch_ids=lambda batch: [samples[i].image_id for i in batch["index"].tolist()],
         resume=plan == "resume",
         on_log=watch,
+        host_keys=("boxes",),  # slice bounds of the views: read on the host, no device sync per step
     )
     result = trainer.fit()
     warnings = [monitor.warning] if monitor.warning else []
