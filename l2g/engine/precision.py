@@ -7,14 +7,55 @@ checkpoints). Weights, gradients and the optimiser stay in float32.
 
 ``channels_last``: ``auto`` = on when AMP runs on CUDA (tensor-core convolutions prefer NHWC), else off
 (on CPUs it changes the convolution kernels and thus the last bits of results).
+
+bf16 on a CPU is fast only with native bf16 instructions (x86: AVX512-BF16 or AMX-BF16; Arm: the BF16
+extension). Elsewhere (e.g. an AVX2-only AMD EPYC, measured: a bf16 matmul ~50x slower than fp32) torch
+emulates it: :func:`cpu_bf16_support` tells, and turning AMP on for such a CPU warns.
 """
 
 from __future__ import annotations
 
 import contextlib
+import platform
+import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+
+# /proc/cpuinfo flags (x86) / features (Arm) of native bf16 arithmetic
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
+
+
+class SlowPrecisionWarning(UserWarning):
+    """Mixed precision was asked for where it runs emulated, i.e. slower than float32."""
+
+
+def _cpu_flags() -> set[str]:
+    """The CPU's feature flags as the kernel lists them (x86 ``flags``, Arm ``Features``); empty elsewhere."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    flags: set[str] = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):
+            flags.update(value.split())
+    return flags
+
+
+def cpu_bf16_support() -> tuple[bool, str]:
+    """(native bf16 arithmetic on this CPU?, how it was told): torch's own CPU probes where it has them
+    (``torch.cpu._is_avx512_bf16_supported``, ``_is_amx_tile_supported``), else the kernel's CPU flags."""
+    probes = [(name, getattr(torch.cpu, f"_is_{name}_supported", None)) for name in ("avx512_bf16", "amx_tile")]
+    found = [name for name, probe in probes if probe is not None and probe()]
+    found += sorted(flag for flag in _cpu_flags() & set(NATIVE_BF16_FLAGS) if flag not in found)
+    capability = torch.backends.cpu.get_cpu_capability()
+    if found:
+        return True, f"native bf16 ({', '.join(found)}; torch CPU capability {capability})"
+    return False, (f"no native bf16 instructions on this CPU ({platform.machine()}, torch CPU capability "
+                   f"{capability}, no avx512_bf16 / amx_bf16 / bf16 flag): bf16 is emulated, slower than float32")
 
 
 def switch(value: bool | str, auto: bool) -> bool:
@@ -45,6 +86,7 @@ class Precision:
 
 
 def resolve_precision(amp: bool | str, channels_last: bool | str, device: torch.device) -> Precision:
+    """What ``amp`` means on ``device``; on a CPU without native bf16, turning it on warns (it is a slowdown)."""
     enabled = switch(amp, device.type == "cuda")
     dtype, scaler = None, None
     if enabled:
@@ -52,5 +94,10 @@ def resolve_precision(amp: bool | str, channels_last: bool | str, device: torch.
             dtype, scaler = torch.float16, torch.amp.GradScaler("cuda")
         else:
             dtype = torch.bfloat16
+        if device.type == "cpu":
+            native, how = cpu_bf16_support()
+            if not native:
+                warnings.warn(f"amp is on, but {how}; set amp: off (and cams.amp: off) unless "
+                              "you want bf16's results", SlowPrecisionWarning, stacklevel=2)
     layout = switch(channels_last, enabled and device.type == "cuda")
     return Precision(enabled, dtype, scaler, layout, device.type)
