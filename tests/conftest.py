@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,14 @@ import torch
 from l2g.data.synth import SynthSpec, write_dataset
 
 TINY_SPEC = SynthSpec(num_classes=3, train=8, val=4, min_side=40, max_side=56)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def decode_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The decode-check cache (l2g.data.file_checks) of the session: never the user's ~/.cache."""
+    folder = tmp_path_factory.mktemp("l2g-cache")
+    os.environ["L2G_CACHE_DIR"] = str(folder)
+    return folder
 
 
 @pytest.fixture(scope="session")

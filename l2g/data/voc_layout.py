@@ -37,6 +37,9 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from l2g.data import file_checks
 from l2g.data.errors import DatasetError, DatasetWarning
 from l2g.data.images import image_mode_problem, saliency_mode_problem
 from l2g.data.labels import (
@@ -56,8 +59,7 @@ from l2g.data.labels import (
     read_npy_labels,
     xml_labels,
 )
-from l2g.data.palette import load_mask
-from l2g.data.pil_open import PIL_ERRORS, decoded_info, decoded_size
+from l2g.data.pil_open import PIL_ERRORS, decoded_size
 
 __all__ = [
     "CHECK_MODES", "DatasetError", "DatasetWarning", "PIL_ERRORS", "Sample", "bad_mask_values", "class_names",
@@ -319,8 +321,9 @@ def load_split(
     module docstring) and resolves every path. All problems are collected and raised as one DatasetError
     (the first 20 listed, plus the total): an id without an image, an id without labels, a needed mask or
     saliency map that is missing. ``check_images="decode"`` also decodes every image, mask and saliency
-    map, and reports unreadable files, masks whose size differs from their image (when masks are needed)
-    and mask values outside 0..C and 255. A saliency map whose size differs from its image is only warned
+    map (in parallel threads, and only once per file version: :mod:`l2g.data.file_checks`), and reports
+    unreadable files, masks whose size differs from their image (when masks are needed) and mask values
+    outside 0..C and 255. A saliency map whose size differs from its image is only warned
     about (one DatasetWarning for the whole split): it is resized at load time by ``read_saliency``.
     """
     check_num_classes(num_classes)
@@ -347,7 +350,7 @@ def load_split(
         if image_path is not None:
             samples.append(Sample(image_id, image_path, table.labels.get(image_id, ()), mask_path, saliency_path))
 
-    resized = _decode_check(samples, num_classes, need_masks, problems) if check_images == "decode" else []
+    resized = _decode_check(samples, num_classes, need_masks, problems, root) if check_images == "decode" else []
     _raise_problems(root, split, problems)
     _warn_resized(resized)  # only for a split that loads: the error would list what matters first
     return samples
@@ -393,45 +396,55 @@ def _warn_resized(paths: list[Path]) -> None:
     )
 
 
-def _check_mask(path: Path, size: tuple[int, int], num_classes: int) -> str | None:
-    """What is wrong with one mask (unreadable, wrong size, bad values), or None."""
-    try:
-        mask = load_mask(path)
-    except (FileNotFoundError, ValueError) as error:
-        return str(error)
-    if mask.shape != size:
-        return f"{path}: mask is {mask.shape[0]}x{mask.shape[1]} (HxW) but its image is {size[0]}x{size[1]}"
-    bad = bad_mask_values(mask, num_classes)
-    return str(mask_value_error(path, bad, num_classes)) if bad else None
-
-
 def _decode_check(
-    samples: list[Sample], num_classes: int, need_masks: bool, problems: list[str]
+    samples: list[Sample], num_classes: int, need_masks: bool, problems: list[str], root: Path | None = None
 ) -> list[Path]:
-    """Decode every file of every sample, appending problems; returns saliency maps of another size."""
+    """Decode every file of every sample (in parallel, or read what an earlier check found about the same
+    file version: :mod:`l2g.data.file_checks`), appending problems; returns saliency maps of another size."""
+    cache = file_checks.DecodeCache(root or Path("."))
+    jobs = []
+    for sample in samples:
+        jobs.append((sample.image_path, lambda p: file_checks.image_facts(p, "image")))
+        if need_masks and sample.mask_path is not None:
+            jobs.append((sample.mask_path, lambda p: file_checks.mask_facts(p)))
+        if sample.saliency_path is not None:
+            jobs.append((sample.saliency_path, lambda p: file_checks.image_facts(p, "saliency map")))
+    facts = cache.facts(jobs)
+    cache.save()
     resized = []
     for sample in samples:
-        size = _decoded(sample.image_path, "image", image_mode_problem, problems)
+        size = _decoded(sample.image_path, facts[sample.image_path], image_mode_problem, problems)
         if need_masks and sample.mask_path is not None and size is not None:
-            problem = _check_mask(sample.mask_path, size, num_classes)
+            problem = _mask_problem(sample.mask_path, facts[sample.mask_path], size, num_classes)
             if problem:
                 problems.append(problem)
         if sample.saliency_path is not None:
-            saliency_size = _decoded(sample.saliency_path, "saliency map", saliency_mode_problem, problems)
+            saliency_size = _decoded(sample.saliency_path, facts[sample.saliency_path], saliency_mode_problem,
+                                     problems)
             if size is not None and saliency_size is not None and saliency_size != size:
                 resized.append(sample.saliency_path)
     return resized
 
 
-def _decoded(path: Path, what: str, mode_problem, problems: list[str]) -> tuple[int, int] | None:
+def _mask_problem(path: Path, facts: dict, size: tuple[int, int], num_classes: int) -> str | None:
+    """What is wrong with one mask (unreadable, wrong size, bad values), or None."""
+    if "error" in facts:
+        return facts["error"]
+    if tuple(facts["size"]) != size:
+        height, width = facts["size"]
+        return f"{path}: mask is {height}x{width} (HxW) but its image is {size[0]}x{size[1]}"
+    bad = bad_mask_values(np.asarray(facts["values"], dtype=np.int64), num_classes)
+    return str(mask_value_error(path, bad, num_classes)) if bad else None
+
+
+def _decoded(path: Path, facts: dict, mode_problem, problems: list[str]) -> tuple[int, int] | None:
     """(H, W) of a file that decodes in a usable mode; None (and a problem) otherwise."""
-    try:
-        height, width, mode = decoded_info(path, what)
-    except DatasetError as error:
-        problems.append(str(error))
+    if "error" in facts:
+        problems.append(facts["error"])
         return None
-    problem = mode_problem(path, mode)
+    problem = mode_problem(path, facts["mode"])
     if problem:
         problems.append(problem)
         return None
+    height, width = facts["size"]
     return height, width
