@@ -88,7 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="data/synth", help="dataset root to write (default: data/synth)")
     p.add_argument("--train", type=int, default=360, help="number of training images (default: 360)")
     p.add_argument("--val", type=int, default=60, help="number of validation images (default: 60)")
-    p.add_argument("--classes", type=int, default=6, help="number of foreground classes (default: 6, max 8)")
+    p.add_argument("--classes", type=int, help="number of foreground classes (default: 6; voc variant: 20)")
+    p.add_argument("--variant", choices=("default", "voc"), default="default",
+                   help="default: 112-160 px images, the demo's dataset; voc: VOC-sized (500 px long side, 20 "
+                        "classes with VOC 2012's class frequencies and label counts), for measuring cost at scale")
     p.add_argument("--seed", type=int, default=0)
     add_quiet(p)
 
@@ -200,9 +203,16 @@ def _dispatch(args: argparse.Namespace) -> int:
         return int(handler(args))
     progress = not getattr(args, "quiet", False)
     if args.command == "synth":
-        from l2g.data.synth import SynthSpec, write_dataset
+        import dataclasses
 
-        spec = SynthSpec(num_classes=args.classes, train=args.train, val=args.val, seed=args.seed)
+        from l2g.data.synth import SynthSpec, voc_sized_spec, write_dataset
+
+        if args.variant == "voc":
+            spec = voc_sized_spec(args.train, args.val, args.seed)
+            if args.classes is not None and args.classes != spec.num_classes:
+                spec = dataclasses.replace(spec, num_classes=args.classes, class_weights=None)
+        else:
+            spec = SynthSpec(num_classes=args.classes or 6, train=args.train, val=args.val, seed=args.seed)
         print(write_dataset(args.out, spec, progress=progress))
         return 0
     if args.command == "demo":

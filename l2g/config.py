@@ -58,7 +58,7 @@ class DataConfig:
     jitter: tuple[float, float, float, float] = (0.3, 0.3, 0.3, 0.1)  # brightness, contrast, saturation, hue
     flip: bool = True
     workers: int = -1  # DataLoader worker processes; -1: automatic (GPU: up to 8 per process, CPU: 0)
-    check_images: str = "decode"  # "exists" or "decode": how hard to validate files before training
+    check_images: str = "decode"  # "exists" or "decode" (every file, in parallel, cached per file version)
     format: str = "voc"  # voc | coco | custom | synth: sets the defaults of image_dir and mask_dir
     image_dir: str | None = None  # None: the format's default (see DATA_FORMATS)
     # Where image-level labels come from: auto | cls_txt | csv | npy | xml | masks (l2g.data.labels).

@@ -10,6 +10,8 @@ What it models (the phenomenon the paper is about):
   view that misses the part still carries the label, so the body has to be learnt there.
 - distractors in the background: part-less blobs wearing a family's body texture.
 - multi-label images with PASCAL VOC's statistics (about 60% single-class, 30% two, 10% three).
+- a VOC-sized variant (:func:`voc_sized_spec`, ``l2g synth --variant voc``) for measuring cost at scale:
+  500 px long side, 20 classes with VOC 2012's class frequencies and label counts, any number of images.
 - a simulated class-agnostic saliency detector, imperfect on purpose: soft and jittered boundaries,
   objects missed, distractors detected, a few empty maps.
 
@@ -30,6 +32,11 @@ from l2g.data.palette import save_mask
 Rendered = tuple[np.ndarray, np.ndarray, np.ndarray, list[int], np.ndarray]
 PARTS_DIR = "parts"  # binary PNGs of the discriminative parts, for diagnostics only
 CLASS_NAMES = ("ant", "bee", "crab", "duck", "eel", "frog", "gnu", "hare")
+# PASCAL VOC 2012 trainval (classification): images per class, aeroplane .. tvmonitor (the published dataset
+# statistics, rounded); person is in about a third of the images. Mean labels per image: about 1.45.
+VOC_CLASS_IMAGES = (670, 552, 765, 508, 706, 421, 1161, 1080, 1119, 303, 538, 1286, 482, 526, 4087, 527, 325, 507,
+                    544, 575)
+VOC_LABEL_COUNTS = (0.65, 0.25, 0.07, 0.03)  # P(1, 2, 3, 4 classes): mean 1.48
 
 
 @dataclass
@@ -45,7 +52,51 @@ class SynthSpec:
     distractor_hit_rate: float = 0.35  # saliency fires on a distractor
     empty_rate: float = 0.04  # saliency map empty
     family_size: int = 2  # classes sharing one body texture
-    label_counts: tuple[float, float, float] = (0.6, 0.3, 0.1)  # P(1, 2, 3 classes), as in VOC
+    label_counts: tuple[float, ...] = (0.6, 0.3, 0.1)  # P(1, 2, 3, ... classes), as in VOC
+    # None: every class equally likely; else one weight per class (e.g. VOC_CLASS_IMAGES)
+    class_weights: tuple[float, ...] | None = None
+    # None: height and width each drawn in [min_side, max_side]; else VOC-like: this long side, the short
+    # side drawn in [min_side, max_side], landscape with probability ``landscape``
+    long_side: int | None = None
+    landscape: float = 0.7
+
+
+def voc_sized_spec(train: int = 100, val: int = 20, seed: int = 0) -> SynthSpec:
+    """The VOC-sized variant: 500 px long side, short side 333-375 (VOC's common sizes), 20 classes drawn
+    with VOC 2012's class frequencies and label counts; everything else as the default generator."""
+    return SynthSpec(num_classes=20, train=train, val=val, min_side=333, max_side=375, seed=seed,
+                     label_counts=VOC_LABEL_COUNTS, class_weights=tuple(float(c) for c in VOC_CLASS_IMAGES),
+                     long_side=500)
+
+
+def class_names(spec: SynthSpec) -> list[str]:
+    """The generator's class names: its own eight, VOC's twenty for a 20-class dataset, else class0, ..."""
+    if spec.num_classes <= len(CLASS_NAMES):
+        return list(CLASS_NAMES[: spec.num_classes])
+    if spec.num_classes == 20:
+        from l2g.data.labels import VOC_CLASSES
+
+        return list(VOC_CLASSES)
+    return [f"class{c}" for c in range(spec.num_classes)]
+
+
+def _image_size(spec: SynthSpec, rng: np.random.Generator) -> tuple[int, int]:
+    if spec.long_side is None:
+        h, w = (int(v) for v in rng.integers(spec.min_side, spec.max_side + 1, 2))
+        return h, w
+    short = int(rng.integers(spec.min_side, spec.max_side + 1))
+    return (short, spec.long_side) if rng.random() < spec.landscape else (spec.long_side, short)
+
+
+def _draw_classes(spec: SynthSpec, rng: np.random.Generator) -> list[int]:
+    counts = list(range(1, len(spec.label_counts) + 1))
+    count = int(rng.choice(counts, p=list(spec.label_counts)))
+    if spec.class_weights is None:
+        return sorted(rng.choice(spec.num_classes, size=count, replace=False).tolist())
+    weights = np.asarray(spec.class_weights, dtype=np.float64)
+    if weights.shape != (spec.num_classes,) or (weights < 0).any() or weights.sum() <= 0:
+        raise ValueError(f"class_weights: expected {spec.num_classes} non-negative weights, got {spec.class_weights}")
+    return sorted(rng.choice(spec.num_classes, size=count, replace=False, p=weights / weights.sum()).tolist())
 
 
 def family_texture(family: int, families: int) -> tuple[float, float]:
@@ -96,7 +147,7 @@ def _background(h: int, w: int, rng) -> np.ndarray:
 def render(spec: SynthSpec, rng: np.random.Generator) -> Rendered:
     """One sample: RGB uint8 image, uint8 label mask, uint8 saliency map, sorted 0-based classes, and a
     boolean map of the visible discriminative parts (for diagnostics: where does a CAM look?)."""
-    h, w = (int(v) for v in rng.integers(spec.min_side, spec.max_side + 1, 2))
+    h, w = _image_size(spec, rng)
     image = _background(h, w, rng)
     mask = np.zeros((h, w), np.uint8)
     parts = np.zeros((h, w), bool)
@@ -112,8 +163,7 @@ def render(spec: SynthSpec, rng: np.random.Generator) -> Rendered:
         image[blob] = _stripes(h, w, hue + rng.normal(0, 0.03), angle + rng.normal(0, 0.15), rng)[blob]
         if rng.random() < spec.distractor_hit_rate:
             salient[blob] = 1.0
-    count = int(rng.choice([1, 2, 3], p=list(spec.label_counts)))
-    classes = sorted(rng.choice(spec.num_classes, size=count, replace=False).tolist())
+    classes = _draw_classes(spec, rng)
     for c in rng.permutation(classes):
         style = class_style(int(c), spec.num_classes, spec.family_size)
         ry = side * rng.uniform(0.18, 0.30)
@@ -160,12 +210,13 @@ def write_dataset(root: str | Path, spec: SynthSpec | None = None, progress: boo
     from tqdm import tqdm
 
     spec = spec or SynthSpec()
-    if spec.num_classes > len(CLASS_NAMES):
-        raise ValueError(f"the generator has {len(CLASS_NAMES)} class styles, asked for {spec.num_classes}")
+    if len(spec.label_counts) > spec.num_classes:
+        raise ValueError(f"label_counts allows {len(spec.label_counts)} classes per image, the dataset has "
+                         f"{spec.num_classes}")
     root = Path(root)
     for folder in ("JPEGImages", "SegmentationClassAug", "saliency", PARTS_DIR, "ImageSets/Segmentation"):
         (root / folder).mkdir(parents=True, exist_ok=True)
-    (root / "classes.txt").write_text("\n".join(CLASS_NAMES[: spec.num_classes]) + "\n")
+    (root / "classes.txt").write_text("\n".join(class_names(spec)) + "\n")
     rng = np.random.default_rng(spec.seed)
     for split, count in (("train", spec.train), ("val", spec.val)):
         ids, lines = [], []
