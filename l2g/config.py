@@ -147,7 +147,7 @@ class EvalConfig:
     thresholds: tuple[float, ...] = ()  # empty: 0.05..0.60 step 0.01
     threshold: float | None = None  # pseudo masks: None = best threshold of the sweep
     workers: int = 0  # workers reading and scoring images in the sweep; 0 = one per CPU core (at most 8)
-    parallel: str = "processes"  # how the sweep's workers run: "processes" or "threads"
+    parallel: str = "auto"  # sweep workers: processes (forked, Linux), threads, auto (processes from 64 images)
 
 
 SEG_ARCHS = ("deeplab_small", "deeplab_v1_vgg16", "deeplab_v2_resnet101", "deeplabv3_resnet101")
@@ -277,7 +277,7 @@ class Config:
         _choice("cams.resize", self.cams.resize, ("pil_bicubic", "tensor_bilinear"))
         _choice("cams.format", self.cams.format, ("npz", "dict"))
         _choice("cams.dtype", self.cams.dtype, ("float16", "float32"))
-        _choice("eval.parallel", self.eval.parallel, ("processes", "threads"))
+        _choice("eval.parallel", self.eval.parallel, ("auto", "processes", "threads"))
         _choice("data.check_images", self.data.check_images, ("exists", "decode"))
         _choice("data.format", self.data.format, tuple(DATA_FORMATS))
         _choice("data.labels", self.data.labels, LABEL_SOURCES)

@@ -1,4 +1,5 @@
-"""``l2g eval-cams`` scores images on several threads: the result must not depend on how many."""
+"""``l2g eval-cams`` scores images on several workers (threads or forked processes): the result must not depend
+on how many, of which kind, or the chunking."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 
 from l2g.config import ConfigError, load_config
 from l2g.data.images import read_mask
+from l2g.stages import eval_cams
 from l2g.stages.common import split_samples
 from l2g.stages.eval_cams import evaluate_cams, sweep_workers
 
@@ -30,25 +32,40 @@ def cams(tiny_root: Path, tmp_path: Path):
     return config, folder
 
 
-def test_threads_give_the_single_thread_result(cams, tmp_path):
+@pytest.mark.parametrize("parallel", ["threads", "processes", "auto"])
+def test_workers_give_the_single_worker_result(cams, tmp_path, monkeypatch, parallel):
     config, folder = cams
     config.eval.workers = 1
     one = evaluate_cams(config, folder, tmp_path / "one.json", progress=False)
-    config.eval.workers = 3
+    monkeypatch.setattr(eval_cams, "MIN_PROCESS_IMAGES", 4)  # auto forks from 4 images here (8 in the split)
+    monkeypatch.setattr(eval_cams, "MAX_CHUNK", 3)  # several chunks per worker
+    used = []
+    real = eval_cams._executor
+    monkeypatch.setattr(eval_cams, "_executor", lambda *a: used.append(real(*a)) or used[-1])
+    config.eval.workers, config.eval.parallel = 3, parallel
     three = evaluate_cams(config, folder, tmp_path / "three.json", progress=False)
+    assert type(used[0]).__name__ == ("ThreadPoolExecutor" if parallel == "threads" else "ProcessPoolExecutor")
     assert one == three
     assert one["images"] == 8 and len(one["miou"]) == 5
     assert (tmp_path / "one.json").read_text() == (tmp_path / "three.json").read_text()
 
 
-def test_a_missing_map_is_reported_from_a_worker_thread(cams, tmp_path):
+def test_chunks_cover_every_image_once():
+    items = list(range(103))
+    parts = eval_cams.chunks(items, 4)
+    assert sum(parts, []) == items and max(len(p) for p in parts) <= eval_cams.MAX_CHUNK
+    assert len(parts) >= 4
+
+
+@pytest.mark.parametrize("parallel", ["threads", "processes"])
+def test_a_missing_map_is_reported_from_a_worker(cams, tmp_path, parallel):
     config, folder = cams
     broken = tmp_path / "broken"
     shutil.copytree(folder, broken)
     victim = sorted(broken.glob("*.npy"))[5]
     victim.unlink()
-    config.eval.workers = 4
-    with pytest.raises(FileNotFoundError, match=victim.name):
+    config.eval.workers, config.eval.parallel = 4, parallel
+    with pytest.raises(FileNotFoundError, match=victim.stem):
         evaluate_cams(config, broken, tmp_path / "x.json", progress=False)
 
 

@@ -12,6 +12,7 @@ anything is called.
 from __future__ import annotations
 
 import pickle
+import zipfile
 from pathlib import Path
 from typing import IO
 
@@ -29,7 +30,7 @@ NUMPY_PICKLE_GLOBALS = frozenset({
 
 # What a malformed or hostile payload can raise while being read (besides UnpicklingError).
 READ_ERRORS = (OSError, ValueError, EOFError, pickle.UnpicklingError, AttributeError, TypeError, IndexError,
-               KeyError, ImportError, MemoryError)
+               KeyError, ImportError, MemoryError, zipfile.BadZipFile)
 
 
 class NumpyOnlyUnpickler(pickle.Unpickler):

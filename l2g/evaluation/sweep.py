@@ -4,7 +4,8 @@ A pseudo label at background threshold ``t`` is the argmax over ``[t, map_1, ...
 means background (0), index k means ``labels[k - 1]``. Because argmax returns the first maximum,
 background wins ties, so a pixel takes its best class only when that class's score is strictly
 greater than ``t``. The comparison is done in the maps' floating dtype (``t`` is cast to it), so a
-float32 score equal to ``float32(t)`` is a tie.
+float32 score equal to ``float32(t)`` is a tie; float16 maps (l2g's stored maps) are compared in float32,
+where their values are exact (in float16, 0.3 itself would round up to 0.30005 and swallow that value).
 
 :class:`ThresholdSweep` evaluates many thresholds in one pass over each image: the best score and
 class per pixel are computed once, each pixel is binned by how many thresholds its score beats, and
@@ -36,11 +37,17 @@ def default_thresholds(start: float = 0.05, stop: float = 0.60, step: float = 0.
 
 
 def _as_float_maps(maps: np.ndarray) -> np.ndarray:
-    """Return maps as a floating array (non-float input becomes float64), rejecting NaN."""
+    """Return maps as a floating array (non-float input becomes float64), rejecting NaN. float16 maps stay
+    float16 (the sweep widens only the per-pixel best score; see :func:`_comparison_dtype`)."""
     maps = np.asarray(maps)
     if not np.issubdtype(maps.dtype, np.floating):
         maps = maps.astype(np.float64)
-    if maps.size and np.isnan(maps.min()):  # min propagates NaN: one pass, no boolean copy
+    if not maps.size:
+        return maps
+    if maps.dtype == np.float16:  # numpy reduces float16 element by element: test the bit patterns instead
+        if (np.ascontiguousarray(maps).view(np.uint16) & np.uint16(0x7FFF)).max() > 0x7C00:
+            raise ValueError("maps contain NaN")
+    elif np.isnan(maps.min()):  # min propagates NaN: one pass, no boolean copy
         raise ValueError("maps contain NaN")
     return maps
 
@@ -62,6 +69,11 @@ def _check_labels(labels: np.ndarray, upper: int) -> None:
         raise ValueError(f"label value {labels[bad][0]} is outside [1, {upper})")
 
 
+def _comparison_dtype(dtype: np.dtype) -> np.dtype:
+    """The dtype thresholds are compared in: the maps' own, float32 for float16 maps."""
+    return np.dtype(np.float32) if dtype == np.float16 else dtype
+
+
 def pseudo_label(maps: np.ndarray, labels: np.ndarray, threshold: float) -> np.ndarray:
     """Return the (H, W) uint8 pseudo mask: argmax over [threshold, maps...], background on ties.
 
@@ -74,10 +86,35 @@ def pseudo_label(maps: np.ndarray, labels: np.ndarray, threshold: float) -> np.n
     _check_labels(labels, 256)
     if maps.shape[0] == 0:
         return np.zeros(maps.shape[1:], dtype=np.uint8)
+    maps = maps.astype(_comparison_dtype(maps.dtype), copy=False)
     background = np.full((1, *maps.shape[1:]), threshold, dtype=maps.dtype)
     index = np.argmax(np.concatenate([background, maps], axis=0), axis=0)
     lookup = np.concatenate([[0], labels]).astype(np.uint8)
     return lookup[index]
+
+
+# The values of the non-negative finite float16 bit patterns 0x0000..0x7bff, in increasing order.
+_FLOAT16_VALUES = np.arange(0x7C00, dtype=np.uint16).view(np.float16).astype(np.float32)
+_NEGATIVE_ZERO = 0x8000
+
+
+def _float16_keys(flat: np.ndarray, thresholds: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Integer keys that order like the float16 values, and the thresholds in key units, or (None, None).
+
+    Non-negative float16 numbers order like their bit patterns, so the sweep's maxima and comparisons can
+    run on uint16 (SIMD) instead of float16 (converted element by element: ~25x slower in numpy). -0.0 is
+    keyed as +0.0. A threshold t becomes the largest pattern whose value is <= float32(t) (value > t <=> key
+    > that pattern; -1 when every value beats t), which keeps the float32 comparison of the module doc. Maps
+    with a negative, infinite or NaN value get (None, None) and take the float path.
+    """
+    bits = flat.view(np.uint16)
+    if bits.max() > _NEGATIVE_ZERO:  # a negative number, or a NaN with its sign bit set
+        return None, None
+    keys = np.minimum(bits, bits ^ np.uint16(_NEGATIVE_ZERO))  # -0.0 (0x8000) -> 0; others unchanged
+    if keys.max() >= 0x7C00:  # inf or NaN
+        return None, None
+    patterns = np.searchsorted(_FLOAT16_VALUES, thresholds.astype(np.float32), side="right") - 1
+    return keys, patterns.astype(np.int32)
 
 
 # Up to this many thresholds, counting the thresholds a score beats one comparison at a time is faster
@@ -119,6 +156,9 @@ class ThresholdSweep:
         if maps.shape[0] == 0:
             return np.zeros(size, dtype=np.intp), np.zeros(size, dtype=np.intp)
         flat = maps.reshape(maps.shape[0], -1)
+        keys, thresholds = _float16_keys(flat, self._sorted) if flat.dtype == np.float16 else (None, None)
+        if keys is not None:  # float16 maps: the same comparisons on their bit patterns, in integer arithmetic
+            flat = keys
         if flat.shape[0] == 1:  # one labelled class: it is the best everywhere
             best_score, best_class = flat[0], np.full(size, labels[0], dtype=np.intp)
         else:
@@ -130,13 +170,21 @@ class ThresholdSweep:
                 # k grows, so "slot = k where better" is a maximum (masked copies are ~50x slower in numpy).
                 np.maximum(slot, better.view(np.uint8) * slot.dtype.type(k), out=slot)
             best_class = labels.take(slot)
-        thresholds = self._sorted.astype(maps.dtype)  # compared in the maps' dtype (see module doc)
+        if thresholds is None:
+            # Compared in the maps' dtype (see module doc); the max above is exact in any dtype, so float16
+            # maps (with a negative or non-finite value: no integer keys) only need their best score widened.
+            compare = _comparison_dtype(maps.dtype)
+            best_score = best_score.astype(compare, copy=False)
+            thresholds = self._sorted.astype(compare)
         if thresholds.size > SEARCH_ABOVE:
             # side="left" counts thresholds strictly below the score, i.e. the ones it strictly beats.
             return np.searchsorted(thresholds, best_score, side="left"), best_class
         beaten = np.zeros(size, dtype=np.uint8)
-        for threshold in thresholds:
-            beaten += best_score > threshold
+        for threshold in thresholds.tolist():  # Python numbers: compared in the keys' or scores' own dtype
+            if threshold < 0:  # an integer key threshold below every pattern: beaten everywhere
+                beaten += 1
+            else:
+                beaten += best_score > threshold
         return beaten, best_class
 
     def update(self, maps: np.ndarray, labels: np.ndarray, gt: np.ndarray) -> None:

@@ -26,8 +26,8 @@ def score_chunk(jobs: Sequence[Job], cams_dir: str, num_classes: int, thresholds
     for image_id, mask_path in jobs:
         gt = read_mask(mask_path, num_classes)
         path = find_cams_file(cams_dir, image_id)
-        cams = read_cams_file(path)
-        maps = cams.maps if cams.classes.size else np.zeros((0, *gt.shape), np.float32)
+        cams = read_cams_file(path, widen=False)  # float16 maps are scored exactly without widening them
+        maps = cams.maps if cams.classes.size else np.zeros((0, *gt.shape), np.float32)  # dict files: no size
         if maps.shape[1:] != gt.shape:
             raise ValueError(f"{path}: maps {maps.shape[1:]} vs mask {gt.shape} ({Path(mask_path)})")
         sweep.update(maps, cams.mask_values, gt)

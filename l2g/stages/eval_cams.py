@@ -2,15 +2,22 @@
 
 Every threshold is scored from one read of each image's maps and mask (:class:`ThresholdSweep`). Images
 are read and scored in chunks by several workers at once (``eval.workers``, default one per core, at
-most 8), worker processes by default (``eval.parallel: processes``; ``threads`` keeps them in this
-process): each chunk fills its own sweep, and the chunks' integer counts are merged, so the result does
+most 8): each chunk fills its own sweep, and the chunks' integer counts are merged, so the result does
 not depend on the number of workers, their kind or the chunking.
+
+``eval.parallel``: ``processes`` (forked worker processes: every step of an image runs in parallel, numpy's
+histogram and the zip reader included, which hold the GIL), ``threads`` (decoding and most of numpy release
+the GIL, not all), or ``auto`` (default): processes on Linux for a split of at least MIN_PROCESS_IMAGES
+images, threads otherwise. Processes are forked, never spawned: a spawned child would re-import the
+caller's ``__main__`` (a script without a main guard, or ``python -m l2g`` itself), and the fork of this
+process costs milliseconds where a fresh interpreter that imports torch costs seconds.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from pathlib import Path
 
@@ -24,7 +31,7 @@ from l2g.stages.common import dataset_class_names, split_samples, write_json
 
 MAX_AUTO_WORKERS = 8
 MAX_CHUNK = 32  # images per task: large enough to amortise a task, small enough to balance the workers
-MIN_PROCESS_IMAGES = 64  # below this, starting processes costs more than it saves: one worker thread per core
+MIN_PROCESS_IMAGES = 64  # auto: below this, threads (forking workers costs more than it saves)
 
 
 def stack_maps(cams: dict[int, np.ndarray], shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -48,19 +55,20 @@ def chunks(items: list, workers: int) -> list[list]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
+def can_fork() -> bool:
+    """Forked workers are safe here: Linux (macOS frameworks are not fork-safe; Windows cannot fork)."""
+    return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
+
+
 def _executor(parallel: str, workers: int, images: int) -> Executor | None:
     """The pool the chunks run in; None: in this thread."""
     if workers == 1:
         return None
-    if parallel == "processes" and images >= MIN_PROCESS_IMAGES:
-        # forkserver: children fork from a clean server process (not from this one, whose torch threads
-        # a fork would copy mid-flight), with the torch-free worker module imported once.
-        if "forkserver" in multiprocessing.get_all_start_methods():
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(["l2g.evaluation.sweep_files"])
-        else:
-            context = multiprocessing.get_context("spawn")
-        return ProcessPoolExecutor(workers, mp_context=context)
+    if parallel == "processes" and not can_fork():
+        raise ValueError(f"eval.parallel=processes needs fork (Linux); on {sys.platform} use threads or auto")
+    if parallel == "processes" or (parallel == "auto" and can_fork() and images >= MIN_PROCESS_IMAGES):
+        # The children only read files and run numpy (no torch, whose threads a fork does not copy).
+        return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
     return ThreadPoolExecutor(workers)
 
 
