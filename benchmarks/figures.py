@@ -16,15 +16,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.reference import ReferenceL2GStep, reference_attention, reference_sweep, write_class_pngs
+from benchmarks.reference_nets import build_reference_net
 from benchmarks.timing import interleaved, median
 from l2g.compat.torchvision_ops import has_compiled_ops
 from l2g.config import Config
 from l2g.data.views import sample_view_boxes
-from l2g.method.cam import image_attention
+from l2g.engine.precision import cpu_bf16_support
+from l2g.method.cam import image_attention, scaled_inputs
 from l2g.method.methods import build_method
 from l2g.method.roi import roi_align_separable
 from l2g.optim import build_optimizer
@@ -37,6 +40,14 @@ def amp_dtype(device: torch.device) -> torch.dtype:
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
         return torch.float16
     return torch.bfloat16
+
+
+def amp_note(device: torch.device) -> str | None:
+    """Why AMP is not measured on ``device`` (a CPU without native bf16: emulated, minutes for a peak), or None."""
+    if device.type != "cpu":
+        return None
+    native, how = cpu_bf16_support()
+    return None if native else f"AMP rows and the bf16 matmul peak skipped: {how}"
 
 
 def _pretrained(module: nn.Module) -> list[nn.Parameter]:
@@ -68,19 +79,24 @@ def make_batch(config: Config, device: torch.device, seed: int = 0) -> dict:
 def training_throughput(config: Config, device: torch.device, repeats: int, warmup: int, amp: bool) -> dict:
     """Figure 1 (+ the FLOP count of figure 4): one optimiser step of our L2G method vs the reference.
 
-    Both start from the same weights; before timing, their losses on the same batch are compared.
-    Timed: ours fp32, the reference fp32 (the release trains in fp32) and, with ``amp``, ours under
-    ``torch.autocast`` around the library's per-batch loss (bf16, or fp16 with a gradient scaler).
+    Both start from the same weights (the reference's own networks, :mod:`benchmarks.reference_nets`, load
+    ours); before timing, their losses on the same batch are compared with every network in eval mode
+    (no dropout, BatchNorm's statistics: a deterministic comparison of the computation). Timed: ours fp32,
+    the reference fp32 (the release trains in fp32) and, with ``amp``, ours under ``torch.autocast``
+    around the library's per-batch loss (bf16, or fp16 with a gradient scaler).
     """
     torch.manual_seed(config.seed)
     method = build_method(config).to(device).train()
     ours_optimizer = build_optimizer(method, _pretrained(method), config.optim)
+    classes = config.data.num_classes
 
     def reference_step(roi_align=None) -> ReferenceL2GStep:
-        nets = nn.ModuleDict({"local": copy.deepcopy(method.local), "global": copy.deepcopy(method.global_net)})
-        optimizer = build_optimizer(nets.train(), _pretrained(nets), config.optim)
-        return ReferenceL2GStep(nets["local"], nets["global"], optimizer, config.method.lam, config.shape_threshold,
-                                roi_align)
+        local = build_reference_net(config.model, classes, method.local.state_dict()).to(device)
+        glob = build_reference_net(config.model, classes, method.global_net.state_dict()).to(device)
+        nets = nn.ModuleDict({"local": local, "global": glob}).train()
+        # the same parameter groups as ours: every parameter is new (random init), x10 / x20
+        optimizer = build_optimizer(nets, [], config.optim)
+        return ReferenceL2GStep(local, glob, optimizer, config.method.lam, config.shape_threshold, roi_align)
 
     def separable(features, rois, size, scale, ratio, aligned):
         return roi_align_separable(features, rois, size, scale, ratio)
@@ -90,9 +106,15 @@ def training_throughput(config: Config, device: torch.device, repeats: int, warm
     batch = make_batch(config, device, config.seed)
     args = (batch["image"], batch["labels"], batch["boxes"], batch["saliency"])
 
+    modules = (method, reference.local_net, reference.global_net, reference_l2g_roi.local_net,
+               reference_l2g_roi.global_net)
+    for module in modules:
+        module.eval()
     ours_loss = float(method.losses(batch)["loss"].detach())
     reference_loss = float(reference.loss(*args).detach())
     reference_l2g_roi_loss = float(reference_l2g_roi.loss(*args).detach())
+    for module in modules:
+        module.train()
 
     dtype = amp_dtype(device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp and dtype == torch.float16)
@@ -124,7 +146,7 @@ def training_throughput(config: Config, device: torch.device, repeats: int, warm
     result = {
         "batch": images, "views_per_image": int(batch["boxes"].shape[1]),
         "global_size": config.data.global_size, "patch_size": config.views.patch_size,
-        "backbone": config.model.backbone,
+        "backbone": config.model.backbone, "pcm": config.model.pcm,
         "loss_ours": ours_loss, "loss_reference": reference_loss,
         "loss_abs_diff": max(abs(ours_loss - reference_loss), abs(ours_loss - reference_l2g_roi_loss)),
         "torchvision_compiled_ops": has_compiled_ops(),
@@ -137,15 +159,18 @@ def training_throughput(config: Config, device: torch.device, repeats: int, warm
     return result
 
 
-def synthetic_images(sizes: list[tuple[int, int]], num_classes: int, device: torch.device,
-                     seed: int = 0) -> list[tuple[torch.Tensor, tuple[int, ...]]]:
-    """Random normalised images of the given (H, W) sizes with 1-3 labelled classes each."""
-    generator = torch.Generator().manual_seed(seed)
+def synthetic_images(sizes: list[tuple[int, int]], num_classes: int, seed: int = 0
+                     ) -> list[tuple[np.ndarray, tuple[int, ...]]]:
+    """Smooth random 8-bit RGB images of the given (H, W) sizes with 1-3 labelled classes each."""
+    rng = np.random.default_rng(seed)
     out = []
     for height, width in sizes:
-        count = int(torch.randint(1, 4, (1,), generator=generator))
-        labels = tuple(sorted(torch.randperm(num_classes, generator=generator)[:count].tolist()))
-        out.append((torch.randn(3, height, width, generator=generator).to(device), labels))
+        count = int(rng.integers(1, 4))
+        labels = tuple(sorted(rng.choice(num_classes, size=count, replace=False).tolist()))
+        low = rng.uniform(0, 255, (max(2, height // 16), max(2, width // 16), 3)).astype(np.uint8)
+        image = np.asarray(Image.fromarray(low).resize((width, height), Image.BICUBIC), dtype=np.float32)
+        image = np.clip(image + rng.normal(0, 8, image.shape), 0, 255).astype(np.uint8)
+        out.append((image, labels))
     return out
 
 
@@ -153,21 +178,29 @@ def inference_speed(config: Config, device: torch.device, sizes: list[tuple[int,
                     warmup: int, amp: bool = False) -> dict:
     """Figure 2: 8-pass multi-scale + flip attention maps of a few images, ours vs the release's way.
 
-    Both run the same network (raw scores, as the release); the largest difference between the two
-    sides' maps is recorded. With ``amp``, ours is also timed under ``torch.autocast`` (for information:
-    its maps differ from fp32 by the recorded amount).
+    Both start from the 8-bit image: ours builds the release's inputs (``cams.resize=pil_bicubic``, what
+    ``l2g cams``' loader workers do) and runs :func:`l2g.method.cam.image_attention`; the reference runs its
+    own network (:mod:`benchmarks.reference_nets`, our weights) the release's way. Raw scores, as the
+    release; the largest difference between the two sides' maps is recorded. With ``amp``, ours is also
+    timed under ``torch.autocast`` (for information: its maps differ from fp32 by the recorded amount).
     """
     torch.manual_seed(config.seed)
     net = build_method(config).inference_net().to(device).eval()
-    images = synthetic_images(sizes, config.data.num_classes, device, config.seed)
+    reference_net = build_reference_net(config.model, config.data.num_classes, net.state_dict()).to(device).eval()
+    images = synthetic_images(sizes, config.data.num_classes, config.seed)
     scales = tuple(config.cams.scales)
+    mean, std = config.data.mean, config.data.std
 
     def ours() -> list[dict]:
-        return [image_attention(net, image, labels, scales, flip=True, upsample=config.cams.upsample)
-                for image, labels in images]
+        out = []
+        for image, labels in images:
+            inputs = [x.to(device) for x in scaled_inputs(image, scales, mean, std, "pil_bicubic")]
+            out.append(image_attention(net, inputs, labels, scales, flip=True, upsample=config.cams.upsample,
+                                       size=image.shape[:2]))
+        return out
 
     def reference() -> list[dict]:
-        return [reference_attention(net, image, labels, scales, config.cams.upsample) for image, labels in images]
+        return [reference_attention(reference_net, image, labels, scales, device) for image, labels in images]
 
     def ours_amp() -> list[dict]:
         with torch.autocast(device.type, dtype=amp_dtype(device)):
@@ -179,7 +212,7 @@ def inference_speed(config: Config, device: torch.device, sizes: list[tuple[int,
     expected = reference()
     result = {
         "image_sizes": [list(s) for s in sizes], "scales": list(scales), "passes": 2 * len(scales),
-        "backbone": config.model.backbone, "max_abs_diff": difference(ours(), expected),
+        "backbone": config.model.backbone, "pcm": config.model.pcm, "max_abs_diff": difference(ours(), expected),
     }
     fns = {"ours": ours, "reference": reference}
     if amp:
@@ -205,9 +238,11 @@ def _fake_maps(mask: np.ndarray, labels: tuple[int, ...], rng: np.random.Generat
 def sweep_speed(config: Config, workdir: Path, thresholds: tuple[float, ...], repeats: int, warmup: int) -> dict:
     """Figure 3: the threshold sweep of ``l2g eval-cams`` vs the release's per-threshold PNG rereading.
 
-    Attention maps are written once beforehand in both formats (our ``.npy`` dicts, the release's one
-    PNG per class): writing belongs to the attention-map stage on both sides and is not timed.
+    Attention maps are written once beforehand in both formats (ours as ``l2g cams`` writes them, float16
+    ``.npz``; the release's one PNG per class): writing belongs to the attention-map stage on both sides and
+    is not timed. Ours is timed with its default workers (``eval.parallel: auto``) and on one worker.
     """
+    from l2g.data.cam_files import save_cams
     from l2g.data.images import read_mask
     from l2g.stages.common import split_samples
     from l2g.stages.eval_cams import evaluate_cams, sweep_workers
@@ -224,7 +259,7 @@ def sweep_speed(config: Config, workdir: Path, thresholds: tuple[float, ...], re
         mask = read_mask(sample.mask_path, config.data.num_classes)
         pixels += mask.size
         maps = _fake_maps(mask, sample.labels, rng)
-        np.save(cams_dir / f"{sample.image_id}.npy", maps, allow_pickle=True)
+        save_cams(cams_dir / f"{sample.image_id}.npz", maps, sync_folder=False)
         write_class_pngs(maps, png_dir, sample.image_id)
     items = [(s.image_id, s.mask_path, s.labels) for s in samples]
     num_classes = config.data.num_classes + 1
@@ -241,7 +276,7 @@ def sweep_speed(config: Config, workdir: Path, thresholds: tuple[float, ...], re
         "images": len(samples), "megapixels": pixels / 1e6, "thresholds": list(thresholds),
         "threads": sweep_workers(config.eval.workers, len(samples)),
         "miou_ours": ours_result["miou"], "miou_reference": reference_mious,
-        # The release's maps are 8-bit PNGs, ours float32: a small mIoU difference is quantisation.
+        # The release's maps are 8-bit PNGs, ours float16: a small mIoU difference is quantisation.
         "miou_max_abs_diff": max(abs(a - b) for a, b in zip(ours_result["miou"], reference_mious, strict=True)),
         **{f"{name}_seconds": samples for name, samples in times.items()},
         **{f"{name}_median_seconds": median(samples) for name, samples in times.items()},

@@ -29,7 +29,7 @@ import torch
 from benchmarks import figures
 from benchmarks.timing import matmul_peak, median
 from l2g.config import Config, ConfigError, load_config
-from l2g.data.synth import SynthSpec, write_dataset
+from l2g.data.synth import SynthSpec, voc_sized_spec, write_dataset
 from l2g.method.methods import build_method
 
 THRESHOLDS = (0.10, 0.15, 0.20, 0.25, 0.30)
@@ -68,7 +68,7 @@ SIZES = {
         network=[],  # the synthetic demo's network: small_cnn width 16, 6 classes
         train=[],  # the demo's training shapes: 112 px global views, N = 4 views of 80 px, batch 8
         inference_sizes=[(112, 160), (136, 128), (160, 144), (128, 120)],
-        sweep=SynthSpec(num_classes=6, train=100, val=1),
+        sweep=voc_sized_spec(train=100, val=1),  # VOC-sized maps and masks, 20 classes
         peak_size=2048, repeats=5,
         demo_data=SynthSpec(num_classes=6, train=48, val=8), demo_overrides=["optim.epochs=1"]),
     "paper": Size(
@@ -77,7 +77,7 @@ SIZES = {
         train=["data.resize_short=512", "data.global_size=448", "views.n=6", "views.patch_size=320",
                "optim.batch_size=3"],
         inference_sizes=[(375, 500), (500, 375)],
-        sweep=SynthSpec(num_classes=8, train=100, val=1, min_side=375, max_side=500),
+        sweep=voc_sized_spec(train=100, val=1),
         peak_size=2048, repeats=5,
         demo_data=SynthSpec(num_classes=6, train=48, val=8), demo_overrides=["optim.epochs=1"]),
 }
@@ -142,13 +142,17 @@ def run(args: argparse.Namespace) -> dict:
         raise SystemExit("benchmarks.run: --device cuda but torch sees no GPU")
     amp = args.amp == "on"
     config, note = network_config(size, device, args.overrides)
+    skipped = figures.amp_note(device) if amp else None
+    if skipped:
+        amp = False
     if any(item.startswith("threads=") for item in args.overrides) and config.threads > 0:
         torch.set_num_threads(config.threads)  # only when asked: the synth preset's threads=2 suits 2 cores only
     report: dict = {"settings": {"size": size_name, "device": str(device), "repeats": repeats,
                                  "warmup": args.warmup, "amp": amp, "demo": args.demo},
                     "machine": machine_info(device), "load_average_start": load_average(), "notes": []}
-    if note:
-        report["notes"].append(note)
+    for text in (note, skipped):
+        if text:
+            report["notes"].append(text)
     report["settings"]["backbone"] = config.model.backbone
 
     started = [time.perf_counter()]

@@ -38,3 +38,40 @@ def test_quick_benchmark_reports_every_figure(tmp_path, capsys):
     assert figures["4_5_demo"]["mode"].startswith("quick")
     printed = capsys.readouterr().out
     assert "| figure" in printed and "training step" in printed and str(out) in printed
+
+
+def test_quick_scale_benchmark_reports_both_axes(tmp_path, capsys):
+    from benchmarks.scale import STAGES
+    from benchmarks.scale import main as scale_main
+
+    out = tmp_path / "scale.json"
+    assert scale_main(["--quick", "--workdir", str(tmp_path / "work"), "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    axis = report["dataset_axis"]
+    assert [row["images"] for row in axis["rows"]] == [3, 6]
+    assert set(axis["exponents"]) == set(STAGES) and all(math.isfinite(v) for v in axis["exponents"].values())
+    for row in axis["rows"] + report["image_axis"]["rows"]:
+        assert all(row[stage]["seconds"] > 0 and row[stage]["peak_rss_bytes"] > 0 for stage in STAGES)
+        assert row["cams_bytes_per_image"] > 0 and row["pseudo_bytes_per_image"] > 0
+    assert 0 <= report["dataset_axis"]["rows"][0]["eval_cams"]["miou"] <= 1
+    assert report["train"]["iterations"] == 2
+    assert set(report["image_axis"]["pixel_exponents"]) == {"cams", "eval_cams", "pseudo"}
+    printed = capsys.readouterr().out
+    assert "growth exponent" in printed and "per-pixel exponent" in printed
+
+
+def test_gpu_check_runs_as_a_cpu_smoke_test(tmp_path, capsys):
+    """benchmarks/gpu_check.py is for the next lent GPU; here its code path runs small on the CPU (gloo DDP)."""
+    from benchmarks.gpu_check import main as gpu_main
+
+    out = tmp_path / "gpu.json"
+    assert gpu_main(["--smoke", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["smoke"] and set(report["training"]) == {"fp32", "bf16", "fp16"}
+    for result in report["training"].values():
+        assert result["finite"] and result["images_per_s"] > 0
+    assert report["ddp"]["backend"] == "gloo" and report["ddp"]["finite"]
+    assert report["ddp"]["max_abs_diff_vs_plain"] < 1e-5  # one process: DDP changes nothing
+    cams = report["cams"]
+    assert cams["scales 2.0"]["seconds"] > 0 and 0 < cams["scales 2.0 autocast"]["max_abs_diff_vs_fp32"] < 0.2
+    assert "DDP (gloo" in capsys.readouterr().out
