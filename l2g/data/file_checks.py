@@ -116,8 +116,9 @@ class DecodeCache:
             started = time.time_ns()
             threads = max(1, min(MAX_THREADS, os.cpu_count() or 1, len(todo)))
             show = progress if progress is not None else len(todo) >= PROGRESS_FROM
+            # a bar on a terminal only (disable=None: tqdm's own test), for a split worth one
             with ThreadPoolExecutor(threads) as pool, tqdm(total=len(todo), desc="decoding files", leave=False,
-                                                             disable=not show) as bar:
+                                                             disable=None if show else True) as bar:
                 for (path, _), facts in zip(todo, pool.map(lambda job: job[1](job[0]), todo), strict=True):
                     out[path] = facts
                     stamp = _stamp(path)
