@@ -279,7 +279,7 @@ def format_table(report: dict) -> str:
                  f"{sweep['ours_median_seconds']:.3f}", f"{sweep['reference_median_seconds']:.3f}",
                  f"{sweep['ratio']:.2f}x", f">= {sweep['target']:g}x", _met(sweep["ratio"], sweep["target"])))
     one = sweep["ours_one_thread_median_seconds"]
-    rows.append(("   (info) ours on one thread", f"{one:.3f}", f"{sweep['reference_median_seconds']:.3f}",
+    rows.append(("   (info) ours on one worker", f"{one:.3f}", f"{sweep['reference_median_seconds']:.3f}",
                  f"{sweep['reference_median_seconds'] / one:.2f}x", "", ""))
     rows.append(("4. training GFLOP/s / fp32 matmul peak", f"{flops['achieved_flops_per_s'] / 1e9:.1f}",
                  f"{flops['peak']['flops_per_s'] / 1e9:.1f} (peak)", f"{100 * flops['fraction']:.1f}%",
