@@ -213,6 +213,10 @@ class RuntimeConfig:
     deterministic: bool = False  # torch.use_deterministic_algorithms (bit-exact resume; slower on GPUs)
     check_finite: bool = True  # stop on a NaN/inf loss term or gradient
     find_unused_parameters: bool = False  # DistributedDataParallel option for models with unused branches
+    # TensorBoard events in <run>/tensorboard (pip install 'l2g[tensorboard]'): every logged scalar, the
+    # throughput and, for the classification stage, attention maps of a few training images per epoch.
+    tensorboard: bool = False
+    tensorboard_images: int = 4  # attention-map images per epoch (0: scalars only)
 
 
 @dataclass
@@ -291,6 +295,8 @@ class Config:
                            ("runtime.persistent_workers", self.runtime.persistent_workers)):
             if not isinstance(value, bool):
                 _choice(key, value, ("auto", "on", "off"))
+        if self.runtime.tensorboard_images < 0:
+            raise ConfigError("runtime.tensorboard_images must be >= 0")
         if self.runtime.checkpoint_every < 0 or self.runtime.keep_checkpoints < 1:
             raise ConfigError("runtime.checkpoint_every must be >= 0 and runtime.keep_checkpoints >= 1")
         if self.data.workers < -1:

@@ -147,7 +147,8 @@ class Trainer:
                  lr_schedule: Callable[[int, int, int], float] | None = None,
                  batch_ids: Callable[[dict], list[str]] | None = None, resume: bool = False,
                  on_epoch_start: Callable[[int], None] | None = None, collate_fn=None,
-                 on_log: Callable[[dict], None] | None = None) -> None:
+                 on_log: Callable[[dict], None] | None = None,
+                 on_epoch_end: Callable[[int], None] | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.config = config
         self.model = model
@@ -160,6 +161,7 @@ class Trainer:
         self.resume = resume
         self.on_epoch_start = on_epoch_start
         self.on_log = on_log  # rank 0 only, with each record written to the log
+        self.on_epoch_end = on_epoch_end  # every rank, after the epoch's last step and checkpoint
         self.collate_fn = collate_fn
         self.ctx = distributed.current()
         self.checkpoints = self.run_dir / CHECKPOINT_DIR
@@ -290,6 +292,8 @@ class Trainer:
                     done = iteration + 1
                     if step == per_epoch - 1 or (s.checkpoint_every and done % s.checkpoint_every == 0):
                         self._save(done, per_epoch, precision, seconds_before + time.time() - started)
+                if self.on_epoch_end is not None:
+                    self.on_epoch_end(epoch)
         finally:
             bar.close()
             if log is not None:
