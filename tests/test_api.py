@@ -155,6 +155,25 @@ def test_tensorboard_events_mirror_the_log(cls_run):
         assert [e.step for e in events.Images(tag)] == [1, 3]
 
 
+def test_tensorboard_curves_of_a_resumed_run_have_each_step_once(tiny_root, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    config = l2g.load_config("synth", tiny(tiny_root, **{"method.name": "cam", "log_every": 1, "optim.epochs": 2,
+                                                         "runtime.tensorboard": True, "runtime.tensorboard_images": 0}))
+    run = tmp_path / "run"
+    l2g.train(config, run, progress=False)
+    # as if killed after logging iterations 2 and 3 but before saving their checkpoint: the resumed run
+    # redoes them, and TensorBoard must show each step once (as train_log.jsonl does)
+    for name in ("checkpoints/step-00000004.pt", "checkpoints/final.pt", "train_metrics.json"):
+        (run / name).unlink()
+    l2g.train(config, run, resume=True, progress=False)
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    assert [e.step for e in events.Scalars("loss/loss")] == [0, 1, 2, 3]
+    assert events.Tags()["images"] == []  # runtime.tensorboard_images=0: scalars only
+
+
 def test_tensorboard_off_writes_nothing(seg_run):
     assert (seg_run / "train_log.jsonl").is_file()
     assert not (seg_run / "tensorboard").exists()

@@ -11,7 +11,7 @@ from PIL import Image
 
 from l2g.data.palette import save_mask
 from l2g.report.document import Cell, Document, Heading, Paragraph, Table
-from l2g.report.examples import choose_examples, image_miou
+from l2g.report.examples import candidates, choose_examples, image_miou
 from l2g.report.formatting import best_entry, format_percent, safe_filename
 from l2g.report.html_report import MethodResult, ReportSample, maps_file, write_report
 from l2g.report.plots import read_train_log
@@ -223,6 +223,7 @@ def test_choose_examples_covers_classes_then_the_hardest():
     unscored = choose_examples(items, lambda t: t[1], lambda t: t[0], 4)
     assert [e.item[0] for e in unscored] == ["a", "d", "e", "g"]
     assert choose_examples(items, lambda t: t[1], lambda t: t[0], 0) == []
+    assert candidates(list(range(10)), 4) == [0, 2, 5, 7] and candidates([1, 2], 4) == [1, 2]
 
 
 def test_image_miou():

@@ -335,7 +335,7 @@ def test_run_refuses_an_unknown_stage(tmp_path, capsys):
 
 
 def test_help_of_the_new_commands(capsys):
-    for argv in (["seg", "train", "--help"], ["predict", "--help"], ["run", "--help"]):
+    for argv in (["seg", "train", "--help"], ["predict", "--help"], ["run", "--help"], ["export-voc", "--help"]):
         with pytest.raises(SystemExit) as exit_info:
             run_cli(capsys, *argv)
         assert exit_info.value.code == 0

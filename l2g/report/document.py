@@ -67,11 +67,12 @@ def _cell(value: str | Cell) -> Cell:
 @dataclass
 class Table:
     """Headers, rows of cells and an optional caption. The first column holds names (left-aligned),
-    the others values (right-aligned)."""
+    the others values: right-aligned numbers, or left-aligned text with ``text=True``."""
 
     headers: list[str]
     rows: list[list[str | Cell]]
     caption: str | None = None
+    text: bool = False
 
     def __post_init__(self) -> None:
         for number, row in enumerate(self.rows):
@@ -82,7 +83,7 @@ class Table:
         def row(tag: str, cells: list[str | Cell]) -> str:
             parts = []
             for index, value in enumerate(cells):
-                attribute = ' class="name"' if index == 0 else ""
+                attribute = ' class="name"' if index == 0 or self.text else ""
                 parts.append(f"<{tag}{attribute}>{_cell(value).to_html()}</{tag}>")
             return "<tr>" + "".join(parts) + "</tr>"
 
@@ -94,7 +95,7 @@ class Table:
 
     def to_markdown(self) -> str:
         lines = ["| " + " | ".join(md_escape(h) for h in self.headers) + " |",
-                 "|" + "|".join([":---"] + ["---:"] * (len(self.headers) - 1)) + "|"]
+                 "|" + "|".join([":---"] + [":---" if self.text else "---:"] * (len(self.headers) - 1)) + "|"]
         lines += ["| " + " | ".join(_cell(c).to_markdown() for c in cells) + " |" for cells in self.rows]
         if self.caption:
             lines += ["", f"*{md_escape(self.caption)}*"]

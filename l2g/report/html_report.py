@@ -28,8 +28,8 @@ import yaml
 from l2g.data.images import read_image
 from l2g.data.palette import colorize, load_mask
 from l2g.evaluation.sweep import pseudo_label
-from l2g.report.document import Block, Cell, Code, Document, Figure, Heading, Paragraph, Table
-from l2g.report.examples import Example, choose_examples, image_miou
+from l2g.report.document import Block, Cell, Code, Details, Document, Figure, Heading, Paragraph, Table
+from l2g.report.examples import Example, candidates, choose_examples, image_miou
 from l2g.report.formatting import (
     DASH,
     best_entry,
@@ -205,16 +205,18 @@ def config_blocks(configs: list[tuple[str, dict]]) -> list[Block]:
         rows = [[key, *(DASH if key not in flat else yaml.safe_dump(flat[key], default_flow_style=True).strip()
                         .removesuffix("...").strip() for _, flat in flats)] for key in differing]
         blocks.append(Table(["Key", *(title for title, _ in flats)], rows,
-                            "The only keys whose values differ between the methods' runs."))
-        blocks.append(Paragraph("Shared by every run:", note=True))
+                            "The only keys whose values differ between the methods' runs.", text=True))
     shared = unflatten({k: v for k, v in flats[0][1].items() if k not in differing})
-    blocks.append(Code(yaml.safe_dump(shared, sort_keys=False), "yaml"))
+    text = yaml.safe_dump(shared, sort_keys=False, default_flow_style=None, width=100)  # short lists on one line
+    summary = "Settings shared by every run (YAML)" if len(configs) > 1 else "Settings (YAML)"
+    blocks.append(Details(summary, [Code(text, "yaml")]))
     return blocks
 
 
 def provenance_table(seeds: Sequence[int], runs: Sequence[Path] = ()) -> Table:
     return Table(["", "value"], provenance_rows(list(seeds), list(runs)),
-                 "What produced this report. Results of the synthetic benchmark hold per machine and per seed.")
+                 "What produced this report. Results of the synthetic benchmark hold per machine and per seed.",
+                 text=True)
 
 
 # --- examples --------------------------------------------------------------------------------------
@@ -299,6 +301,7 @@ def example_blocks(out_dir: Path, methods: list[MethodResult], examples: list[Ex
 def choose_report_examples(methods: list[MethodResult], samples: list[ReportSample], class_names: list[str],
                            count: int) -> list[Example[ReportSample]]:
     """Examples scored by the pseudo masks of the method with the best mIoU (see the module docstring)."""
+    samples = candidates(samples)
     ranked = [m for m in methods if number((best_entry(m.sweep) or {}).get("miou")) is not None]
     reference = max(ranked, key=lambda m: number(best_entry(m.sweep)["miou"])) if ranked else None
     scores = pseudo_mask_scores(reference, samples) if reference is not None else {}

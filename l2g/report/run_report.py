@@ -25,8 +25,8 @@ from l2g.config import Config, to_dict
 from l2g.data.images import read_image
 from l2g.data.palette import colorize, load_mask
 from l2g.data.voc_layout import DatasetError, Sample
-from l2g.report.document import Block, Code, Document, Figure, Heading, Paragraph, Table
-from l2g.report.examples import Example, choose_examples, image_miou
+from l2g.report.document import Block, Code, Details, Document, Figure, Heading, Paragraph, Table
+from l2g.report.examples import Example, candidates, choose_examples, image_miou
 from l2g.report.formatting import DASH, best_entry, format_minutes, format_percent, format_threshold
 from l2g.report.html_report import class_caption, example_file, read_maps, training_blocks
 from l2g.report.plots import (
@@ -174,10 +174,11 @@ def _example_section(out_dir: Path, config: Config, paths: RunPaths, kind: str, 
 
 
 def _samples(config: Config, split: str) -> list[Sample]:
+    """The split's images the examples are chosen from (at most MAX_CANDIDATES, spread over it)."""
     from l2g.stages.common import split_samples
 
     try:
-        return split_samples(config, split, need_masks=True, check_images="exists")
+        return candidates(split_samples(config, split, need_masks=True, check_images="exists"))
     except (DatasetError, FileNotFoundError):
         return []
 
@@ -222,7 +223,8 @@ def write_run_report(out_dir: str | Path, config: Config, cls_run: str | Path, s
          for i, name in enumerate(names)]))
     doc.add(*training_blocks(out_dir, [("classification stage", paths.cls_run / "train_log.jsonl"),
                                        ("segmentation stage", paths.seg_run / "train_log.jsonl")]))
-    doc.add(Heading("Config"), Code(yaml.safe_dump(to_dict(config), sort_keys=False), "yaml"))
+    doc.add(Heading("Config"), Details("The run's config (YAML)", [
+        Code(yaml.safe_dump(to_dict(config), sort_keys=False, default_flow_style=None, width=100), "yaml")]))
     doc.add(Heading("Provenance"), Table(["", "value"], provenance_rows([config.seed], [paths.cls_run, paths.seg_run])
-                                         + stage_rows(paths), "What produced this report."))
+                                         + stage_rows(paths), "What produced this report.", text=True))
     return doc.write(out_dir)
