@@ -25,9 +25,9 @@ from l2g.config import Config, to_dict
 from l2g.data.images import read_image
 from l2g.data.palette import colorize, load_mask
 from l2g.data.voc_layout import DatasetError, Sample
-from l2g.report.document import Block, Code, Details, Document, Figure, Heading, Paragraph, Table
+from l2g.report.document import Block, Cell, Code, Details, Document, Figure, Heading, Paragraph, Table
 from l2g.report.examples import Example, candidates, choose_examples, image_miou
-from l2g.report.formatting import DASH, best_entry, format_minutes, format_percent, format_threshold
+from l2g.report.formatting import DASH, best_entry, format_minutes, format_percent, format_threshold, hex_colour
 from l2g.report.html_report import class_caption, example_file, read_maps, training_blocks
 from l2g.report.plots import (
     Panel,
@@ -218,8 +218,8 @@ def write_run_report(out_dir: str | Path, config: Config, cls_run: str | Path, s
     doc.add(Heading("Per-class results (%)"), Table(
         ["Class", f"Pseudo-label IoU ({config.cams.split})", f"Segmentation IoU ({config.seg.val_split})",
          "Segmentation precision", "Segmentation recall"],
-        [[name, format_percent(column(pseudo_best, "iou")[i]), format_percent(column(evaluation, "iou")[i]),
-          format_percent(column(evaluation, "precision")[i]), format_percent(column(evaluation, "recall")[i])]
+        [[Cell(name, swatch=hex_colour(i)), *(format_percent(column(source, key)[i]) for source, key in (
+            (pseudo_best, "iou"), (evaluation, "iou"), (evaluation, "precision"), (evaluation, "recall")))]
          for i, name in enumerate(names)]))
     doc.add(*training_blocks(out_dir, [("classification stage", paths.cls_run / "train_log.jsonl"),
                                        ("segmentation stage", paths.seg_run / "train_log.jsonl")]))
