@@ -103,9 +103,11 @@ def _log(path: Path, with_kt: bool) -> Path:
     return path
 
 
-@pytest.fixture
-def report(tmp_path: Path) -> tuple[Path, list[MethodResult], list[ReportSample]]:
-    """Write a report with two methods (one lacking a cams file) and return (index, methods, samples)."""
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[MethodResult], list[ReportSample]]:
+    """Write a report with two methods (one lacking a cams file) and return (index, methods, samples);
+    written once for the module (the tests only read it)."""
+    tmp_path = tmp_path_factory.mktemp("report")
     samples = _make_samples(tmp_path / "data")
     _write_cams(tmp_path / "cams_cam", samples, skip=set())
     _write_cams(tmp_path / "cams_l2g", samples, skip={samples[1].image_id})
