@@ -13,7 +13,8 @@ The layout (paths relative to ``<root>``)::
     ImageSets/Segmentation/<split>_cls.txt   the authors' ``train_cls.txt`` format: ``<id> <c> <c> ...``
                                              where each ``c`` is a 0-based FOREGROUND class index
                                              (0..C-1), i.e. the mask value minus 1; path configurable
-    classes.txt                              optional: the C foreground class names, one per line
+    classes.txt                              optional: the C foreground class names, one per line (a
+                                             first line ``background`` / ``_background_`` is skipped)
 
 Every configurable path may be given relative to ``<root>`` or absolute, and may contain ``{split}``
 (e.g. ``image_dir="{split}"`` for COCO's ``train2014/`` and ``val2014/`` folders). When ``<split>.txt``
