@@ -140,3 +140,18 @@ def test_scratch_warning_for_a_large_deeplab_only(root, capsys):
     config.seg.arch = "deeplab_small"  # the CPU network has no pretrained weights to miss
     check_later_inputs(config, ["seg_train"])
     assert capsys.readouterr().err == "" and "warning" not in seg_train._initialise(None, config)
+
+
+def test_a_deeplab_pytorch_weights_file_is_refused_with_a_hint(tmp_path):
+    """The release's deeplab-pytorch files (caffe-converted, their own naming) do not load: the error says so."""
+    import torch
+
+    from l2g.config import SegConfig
+    from l2g.segmentation.models import build_seg_model, load_pretrained
+
+    path = tmp_path / "deeplabv1_resnet101-coco.pth"
+    torch.save({"base.layer1.conv1.conv.weight": torch.zeros(64, 3, 7, 7), "base.aspp.c0.weight": torch.zeros(1)},
+               path)
+    model = build_seg_model(SegConfig(arch="deeplab_small", width=4, aspp_rates=(1, 2)), 4)
+    with pytest.raises(ValueError, match=r"no tensor of this file fits .* deeplab-pytorch \(caffe-converted\) file"):
+        load_pretrained(model, path)

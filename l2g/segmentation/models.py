@@ -298,8 +298,11 @@ def load_pretrained(model: SegmentationNet, path: str | Path, dataset: str = "im
         if len(matched) > len(best):
             best = matched
     if not best:
+        caffe = any(key.startswith(("base.", "aspp.c")) or ".conv1.conv." in key for key in state)
+        hint = ("; it looks like a deeplab-pytorch (caffe-converted) file, which l2g does not read: give a file in "
+                "torchvision naming (docs/fidelity.md, 'Segmentation weights')" if caffe else "")
         raise ValueError(f"{path}: no tensor of this file fits {ARCH_TITLES[model.arch]} (by name and shape); "
-                         f"first names in the file: {list(state)[:5]}")
+                         f"first names in the file: {list(state)[:5]}{hint}")
     model.load_state_dict({name: state[key] for name, key in best.items()}, strict=False)
     loaded = sorted(best)
     return {
