@@ -13,7 +13,8 @@ The layout (paths relative to ``<root>``)::
     ImageSets/Segmentation/<split>_cls.txt   the authors' ``train_cls.txt`` format: ``<id> <c> <c> ...``
                                              where each ``c`` is a 0-based FOREGROUND class index
                                              (0..C-1), i.e. the mask value minus 1; path configurable
-    classes.txt                              optional: the C foreground class names, one per line
+    classes.txt                              optional: the C foreground class names, one per line (a
+                                             first line ``background`` / ``_background_`` is skipped)
 
 Every configurable path may be given relative to ``<root>`` or absolute, and may contain ``{split}``
 (e.g. ``image_dir="{split}"`` for COCO's ``train2014/`` and ``val2014/`` folders). When ``<split>.txt``
@@ -36,6 +37,8 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+
+from PIL import Image
 
 from l2g.data.errors import DatasetError, DatasetWarning
 from l2g.data.images import image_mode_problem, saliency_mode_problem
@@ -60,7 +63,8 @@ from l2g.data.palette import load_mask
 from l2g.data.pil_open import PIL_ERRORS, decoded_info, decoded_size
 
 __all__ = [
-    "CHECK_MODES", "DatasetError", "DatasetWarning", "PIL_ERRORS", "Sample", "bad_mask_values", "class_names",
+    "CHECK_MODES", "DatasetError", "DatasetWarning", "PIL_ERRORS", "Sample", "bad_mask_values", "check_masks",
+    "class_names",
     "decoded_size", "find_image", "load_split", "mask_value_error", "read_class_list", "read_id_list",
     "split_labels",
 ]
@@ -403,6 +407,34 @@ def _check_mask(path: Path, size: tuple[int, int], num_classes: int) -> str | No
         return f"{path}: mask is {mask.shape[0]}x{mask.shape[1]} (HxW) but its image is {size[0]}x{size[1]}"
     bad = bad_mask_values(mask, num_classes)
     return str(mask_value_error(path, bad, num_classes)) if bad else None
+
+
+def _header_size(path: Path) -> tuple[int, int] | None:
+    """(H, W) from an image file's header (nothing decoded); None when it cannot be opened."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except PIL_ERRORS:
+        return None
+    return height, width
+
+
+def check_masks(samples: list[Sample], num_classes: int, split: str, root: str | Path) -> None:
+    """Decode the mask of every sample and check its values (0..C, 255) and its size against the image's
+    header (the image is not decoded); one DatasetError lists the problems. For a split whose images are
+    checked elsewhere (the training split, by ``load_split`` itself) but whose masks a later stage scores."""
+    problems = []
+    for sample in samples:
+        if sample.mask_path is None:
+            continue
+        size = _header_size(sample.image_path)
+        if size is None:
+            problems.append(f"{sample.image_path}: unreadable image")
+            continue
+        problem = _check_mask(sample.mask_path, size, num_classes)
+        if problem:
+            problems.append(problem)
+    _raise_problems(Path(root), split, problems)
 
 
 def _decode_check(

@@ -334,8 +334,9 @@ class Trainer:
             if "find_unused_parameters" not in str(error):
                 raise
             raise ValueError(  # DDP's own message names its constructor, not our switch
-                "some trained parameters get no gradient from the loss (e.g. a PCM that only the "
-                "inference maps use); under torchrun add --set runtime.find_unused_parameters=true") from error
+                "some trained parameters get no gradient from the loss (a custom method or network with a "
+                "branch that the loss does not reach); under torchrun add --set "
+                "runtime.find_unused_parameters=true") from error
         if "loss" not in losses:
             raise ValueError(f"the step function returned {sorted(losses)}: it must return a 'loss' entry")
         names = list(losses)

@@ -44,12 +44,16 @@ in <run>/voc_results/<split>/ and a rerun reuses them."""
 
 RUN_EPILOG = """examples:
   l2g run synth --out runs/pipeline
-  l2g run voc.yaml --out runs/voc --set seg.pretrained=weights/resnet101.pth
+  l2g run voc12_resnet38_l2g_shape --out runs/voc --set seg.pretrained=weights/resnet101-63fe2227.pth \\
+      --set seg.pretrained_dataset=imagenet
   l2g run synth --out runs/pipeline --until pseudo      # stop after the pseudo masks
 
 Stages: train -> cams -> threshold -> pseudo -> seg_train -> seg_eval -> report. Each writes
 <out>/stages/<stage>.done.json last; rerunning the same command skips complete stages and continues an
-interrupted one. Changing a config value reruns the stages that depend on it and those after them."""
+interrupted one. Changing a config value reruns the stages that depend on it and those after them.
+Before anything runs, every file that a stage still to run will read is checked (class names, the masks
+the threshold is chosen on unless eval.threshold is set, seg.val_split's images and masks, seg.pretrained):
+a problem stops the run at once, naming the file."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

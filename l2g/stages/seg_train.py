@@ -20,6 +20,7 @@ where it trains, AMP, exact resume mid-epoch, NaN/inf guards, ``--resume`` / ``-
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -38,7 +39,7 @@ from l2g.optim import build_optimizer, learning_rate
 from l2g.report.provenance import git_commit
 from l2g.segmentation.crf import crf_params, refine_labels
 from l2g.segmentation.data import SegmentationDataset, pseudo_mask_paths
-from l2g.segmentation.models import build_seg_model, load_pretrained, model_spec
+from l2g.segmentation.models import SCRATCH, build_seg_model, load_pretrained, model_spec, scratch_warning
 from l2g.stages.common import dataset_class_names, seed_everything, set_threads, split_samples
 from l2g.stages.tensorboard_hooks import training_hooks
 
@@ -88,10 +89,16 @@ def refine_pseudo_masks(config: Config, samples: list[Sample], masks: list[Path]
 
 
 def _initialise(model: torch.nn.Module, config: Config) -> dict:
-    """Load ``seg.pretrained`` into ``model`` if given; returns the init record (``init.json``)."""
+    """Load ``seg.pretrained`` into ``model`` if given; returns the init record (``init.json``).
+
+    ``null`` or ``scratch``: random weights, with a warning (printed, and kept in the record) for the
+    networks whose published results need pretrained weights."""
     seg = config.seg
-    if not seg.pretrained:
-        return {"pretrained": None, "from_scratch": True}
+    if not seg.pretrained or seg.pretrained == SCRATCH:
+        warning = scratch_warning(seg)
+        if warning and distributed.current().is_main:
+            tqdm.write(f"warning: {warning}", file=sys.stderr)
+        return {"pretrained": None, "from_scratch": True, **({"warning": warning} if warning else {})}
     return {"pretrained": load_pretrained(model, seg.pretrained, seg.pretrained_dataset), "from_scratch": False}
 
 

@@ -24,15 +24,19 @@ from l2g.method.methods import build_method
 from l2g.optim import build_optimizer, learning_rate
 from l2g.report.provenance import git_commit
 from l2g.stages.common import seed_everything, set_threads, split_samples
+from l2g.stages.preflight import check_later_inputs
 from l2g.stages.tensorboard_hooks import training_hooks
 
 
 def train(config: Config, run_dir: str | Path, resume: bool = False, progress: bool = True,
-          overwrite: bool = False) -> Path:
+          overwrite: bool = False, later_stages: tuple[str, ...] = ("cams", "threshold"),
+          strict_later_inputs: bool = False) -> Path:
     """Train and return the path of the final checkpoint.
 
     A folder holding a run is refused unless ``resume`` (continue it from its newest checkpoint, with
-    a config that differs only in safe keys) or ``overwrite`` (delete it first).
+    a config that differs only in safe keys) or ``overwrite`` (delete it first). Before training, the
+    inputs of ``later_stages`` are checked (:mod:`l2g.stages.preflight`): problems are errors with
+    ``strict_later_inputs`` (``l2g run``), else warnings (except the class names).
     """
     run_dir = Path(run_dir)
     final = run_dir / "checkpoints" / "final.pt"
@@ -45,6 +49,8 @@ def train(config: Config, run_dir: str | Path, resume: bool = False, progress: b
     method = build_method(config)
     samples = distributed.main_first(
         lambda: split_samples(config, config.data.train_split, need_saliency=method.uses_saliency))
+    # What l2g cams / eval-cams will read: the class names must be right, the rest is warned about.
+    distributed.main_first(lambda: check_later_inputs(config, later_stages, strict=strict_later_inputs))
     plan = start_run(config, run_dir, resume, overwrite, final)
     if plan == "finished":
         return final  # resuming a finished run (with as many epochs) has nothing left to do
