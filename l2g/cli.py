@@ -16,7 +16,6 @@ import argparse
 import importlib
 import os
 import sys
-from pathlib import Path
 
 EPILOG = """examples:
   l2g demo                                   # the synthetic benchmark, 7-9 min on 2 CPU cores
@@ -103,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "docs/distributed.md). The log holds every loss term; L2G runs also log "
                                    "kt_stuck, the share of class pixels where the global network is stuck on "
                                    "another channel, and warn when it stays at 0.5 or more (README: "
-                                   "'Attention transfer that gets stuck').",
+                                   "'Attention transfer that gets stuck'). --set runtime.tensorboard=true "
+                                   "mirrors the log to <run>/tensorboard (pip install 'l2g[tensorboard]').",
                        epilog=EPILOG + TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", help="YAML config file or preset name (e.g. synth, voc12_resnet38_l2g_shape)")
     add_training_run(p, "optim.epochs, data.root, runtime.*")
@@ -221,46 +221,31 @@ def _dispatch(args: argparse.Namespace) -> int:
         methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
         run_demo(args.out, args.data, args.config, methods, args.overrides, progress=progress)
         return 0
-    if args.command == "train":
-        from l2g.config import load_config
-        from l2g.engine import distributed
-        from l2g.stages.train import train
+    # Each command calls the l2g.api function a script would call (same files, same errors).
+    from l2g import api
+    from l2g.engine import distributed
 
-        final = train(load_config(args.config, args.overrides), args.run, args.resume, progress, args.overwrite)
+    if args.command == "train":
+        final = api.train(api.load_config(args.config, args.overrides), args.run, resume=args.resume,
+                          overwrite=args.overwrite, progress=progress)
         if distributed.current().is_main:
             print(final)
-        return 0
-
-    from l2g.stages.common import run_config
-
-    config = run_config(args.run, args.overrides)
-    run = Path(args.run)
-    if args.command == "cams":
-        from l2g.engine import distributed
-        from l2g.stages.cams import infer_cams
-
-        if args.format:
-            config.cams.format = args.format
-        out = infer_cams(config, run, args.split, args.out, progress)
+    elif args.command == "cams":
+        overrides = [*args.overrides, *([f"cams.format={args.format}"] if args.format else [])]
+        out = api.infer_cams(args.run, split=args.split, out_dir=args.out, overrides=overrides,
+                             progress=progress)
         if distributed.current().is_main:
             print(out)
     elif args.command == "eval-cams":
-        from l2g.stages.eval_cams import evaluate_cams
-
-        results = evaluate_cams(config, args.cams or run / "cams", args.out, args.split, progress)
+        results = api.evaluate_cams(args.run, cams_dir=args.cams, split=args.split, out_path=args.out,
+                                    overrides=args.overrides, progress=progress)
         best = results["best"]
         print(f"best threshold {best['threshold']:.2f}: mIoU {100 * best['miou']:.1f}")
         for name, iou in zip(results["class_names"], best["iou"], strict=True):
             print(f"  {name:<14} {'-' if iou is None else f'{100 * iou:.1f}'}")
     elif args.command == "pseudo":
-        from l2g.engine import distributed
-        from l2g.stages.pseudo import choose_threshold, write_pseudo_masks
-
-        if args.threshold is not None:
-            config.eval.threshold = args.threshold
-        threshold = choose_threshold(config, run / "sweep.json")
-        out = write_pseudo_masks(config, args.cams or run / "cams", args.out or run / "pseudo", threshold,
-                                 args.split, progress)
+        out = api.make_pseudo_masks(args.run, threshold=args.threshold, cams_dir=args.cams, out_dir=args.out,
+                                    split=args.split, overrides=args.overrides, progress=progress)
         if distributed.current().is_main:
             print(out)
     return 0

@@ -50,8 +50,15 @@ class DataConfig:
     mask_dir: str | None = None  # None: the format's default (see DATA_FORMATS)
     saliency_dir: str = "saliency"
     num_classes: int = 6  # foreground classes C (the network has C + 1 output channels)
-    resize_short: int = 128  # release: 512
+    # Short side before the global_size crop: a number (release VOC: 512), or [low, high] drawn per sample,
+    # bounds included (the release's no-saliency loader: [448, 672]). Unused with resize_mode "square".
+    resize_short: int | tuple[int, int] = 128
     global_size: int = 112  # release: 448
+    # "short_side": resize_short, then a random global_size crop (release VOC); "square": the whole image to
+    # global_size x global_size, no crop (release COCO).
+    resize_mode: str = "short_side"
+    resize_interpolation: str = "bilinear"  # image: nearest | bilinear | bicubic (release VOC: bicubic)
+    saliency_interpolation: str = "bilinear"  # saliency map: nearest | bilinear | bicubic (release VOC: nearest)
     # null: the backbone's normalisation (ImageNet's; 0.5 / 0.5 for efficientnet_lite0), filled in on loading
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
@@ -102,6 +109,9 @@ class MethodConfig:
     background: str = "complement"  # local background target: "release" (its own channel) or "complement"
     shape_form: str = "paper"  # "release" (always B*S) or "paper" (Eq. 7: fall back to A on empty saliency)
     shape_threshold: float | None = None  # binarisation of targets; None: 0.001 (release) / 0.1 (paper)
+    # Background target of shape transfer: "binary" B_bg*(1-S) (release VOC script, Eq. 7) or "attention"
+    # A_bg*(1-S) (release COCO script).
+    shape_background: str = "binary"
     global_cls_weight: float = 0.0  # paper ablation: a global classification loss hurts; logged anyway
 
 
@@ -222,7 +232,13 @@ class RuntimeConfig:
     persistent_workers: bool | str = "auto"  # auto: on with workers, unless the dataset changes per epoch
     deterministic: bool = False  # torch.use_deterministic_algorithms (bit-exact resume; slower on GPUs)
     check_finite: bool = True  # stop on a NaN/inf loss term or gradient
-    find_unused_parameters: bool = False  # DistributedDataParallel option for models with unused branches
+    # DistributedDataParallel's option for models with parameters that get no gradient; no shipped method
+    # needs it (every trained parameter, the PCM's included, reaches the loss).
+    find_unused_parameters: bool = False
+    # TensorBoard events in <run>/tensorboard (pip install 'l2g[tensorboard]'): every logged scalar, the
+    # throughput and, for the classification stage, attention maps of a few training images per epoch.
+    tensorboard: bool = False
+    tensorboard_images: int = 4  # attention-map images per epoch (0: scalars only)
 
 
 @dataclass
@@ -270,6 +286,7 @@ class Config:
         _choice("method.name", self.method.name, METHODS)
         _choice("method.background", self.method.background, ("release", "complement"))
         _choice("method.shape_form", self.method.shape_form, ("release", "paper"))
+        _choice("method.shape_background", self.method.shape_background, ("binary", "attention"))
         _choice("views.strategy", self.views.strategy, VIEW_STRATEGIES)
         _choice("optim.schedule", self.optim.schedule, ("step", "poly"))
         _choice("cams.source", self.cams.source, ("auto", "logits", "softmax"))
@@ -280,6 +297,7 @@ class Config:
         _choice("eval.parallel", self.eval.parallel, ("auto", "processes", "threads"))
         _choice("data.check_images", self.data.check_images, ("exists", "decode"))
         _choice("data.format", self.data.format, tuple(DATA_FORMATS))
+        _validate_resize(self.data)
         _choice("data.labels", self.data.labels, LABEL_SOURCES)
         _choice("device", self.device, ("auto", "cpu", "cuda"))
         if self.views.strategy == "corners+random" and self.views.n < 4:
@@ -306,6 +324,8 @@ class Config:
                            ("runtime.persistent_workers", self.runtime.persistent_workers)):
             if not isinstance(value, bool):
                 _choice(key, value, ("auto", "on", "off"))
+        if self.runtime.tensorboard_images < 0:
+            raise ConfigError("runtime.tensorboard_images must be >= 0")
         if self.runtime.checkpoint_every < 0 or self.runtime.keep_checkpoints < 1:
             raise ConfigError("runtime.checkpoint_every must be >= 0 and runtime.keep_checkpoints >= 1")
         if self.data.workers < -1:
@@ -326,6 +346,22 @@ class Config:
         if self.method.shape_threshold is not None:
             return self.method.shape_threshold
         return 0.001 if self.method.shape_form == "release" else 0.1
+
+
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic")  # = l2g.data.classification.INTERPOLATIONS
+
+
+def _validate_resize(data: DataConfig) -> None:
+    _choice("data.resize_mode", data.resize_mode, ("short_side", "square"))
+    _choice("data.resize_interpolation", data.resize_interpolation, INTERPOLATIONS)
+    _choice("data.saliency_interpolation", data.saliency_interpolation, INTERPOLATIONS)
+    short = data.resize_short
+    low, high = (short, short) if isinstance(short, int) else short
+    if not 1 <= low <= high:
+        raise ConfigError(f"data.resize_short = {list(short) if isinstance(short, tuple) else short}: expected a "
+                          "number >= 1 or a range [low, high] with 1 <= low <= high")
+    if data.global_size < 1:
+        raise ConfigError("data.global_size must be >= 1")
 
 
 def _validate_seg(seg: SegConfig) -> None:
@@ -546,7 +582,9 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
             try:
                 return _coerce(option, value, where)
             except ConfigError as error:
-                errors.append(str(error))
+                # a list is reported against the list option (int | tuple: "expected 2 values", not "an integer")
+                matches = isinstance(value, (list, tuple)) == (typing.get_origin(option) is tuple)
+                errors.insert(0 if matches else len(errors), str(error))
         raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
     if origin is tuple:
         if not isinstance(value, (list, tuple)):

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
+
 from benchmarks.run import main
 
 FIGURES = {
@@ -38,6 +40,23 @@ def test_quick_benchmark_reports_every_figure(tmp_path, capsys):
     assert figures["4_5_demo"]["mode"].startswith("quick")
     printed = capsys.readouterr().out
     assert "| figure" in printed and "training step" in printed and str(out) in printed
+
+
+def test_pcm_memory_benchmark_variants_give_the_same_maps():
+    """benchmarks/pcm_memory.py's child pass at a tiny size, in this process (its figures are measured
+    at 500x375 x 2.0 in fresh processes, not here): whole and chunked compute the same maps."""
+    import argparse
+
+    from benchmarks import pcm_memory
+
+    results = {}
+    for variant in ("whole", "chunked"):
+        args = argparse.Namespace(variant=variant, height=40, width=48, scale=1.0, width_mult=0.0625, threads=1,
+                                  repeats=1)
+        results[variant] = pcm_memory.child(args)
+    assert results["whole"]["map"] == [5, 6] and results["whole"]["affinity_entries"] == 2 * 30 * 30
+    assert results["whole"]["checksum"] == pytest.approx(results["chunked"]["checksum"], rel=1e-6)
+    assert all(r["peak"] >= r["peak_before"] > 0 for r in results.values())
 
 
 def test_quick_scale_benchmark_reports_both_axes(tmp_path, capsys):

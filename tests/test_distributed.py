@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from l2g.config import load_config
+from l2g.engine.tensorboard import tensorboard_available
 from l2g.stages.cams import infer_cams
 from l2g.stages.predict import predict_images
 from l2g.stages.pseudo import write_pseudo_masks
@@ -30,13 +31,15 @@ from l2g.stages.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 THRESHOLD = 0.3
+# TensorBoard logging on where it is installed: it must change nothing the tests below compare
+TENSORBOARD = ["runtime.tensorboard=true"] if tensorboard_available() else []
 
 
 def settings(root: Path) -> list[str]:
     return [f"data.root={root}", "data.num_classes=3", "data.resize_short=40", "data.global_size=32",
             "views.patch_size=24", "model.width=4", "cams.scales=[1.0, 0.5]", "threads=1", "optim.epochs=1",
             "method.name=l2g_shape", "log_every=1", "seg.width=4", "seg.aspp_rates=[1,2]", "seg.crop_size=32",
-            "seg.epochs=1", "seg.lr=0.01"]
+            "seg.epochs=1", "seg.lr=0.01", *TENSORBOARD]
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +99,23 @@ def test_two_processes_of_batch_k_train_like_one_of_batch_2k(runs, stage, loss_t
             assert rb[key] == pytest.approx(ra[key], rel=1e-5), key
     metrics = json.loads((ddp / "train_metrics.json").read_text())
     assert (metrics["processes"], metrics["global_batch"], metrics["iterations"]) == (2, 4, 2)
+
+
+@pytest.mark.skipif(not TENSORBOARD, reason="tensorboard is not installed")
+@pytest.mark.parametrize("stage", ["run", "seg"])
+def test_only_rank_0_writes_tensorboard_events(runs, stage):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    folder = runs["ddp"] / stage / "tensorboard"
+    assert len(list(folder.glob("events.out.tfevents.*"))) == 1  # one writer: rank 0's
+    events = EventAccumulator(str(folder), size_guidance={"scalars": 0})
+    events.Reload()
+    records = [json.loads(line) for line in (runs["ddp"] / stage / "train_log.jsonl").read_text().splitlines()]
+    logged = events.Scalars("loss/loss")
+    assert [e.step for e in logged] == [r["iteration"] for r in records] == [0, 1]
+    assert [e.value for e in logged] == pytest.approx([r["loss"] for r in records], rel=1e-6)  # averaged over ranks
+    if stage == "run":
+        assert any(tag.startswith("attention/") for tag in events.Tags()["images"])
 
 
 def test_sharded_seg_eval_and_predict_write_the_single_process_results(runs, tiny_root):

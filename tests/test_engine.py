@@ -331,3 +331,17 @@ def test_non_finite_gradient_names_the_parameter_and_keeps_the_weights(tmp_path)
     assert f"the last good checkpoint is {tmp_path / 'checkpoints' / 'step-00000002.pt'}" in message
     saved = checkpoint.load_checkpoint(tmp_path / "checkpoints" / "step-00000002.pt")["model"]
     assert all(torch.equal(saved[k], v) for k, v in trainer.model.state_dict().items())  # no step was taken
+
+
+@pytest.mark.parametrize(("value", "device", "expected"), [
+    ("off", "cuda", False), ("on", "cpu", True), ("auto", "cpu", False), ("auto", "cuda", True),
+    (False, "cuda", False), (True, "cpu", True),
+])
+def test_pin_memory_switch_means_what_it_says(value, device, expected):
+    """runtime.pin_memory "off" is off (it used to be bool("off") = True), "on" is on, auto follows CUDA."""
+    from l2g.engine.loader import EpochSampler, build_loader
+
+    dataset = list(range(4))
+    loader, _ = build_loader(dataset, 2, EpochSampler(dataset), 0, torch.device(device), pin_memory=value,
+                             persistent_workers="off")
+    assert loader.pin_memory is expected

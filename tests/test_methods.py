@@ -94,3 +94,25 @@ def test_l2g_logs_the_stuck_share_of_its_own_transfer():
     assert not losses["kt_stuck"].requires_grad
     torch.testing.assert_close(losses["kt_stuck"], stuck_share(step.crops, step.targets))
     assert "kt_stuck" not in build_method(tiny_config("cam")).losses(batch)
+
+
+def test_an_unknown_method_name_is_an_error_not_l2g():
+    config = tiny_config("l2g")
+    config.method.name = "l2g_shaped"  # set in code, past the config's own check
+    with pytest.raises(ValueError, match=r"method.name = 'l2g_shaped': unknown method \(one of cam, local, l2g"):
+        build_method(config)
+    with pytest.raises(ValueError, match="method.name"):
+        tiny_config("l2gshape")  # and from a config file or --set
+
+
+def test_shape_background_option_reaches_the_targets():
+    """method.shape_background=attention gives the COCO script's A_bg * (1 - S): the background targets
+    differ from the VOC form's B_bg * (1 - S), the class targets do not."""
+    targets = {}
+    for form in ("binary", "attention"):
+        torch.manual_seed(3)
+        method = build_method(tiny_config("l2g_shape", "method.background=release", "method.shape_form=release",
+                                          f"method.shape_background={form}"))
+        targets[form] = method.transfer(tiny_batch(with_saliency=True)).targets
+    torch.testing.assert_close(targets["binary"][:, :-1], targets["attention"][:, :-1])
+    assert not torch.allclose(targets["binary"][:, -1], targets["attention"][:, -1])

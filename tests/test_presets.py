@@ -1,7 +1,7 @@
 """The paper's presets (l2g/configs/voc12_*, coco14_*): their values, the ``base:`` include they are built
-with, the error a missing weights file gives, and every preset end to end (prepare -> train 2 iterations
--> cams -> eval-cams) on a tiny VOC- or COCO-layout dataset with a 1/16-width ResNet-38, so a preset can
-never silently rot."""
+with, the error a missing weights file gives, and every preset end to end with ``l2g run`` (train 2
+iterations -> cams -> threshold -> pseudo -> seg train -> seg eval -> report) on a tiny VOC- or COCO-layout
+dataset with a 1/16-width ResNet-38 + PCM and a small DeepLab, so a preset can never silently rot."""
 
 from __future__ import annotations
 
@@ -32,9 +32,9 @@ COCO = "coco14_resnet38_l2g_shape"
 # Each VOC variant against the main preset: exactly these keys differ (a preset added without an entry
 # here fails test_every_shipped_preset_is_covered).
 VARIANTS = {
-    "voc12_resnet38_cam": {"method.name": "cam", "model.pcm": False},
+    "voc12_resnet38_cam": {"method.name": "cam"},
     "voc12_resnet38_local": {"method.name": "local"},
-    "voc12_resnet38_l2g": {"method.name": "l2g"},
+    "voc12_resnet38_l2g": {"method.name": "l2g", "data.resize_short": [448, 672]},
     "voc12_resnet38_l2g_shape_shared": {"model.shared_backbone": True},
     "voc12_resnet38_l2g_shape_global_cls": {"method.global_cls_weight": 1.0},
     "voc12_resnet38_l2g_shape_grid": {"views.strategy": "grid"},
@@ -70,6 +70,8 @@ def test_voc_preset_has_the_papers_and_the_releases_values():
     assert (c.data.format, c.data.root, c.data.train_split, c.data.num_classes) == (
         "voc", "data/VOCdevkit/VOC2012", "train_aug", 20)
     assert (c.data.resize_short, c.data.global_size, c.views.patch_size) == (512, 448, 320)
+    assert (c.data.resize_mode, c.data.resize_interpolation, c.data.saliency_interpolation) == (
+        "short_side", "bicubic", "nearest")
     assert (c.data.mean, c.data.std) == (IMAGENET_MEAN, IMAGENET_STD)
     assert c.data.jitter == (0.3, 0.3, 0.3, 0.1) and c.data.flip is False
     assert (c.views.strategy, c.views.n, c.views.grid_stride) == ("corners+random", 6, 64)
@@ -78,12 +80,19 @@ def test_voc_preset_has_the_papers_and_the_releases_values():
     assert c.model.freeze_bn and not c.model.shared_backbone
     assert (c.method.name, c.method.lam, c.method.global_cls_weight) == ("l2g_shape", 10.0, 0.0)
     assert (c.method.background, c.method.shape_form, c.shape_threshold) == ("release", "release", 0.001)
+    assert c.method.shape_background == "binary"
     o = c.optim
     assert (o.lr, o.epochs, o.batch_size, o.schedule, o.step_epochs, o.step_gamma) == (1e-3, 10, 3, "step", (5,), 0.1)
     assert (o.momentum, o.nesterov, o.weight_decay, o.lr_mult, o.warmup_iters) == (0.9, True, 5e-4, (1, 2, 10, 20), 0)
     assert (c.cams.split, c.cams.scales, c.cams.flip, c.cams.upsample, c.cams.source) == (
         "train_aug", (0.5, 1.0, 1.5, 2.0), True, "bicubic", "logits")
     assert c.eval.threshold == 0.25
+    s = c.seg  # the release's deeplab-pytorch configs/voc12_resnet_dplv2.yaml; COCO-pretrained (the paper)
+    assert (s.arch, s.aspp_rates, s.pretrained_dataset, s.train_split, s.val_split) == (
+        "deeplab_v2_resnet101", (6, 12, 18, 24), "coco", "train_aug", "val")
+    assert (s.crop_size, s.batch_size, s.lr, s.head_lr_mult, s.poly_power, s.scale_range) == (
+        321, 10, 2.5e-4, 10.0, 0.9, (0.5, 1.5))
+    assert s.crf.enabled and s.crf.preset == "deeplab"
 
 
 def test_voc_step_decay_hits_the_sixth_epoch():
@@ -102,17 +111,23 @@ def test_coco_preset_has_the_papers_and_the_releases_values():
         "coco", "data/coco", "train2014", 80)
     assert c.data.mean == (0.471, 0.448, 0.408) and c.data.std == (0.234, 0.239, 0.242)
     assert (c.data.global_size, c.views.patch_size) == (448, 320)
+    # the release's COCO loader: the whole image to 448x448, image and saliency bilinear
+    assert (c.data.resize_mode, c.data.resize_interpolation, c.data.saliency_interpolation) == (
+        "square", "bilinear", "bilinear")
     assert (c.views.strategy, c.views.n) == ("random", 4)
     assert (c.model.backbone, c.model.pretrained, c.model.pcm) == ("resnet38", WEIGHTS, True)
     assert (c.method.name, c.method.lam, c.method.background, c.method.shape_form) == (
         "l2g_shape", 30.0, "release", "release")
-    assert c.shape_threshold == 0.1
+    assert c.shape_threshold == 0.1 and c.method.shape_background == "attention"  # the COCO script's A_bg*(1-S)
     o = c.optim
     assert (o.lr, o.schedule, o.poly_power, o.epochs, o.batch_size) == (0.1, "poly", 0.7, 15, 12)
     assert (o.warmup_iters, o.warmup_start_lr) == (500, 1e-5)
     # the paper's optimiser; the release's defect (weight_decay passed as SGD's momentum) is only a --set away
     assert (o.momentum, o.nesterov, o.weight_decay) == (0.9, True, 5e-4)
     assert c.cams.split == "train2014" and c.cams.source == "logits" and c.eval.threshold is None
+    s = c.seg  # configs/coco_resnet_dplv2.yaml; ImageNet-pretrained for COCO (the paper)
+    assert (s.arch, s.pretrained_dataset, s.train_split, s.val_split, s.batch_size) == (
+        "deeplab_v2_resnet101", "imagenet", "train2014", "val2014", 20)
 
 
 def test_coco_warmup_ramps_from_1e5_to_the_poly_schedule():
@@ -237,21 +252,26 @@ def test_missing_resnet38_weights_fail_first_and_say_how_to_get_them(tmp_path, m
     assert "Traceback" not in err and not (tmp_path / "run").exists()
 
 
-# --- every preset end to end ------------------------------------------------------------------------------------
+# --- every preset end to end with l2g run ------------------------------------------------------------------------
 
 SCALE = 1 / 7  # 448 -> 64 px global views; patch, resize and grid stride shrink alike, so variants stay distinct
+# A small DeepLab instead of the presets' DeepLab-v2 ResNet-101 (no weights file in CI); every other
+# segmentation setting (splits, CRF, schedule) is the preset's.
+TINY_SEG = ["seg.arch=deeplab_small", "seg.pretrained=scratch", "seg.width=4", "seg.aspp_rates=[1, 2]",
+            "seg.crop_size=32", "seg.epochs=1", "seg.batch_size=2"]
 
 
 def tiny_overrides(name: str, settings: list[str]) -> list[str]:
     c = load_config(name)
-    small = [f"data.resize_short={round(c.data.resize_short * SCALE)}",
+    short = c.data.resize_short
+    short = [round(v * SCALE) for v in short] if isinstance(short, tuple) else round(short * SCALE)
+    small = [f"data.resize_short={short}",
              f"data.global_size={round(c.data.global_size * SCALE)}",
              f"views.patch_size={round(c.views.patch_size * SCALE)}",
              f"views.grid_stride={round(c.views.grid_stride * SCALE)}",
              "model.width_mult=0.0625", "model.pretrained=scratch", "optim.epochs=1", "optim.batch_size=2",
-             "data.workers=0", "threads=1", "cams.scales=[1.0]", *settings]
+             "data.workers=0", "threads=1", "cams.scales=[1.0]", *TINY_SEG, *settings]
     return [arg for setting in small for arg in ("--set", setting)]
-
 
 
 @pytest.fixture(scope="module")
@@ -287,27 +307,38 @@ def coco_root(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("name", PAPER_PRESETS)
-def test_preset_runs_train_cams_eval_cams(name, request, tmp_path, capsys):
+def test_preset_runs_end_to_end_with_l2g_run(name, request, tmp_path, capsys):
     is_coco = name.startswith("coco14")
     root = request.getfixturevalue("coco_root" if is_coco else "voc_root")
-    run = tmp_path / "run"
-    cli(capsys, "train", name, "--run", run, *tiny_overrides(name, [f"data.root={root}"]), "--quiet")
-    log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    out = tmp_path / "out"
+    printed = cli(capsys, "run", name, "--out", out, *tiny_overrides(name, [f"data.root={root}"]), "--quiet")
+    # every stage ran, in order, and finished
+    ran = [line.split("] ")[1].split(" ")[0] for line in printed.splitlines() if line.startswith("[")]
+    assert ran == ["train", "cams", "threshold", "pseudo", "seg_train", "seg_eval", "report"]
+    assert all((out / "stages" / f"{stage}.done.json").is_file() for stage in ran)
+    assert (out / "report" / "index.html").is_file()
+    log = [json.loads(line) for line in (out / "cls" / "train_log.jsonl").read_text().splitlines()]
     assert [entry["iteration"] for entry in log] == [0, 1]
     assert all(np.isfinite(entry["loss"]) for entry in log)
 
     # the run trained with the preset: only the shrinking overrides differ
-    preset, trained = flat(load_config(name)), flat(load_config(run / "config.yaml"))
+    preset, trained = flat(load_config(name)), flat(load_config(out / "config.yaml"))
     shrunk = {"data.root", "data.resize_short", "data.global_size", "views.patch_size", "views.grid_stride",
               "model.width_mult", "model.pretrained", "optim.epochs", "optim.batch_size", "data.workers",
-              "threads", "cams.scales"}
+              "threads", "cams.scales", *(setting.split("=")[0] for setting in TINY_SEG)}
     assert {key for key in preset if preset[key] != trained[key]} <= shrunk
 
-    cli(capsys, "cams", "--run", run, "--quiet")
-    split = load_config(name).cams.split
-    expected = (root / "ImageSets" / "Segmentation" / f"{split}.txt").read_text().split()
-    assert sorted(p.stem for p in (run / "cams").glob("*.npz")) == sorted(expected)
-    cli(capsys, "eval-cams", "--run", run, "--quiet")
-    sweep = json.loads((run / "sweep.json").read_text())
-    assert sweep["split"] == split and sweep["images"] == len(expected)
-    assert np.isfinite(sweep["best"]["miou"])
+    config = load_config(name)
+    expected = (root / "ImageSets" / "Segmentation" / f"{config.cams.split}.txt").read_text().split()
+    assert sorted(p.stem for p in (out / "cls" / "cams").glob("*.npz")) == sorted(expected)
+    assert sorted(p.stem for p in (out / "cls" / "pseudo").glob("*.png")) == sorted(expected)
+    if config.eval.threshold is None:  # COCO: chosen by the sweep on the masks of cams.split
+        sweep = json.loads((out / "cls" / "sweep.json").read_text())
+        assert sweep["split"] == config.cams.split and sweep["images"] == len(expected)
+        assert np.isfinite(sweep["best"]["miou"])
+        assert "best background threshold" in printed
+    metrics = json.loads((out / "seg" / f"eval_{config.seg.val_split}.json").read_text())
+    val = (root / "ImageSets" / "Segmentation" / f"{config.seg.val_split}.txt").read_text().split()
+    assert metrics["split"] == config.seg.val_split and metrics["images"] == len(val)
+    assert metrics["crf"] is not None  # the presets' test-time CRF ran
+    assert f"segmentation mIoU on {config.seg.val_split}: {100 * metrics['miou']:.1f}" in printed

@@ -20,6 +20,7 @@ from PIL import Image
 from l2g.data.palette import load_mask
 from l2g.engine import checkpoint
 from l2g.stages import pipeline, seg_train
+from tests.report_checks import check_report, provenance_of
 from tests.test_cli import run_cli, tiny_set
 
 SEG_SETTINGS = ["seg.arch=deeplab_small", "seg.width=4", "seg.aspp_rates=[1,2]", "seg.crop_size=32",
@@ -313,21 +314,16 @@ def test_run_pipeline_continues_after_kills_without_redoing_finished_stages(tiny
 
 
 def _check_report(report: Path) -> None:
-    index = report / "index.html"
-    text = index.read_text()
-    sources = re.findall(r'<img src="([^"]+)"', text)
-    assert {"threshold_curve.png", "losses.png"} <= set(sources)
-    assert any(s.startswith("train_") for s in sources) and any(s.startswith("val_") for s in sources)
-    for source in sources:
-        picture = report / source
-        assert picture.is_file() and picture.stat().st_size > 0, source
-        with Image.open(picture) as image:
-            image.verify()
+    page = check_report(report / "index.html", expected_tables=3, seed=0)  # summary, per-class, provenance
+    assert {"threshold_curve.png", "losses.png"} <= set(page.images)
+    assert any(s.startswith("train_") for s in page.images) and any(s.startswith("val_") for s in page.images)
     markdown = (report / "report.md").read_text()
-    assert sorted(re.findall(r"\]\(([^)]+\.png)\)", markdown)) == sorted(sources)
-    for heading in ("Per-class results", "Training losses", "Environment", "Config"):
-        assert heading in text and heading in markdown
-    assert f"<td>{torch.__version__}</td>" in text
+    assert sorted(re.findall(r"\]\(([^)]+\.png)\)", markdown)) == sorted(page.images)
+    for heading in ("Summary", "Per-class results (%)", "Training", "Config", "Provenance"):
+        assert heading in page.headings and f"## {heading}" in markdown
+    provenance = provenance_of(page)
+    assert provenance["segmentation init"] == "from scratch"
+    assert provenance["commit (training runs)"] != "not recorded"  # train_metrics.json records it
 
 
 def test_run_refuses_an_unknown_stage(tmp_path, capsys):
@@ -339,7 +335,7 @@ def test_run_refuses_an_unknown_stage(tmp_path, capsys):
 
 
 def test_help_of_the_new_commands(capsys):
-    for argv in (["seg", "train", "--help"], ["predict", "--help"], ["run", "--help"]):
+    for argv in (["seg", "train", "--help"], ["predict", "--help"], ["run", "--help"], ["export-voc", "--help"]):
         with pytest.raises(SystemExit) as exit_info:
             run_cli(capsys, *argv)
         assert exit_info.value.code == 0

@@ -202,3 +202,41 @@ def test_shape_targets_shape_mismatch_raises():
 def test_shape_targets_unknown_form_raises():
     with pytest.raises(ValueError, match="form"):
         shape_targets(TARGETS, SALIENCY, 0.25, form="eq7")
+
+
+# The COCO script's background form A_bg * (1 - S) on the same views (threshold 0.25):
+#   view 0: bg A [0.5, 0.25], S [0.25, 1.0] -> [0.5 * 0.75, 0.25 * 0] = [0.375, 0]  (VOC form: [0.75, 0])
+#   view 1: bg A [0.375, 1.0], S [0, 0]    -> [0.375, 1.0]                          (VOC form: [1, 1])
+# The class channels are B * S in both forms.
+def test_shape_targets_attention_background_is_the_coco_scripts_form():
+    out = shape_targets(TARGETS, SALIENCY, threshold=0.25, form="release", background="attention")
+    torch.testing.assert_close(out[0], t([[[0.25, 0.0]], [[0.0, 1.0]], [[0.375, 0.0]]]))
+    torch.testing.assert_close(out[1], t([[[0.0, 0.0]], [[0.0, 0.0]], [[0.375, 1.0]]]))
+    binary = shape_targets(TARGETS, SALIENCY, threshold=0.25, form="release", background="binary")
+    torch.testing.assert_close(binary, shape_targets(TARGETS, SALIENCY, threshold=0.25, form="release"))
+    torch.testing.assert_close(binary[:, :-1], out[:, :-1])
+    # with the paper's form the empty view keeps its attention target whatever the background form
+    paper = shape_targets(TARGETS, SALIENCY, threshold=0.25, form="paper", background="attention")
+    torch.testing.assert_close(paper[1], TARGETS[1])
+    with pytest.raises(ValueError, match="background"):
+        shape_targets(TARGETS, SALIENCY, 0.25, background="soft")
+
+
+# --- float16 / bfloat16 inputs (autocast) ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_targets_from_half_precision_maps_are_float32_and_finite(dtype):
+    """A present class whose map has no positive value: 0 / (0 + 1e-8) must stay 0 (in float16 the 1e-8
+    rounds to 0 and gave NaN). Values are those of the float32 targets of the same (rounded) maps."""
+    maps = torch.cat([LOCAL, -LOCAL.abs() - 1.0])  # view 1: every channel negative everywhere
+    labels = t([[1.0, 1.0], [1.0, 1.0]])
+    half = maps.to(dtype)
+    out = attention_targets(half, labels, background="release")
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    torch.testing.assert_close(out, attention_targets(half.float(), labels, background="release"))
+    torch.testing.assert_close(out[1], torch.zeros(3, 1, 3))
+    shaped = shape_targets(out.to(dtype), torch.ones(2, 1, 1, 3, dtype=dtype), 0.001, form="release")
+    assert shaped.dtype == torch.float32
+    torch.testing.assert_close(shaped, shape_targets(out.to(dtype).float(), torch.ones(2, 1, 1, 3), 0.001,
+                                                     form="release"))

@@ -335,3 +335,15 @@ def test_read_mask_keeps_ignore_and_classes(dataset):
     mask = read_mask(dataset / "SegmentationClassAug" / "2007_000001.png", C)
     assert mask.dtype == np.uint8 and mask.shape == (HEIGHT, WIDTH)
     assert set(np.unique(mask).tolist()) == {0, 1, 3, 255}
+
+
+@pytest.mark.parametrize("first", ["background", "_background_", "Background"])
+def test_class_names_accept_a_leading_background_line(dataset, first):
+    """The VOC convention (and labelme's _background_): C + 1 lines, the first naming the background."""
+    (dataset / "classes.txt").write_text(f"{first}\ncat\ndog\nbird\n")
+    assert class_names(dataset, C) == ["cat", "dog", "bird"]
+    with pytest.raises(DatasetError, match=r"the first naming the background, so 3 class names for 2 configured"):
+        class_names(dataset, 2)
+    # C lines of which the first is the background: data.num_classes counted the background
+    with pytest.raises(DatasetError, match=r"names the background .* data.num_classes counts the foreground"):
+        class_names(dataset, 4)

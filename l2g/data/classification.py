@@ -1,5 +1,19 @@
 """Training samples of the classification stage: an augmented global view, its saliency, its labels
-and the boxes of its local views (sampled here so they belong to the data's random stream)."""
+and the boxes of its local views (sampled here so they belong to the data's random stream).
+
+How the global view is made (``data.*``):
+
+- ``resize_mode: short_side`` (the release's VOC loaders): the image is resized so that its short side is
+  ``resize_short``, then one random ``global_size`` crop is the view. ``resize_short`` is a number, or a
+  range ``[low, high]`` from which each sample draws an integer short side uniformly, bounds included
+  (the release's no-saliency loader: 448-672), from the sample's own seeded random stream.
+- ``resize_mode: square`` (the release's COCO loader): the whole image is resized to
+  ``global_size x global_size`` (its aspect ratio is lost) and nothing is cropped.
+
+``resize_interpolation`` / ``saliency_interpolation`` name the resampling filters of the image and the
+saliency map (PIL's ``nearest``, ``bilinear``, ``bicubic``): the release's VOC loaders use bicubic and
+nearest, its COCO loader bilinear for both; the library default is bilinear for both.
+"""
 
 from __future__ import annotations
 
@@ -37,11 +51,40 @@ def color_jitter(image: Image.Image, jitter: tuple[float, float, float, float], 
     return image
 
 
-def resize_short(array: np.ndarray, short: int, resample: int) -> np.ndarray:
+INTERPOLATIONS = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
+                  "bicubic": Image.Resampling.BICUBIC}
+RESIZE_MODES = ("short_side", "square")
+
+
+def _resample(resample: int | str) -> int:
+    """A PIL resampling filter from its name (``INTERPOLATIONS``) or PIL's own constant."""
+    if isinstance(resample, str):
+        if resample not in INTERPOLATIONS:
+            raise ValueError(f"unknown interpolation {resample!r} (one of {', '.join(INTERPOLATIONS)})")
+        return INTERPOLATIONS[resample]
+    return resample
+
+
+def resize_short(array: np.ndarray, short: int, resample: int | str) -> np.ndarray:
+    """``array`` (H, W[, C]) uint8 resized (PIL) so that its short side is ``short``; the long side is
+    ``round(long * short / short_side)``. ``resample``: a name of ``INTERPOLATIONS`` or a PIL filter."""
     h, w = array.shape[:2]
-    scale = short / min(h, w)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return np.asarray(Image.fromarray(array).resize(size, resample))
+    size = (short, max(1, round(h * short / w))) if w < h else (max(1, round(w * short / h)), short)  # PIL (w, h)
+    return np.asarray(Image.fromarray(array).resize(size, _resample(resample)))
+
+
+def resize_square(array: np.ndarray, size: int, resample: int | str) -> np.ndarray:
+    """``array`` (H, W[, C]) uint8 resized (PIL) to ``size x size``, its aspect ratio lost."""
+    return np.asarray(Image.fromarray(array).resize((size, size), _resample(resample)))
+
+
+def draw_short_side(resize_short_cfg: int | tuple[int, int], rng) -> int:
+    """The short side of one sample: the configured number, or an integer drawn uniformly from the
+    range ``[low, high]``, both bounds included (as Python's ``random.randint`` of the release)."""
+    if isinstance(resize_short_cfg, int):
+        return resize_short_cfg
+    low, high = resize_short_cfg
+    return int(rng.integers(low, high + 1))
 
 
 def random_crop_box(height: int, width: int, size: int, rng) -> tuple[int, int]:
@@ -100,8 +143,14 @@ class ClassificationDataset(Dataset):
         saliency = None
         if self.use_saliency:
             saliency = (read_saliency(sample.saliency_path, image.shape[:2]) * 255).astype(np.uint8)
-        image = resize_short(image, data.resize_short, Image.BILINEAR)
-        top, left = random_crop_box(image.shape[0], image.shape[1], data.global_size, rng)
+        if data.resize_mode == "square":
+            short = None
+            image = resize_square(image, data.global_size, data.resize_interpolation)
+            top = left = 0
+        else:
+            short = draw_short_side(data.resize_short, rng)
+            image = resize_short(image, short, data.resize_interpolation)
+            top, left = random_crop_box(image.shape[0], image.shape[1], data.global_size, rng)
         flip = data.flip and rng.random() < 0.5
         view = Image.fromarray(crop_pad(image, top, left, data.global_size))
         if flip:
@@ -117,7 +166,8 @@ class ClassificationDataset(Dataset):
             "index": index,
         }
         if saliency is not None:
-            saliency = resize_short(saliency, data.resize_short, Image.BILINEAR)
+            saliency = (resize_square(saliency, data.global_size, data.saliency_interpolation) if short is None
+                        else resize_short(saliency, short, data.saliency_interpolation))
             saliency = crop_pad(saliency, top, left, data.global_size).astype(np.float32)
             if flip:
                 saliency = saliency[:, ::-1]
@@ -125,7 +175,8 @@ class ClassificationDataset(Dataset):
             item["saliency"] = torch.from_numpy(np.ascontiguousarray(saliency))[None]
         if self.region_maps is not None:
             regions = self.region_maps(sample)
-            regions = np.stack([resize_short(regions[..., k], data.resize_short, Image.NEAREST)
+            regions = np.stack([resize_square(regions[..., k], data.global_size, "nearest") if short is None
+                                else resize_short(regions[..., k], short, "nearest")
                                 for k in range(regions.shape[-1])], axis=-1)
             regions = crop_pad(regions, top, left, data.global_size, fill=255)
             if flip:

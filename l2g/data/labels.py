@@ -130,16 +130,33 @@ def read_class_list(path: str | Path, num_classes: int) -> dict[str, tuple[int, 
     return labels
 
 
+BACKGROUND_NAMES = ("background", "_background_")  # VOC's convention; labelme writes _background_
+
+
 def read_class_names(path: str | Path, num_classes: int) -> list[str]:
-    """The C class names of a classes file (one per line), checked for count and duplicates."""
+    """The C foreground class names of a classes file (one per line), checked for count and duplicates.
+
+    A first line naming the background (``background`` or ``_background_``, any case: the VOC convention,
+    and what labelme writes) is accepted and dropped; the file then holds C + 1 lines.
+    """
     path = Path(path)
     names: list[str] = []
     for number, text in content_lines(path):
         if text in names:
             raise DatasetError(f"{path}:{number}: class name {text!r} listed twice")
         names.append(text)
+    leading_background = bool(names) and names[0].lower() in BACKGROUND_NAMES
+    if leading_background and len(names) == num_classes + 1:
+        return names[1:]
     if len(names) != num_classes:
-        raise DatasetError(f"{path}: {len(names)} class names for {num_classes} configured classes")
+        counted = (f"{len(names)} lines, the first naming the background, so {len(names) - 1} class names"
+                   if leading_background else f"{len(names)} class names")
+        raise DatasetError(f"{path}: {counted} for {num_classes} configured classes (data.num_classes counts the "
+                           "foreground classes; a first line 'background' or '_background_' is optional)")
+    if leading_background:
+        raise DatasetError(f"{path}: the first of its {len(names)} lines names the background ({names[0]!r}), "
+                           f"leaving {len(names) - 1} class names for {num_classes} configured classes: "
+                           "data.num_classes counts the foreground classes only")
     return names
 
 

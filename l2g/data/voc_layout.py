@@ -13,7 +13,8 @@ The layout (paths relative to ``<root>``)::
     ImageSets/Segmentation/<split>_cls.txt   the authors' ``train_cls.txt`` format: ``<id> <c> <c> ...``
                                              where each ``c`` is a 0-based FOREGROUND class index
                                              (0..C-1), i.e. the mask value minus 1; path configurable
-    classes.txt                              optional: the C foreground class names, one per line
+    classes.txt                              optional: the C foreground class names, one per line (a
+                                             first line ``background`` / ``_background_`` is skipped)
 
 Every configurable path may be given relative to ``<root>`` or absolute, and may contain ``{split}``
 (e.g. ``image_dir="{split}"`` for COCO's ``train2014/`` and ``val2014/`` folders). When ``<split>.txt``
@@ -38,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from l2g.data import file_checks
 from l2g.data.errors import DatasetError, DatasetWarning
@@ -62,7 +64,8 @@ from l2g.data.labels import (
 from l2g.data.pil_open import PIL_ERRORS, decoded_size
 
 __all__ = [
-    "CHECK_MODES", "DatasetError", "DatasetWarning", "PIL_ERRORS", "Sample", "bad_mask_values", "class_names",
+    "CHECK_MODES", "DatasetError", "DatasetWarning", "PIL_ERRORS", "Sample", "bad_mask_values", "check_masks",
+    "class_names",
     "decoded_size", "find_image", "load_split", "mask_value_error", "read_class_list", "read_id_list",
     "split_labels",
 ]
@@ -394,6 +397,37 @@ def _warn_resized(paths: list[Path]) -> None:
         DatasetWarning,
         stacklevel=3,
     )
+
+
+def _header_size(path: Path) -> tuple[int, int] | None:
+    """(H, W) from an image file's header (nothing decoded); None when it cannot be opened."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except PIL_ERRORS:
+        return None
+    return height, width
+
+
+def check_masks(samples: list[Sample], num_classes: int, split: str, root: str | Path) -> None:
+    """Decode the mask of every sample and check its values (0..C, 255) and its size against the image's
+    header (the image is not decoded); one DatasetError lists the problems. For a split whose images are
+    checked elsewhere (the training split, by ``load_split`` itself) but whose masks a later stage scores.
+    Masks are decoded in parallel and once per file version (:mod:`l2g.data.file_checks`)."""
+    cache = file_checks.DecodeCache(Path(root))
+    masks = [s for s in samples if s.mask_path is not None]
+    facts = cache.facts([(s.mask_path, lambda p: file_checks.mask_facts(p)) for s in masks])
+    cache.save()
+    problems = []
+    for sample in masks:
+        size = _header_size(sample.image_path)
+        if size is None:
+            problems.append(f"{sample.image_path}: unreadable image")
+            continue
+        problem = _mask_problem(sample.mask_path, facts[sample.mask_path], size, num_classes)
+        if problem:
+            problems.append(problem)
+    _raise_problems(Path(root), split, problems)
 
 
 def _decode_check(

@@ -20,6 +20,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
+from l2g.engine.precision import switch
+
 
 def epoch_permutation(seed: int, epoch: int, n: int) -> list[int]:
     """The visiting order of ``n`` items in ``epoch`` (0-based).
@@ -80,10 +82,6 @@ def resolve_workers(workers: int, device: torch.device, local_world_size: int = 
     return max(0, min(8, cores // max(local_world_size, 1) - 1))
 
 
-def _switch(value: bool | str, auto: bool) -> bool:
-    return auto if value == "auto" else bool(value)
-
-
 def build_loader(dataset: Dataset, batch_size: int, sampler: EpochSampler, workers: int,
                  device: torch.device, pin_memory: bool | str = "auto",
                  persistent_workers: bool | str = "auto", collate_fn=None) -> tuple[DataLoader, torch.Generator]:
@@ -95,10 +93,10 @@ def build_loader(dataset: Dataset, batch_size: int, sampler: EpochSampler, worke
     in the main process would not reach them).
     """
     generator = torch.Generator()
-    persistent = _switch(persistent_workers, workers > 0 and not hasattr(dataset, "set_epoch")) and workers > 0
+    persistent = switch(persistent_workers, workers > 0 and not hasattr(dataset, "set_epoch")) and workers > 0
     loader = DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, drop_last=True, num_workers=workers,
-        pin_memory=_switch(pin_memory, device.type == "cuda"), persistent_workers=persistent,
+        pin_memory=switch(pin_memory, device.type == "cuda"), persistent_workers=persistent,
         generator=generator, collate_fn=collate_fn,
     )
     return loader, generator

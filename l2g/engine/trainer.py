@@ -167,7 +167,8 @@ class Trainer:
                  lr_schedule: Callable[[int, int, int], float] | None = None,
                  batch_ids: Callable[[dict], list[str]] | None = None, resume: bool = False,
                  on_epoch_start: Callable[[int], None] | None = None, collate_fn=None,
-                 on_log: Callable[[dict], None] | None = None, host_keys: tuple[str, ...] = ()) -> None:
+                 on_log: Callable[[dict], None] | None = None,
+                 on_epoch_end: Callable[[int], None] | None = None, host_keys: tuple[str, ...] = ()) -> None:
         self.run_dir = Path(run_dir)
         self.config = config
         self.model = model
@@ -180,6 +181,7 @@ class Trainer:
         self.resume = resume
         self.on_epoch_start = on_epoch_start
         self.on_log = on_log  # rank 0 only, with each record written to the log
+        self.on_epoch_end = on_epoch_end  # every rank, after the epoch's last step and checkpoint
         self.collate_fn = collate_fn
         # Batch entries that stay on the host (pinned with CUDA): e.g. the view boxes, whose values become
         # Python slice bounds, which would otherwise cost a device-to-host copy and a sync every step.
@@ -319,6 +321,8 @@ class Trainer:
                     done = iteration + 1
                     if step == per_epoch - 1 or (s.checkpoint_every and done % s.checkpoint_every == 0):
                         self._save(done, per_epoch, precision, seconds_before + time.time() - started)
+                if self.on_epoch_end is not None:
+                    self.on_epoch_end(epoch)
         finally:
             bar.close()
             if log is not None:
@@ -397,8 +401,9 @@ class Trainer:
             if "find_unused_parameters" not in str(error):
                 raise
             raise ValueError(  # DDP's own message names its constructor, not our switch
-                "some trained parameters get no gradient from the loss (e.g. a PCM that only the "
-                "inference maps use); under torchrun add --set runtime.find_unused_parameters=true") from error
+                "some trained parameters get no gradient from the loss (a custom method or network with a "
+                "branch that the loss does not reach); under torchrun add --set "
+                "runtime.find_unused_parameters=true") from error
         if "loss" not in losses:
             raise ValueError(f"the step function returned {sorted(losses)}: it must return a 'loss' entry")
         return losses

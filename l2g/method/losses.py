@@ -1,4 +1,7 @@
-"""Losses of the classification stage (paper Eq. 1, 4, 6, 7)."""
+"""Losses of the classification stage (paper Eq. 1, 4, 6, 7).
+
+Every loss is computed in float32, whatever the dtype of its inputs (float16 or bfloat16 under autocast).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Ten
     ``logits`` (V, C) are the pooled class scores of V views (global view, or the N local views of
     each image with the image's labels repeated), ``labels`` (V, C) multi-hot.
     """
-    return F.multilabel_soft_margin_loss(logits, labels.to(logits.dtype))
+    return F.multilabel_soft_margin_loss(logits.float(), labels.float())
 
 
 def attention_transfer_loss(global_crops: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

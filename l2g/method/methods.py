@@ -101,7 +101,8 @@ class L2GMethod(LocalMethod):
         size = tuple(targets.shape[2:])
         if self.shape:
             saliency = crop_resize_nearest(batch["saliency"], batch["boxes"], size)
-            targets = shape_targets(targets, saliency, self.config.shape_threshold, method.shape_form)
+            targets = shape_targets(targets, saliency, self.config.shape_threshold, method.shape_form,
+                                    method.shape_background)
         global_out = self.global_net(batch["image"])
         crops = cut_global_map(global_out.maps, batch["boxes"], size, self.global_net.backbone.stride)
         return Transfer(targets, crops, labels, loss_cls, global_out.logits)
@@ -126,11 +127,13 @@ class L2GMethod(LocalMethod):
         return self.global_net
 
 
+METHOD_CLASSES: dict[str, type[Method]] = {"cam": CamMethod, "local": LocalMethod, "l2g": L2GMethod,
+                                            "l2g_shape": L2GMethod}
+
+
 def build_method(config: Config) -> Method:
     name = config.method.name
-    if name == "cam":
-        return CamMethod(config)
-    if name == "local":
-        return LocalMethod(config)
-    return L2GMethod(config)
+    if name not in METHOD_CLASSES:
+        raise ValueError(f"method.name = {name!r}: unknown method (one of {', '.join(METHOD_CLASSES)})")
+    return METHOD_CLASSES[name](config)
 

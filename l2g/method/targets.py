@@ -2,7 +2,9 @@
 
 All maps have C + 1 channels: the C classes first, the background channel LAST (as in the release,
 whose classification logits pool only the first C channels). Functions are pure: tensors in,
-tensors out, nothing learned.
+tensors out, nothing learned. Targets are computed in float32 whatever the input dtype: under float16
+autocast the local maps arrive in float16, where the max normalisation's 1e-8 rounds to 0 and a channel
+without a positive value would divide 0 by 0.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ def attention_targets(
     num_classes = labels.shape[1]
     if local_maps.shape[1] != num_classes + 1:
         raise ValueError(f"local maps have {local_maps.shape[1]} channels, expected C + 1 = {num_classes + 1}")
-    maps = normalize_attention(local_maps.detach(), eps)
+    maps = normalize_attention(local_maps.detach().float(), eps)
     classes = maps[:, :num_classes] * labels[:, :, None, None].to(maps.dtype)
     if background == "release":
         back = maps[:, num_classes:]
@@ -57,24 +59,38 @@ def attention_targets(
     return keep_the_max(torch.cat([classes, back], dim=1))
 
 
+SHAPE_BACKGROUNDS = ("binary", "attention")
+
+
 def shape_targets(
-    targets: torch.Tensor, saliency: torch.Tensor, threshold: float, form: str = "paper"
+    targets: torch.Tensor, saliency: torch.Tensor, threshold: float, form: str = "paper",
+    background: str = "binary",
 ) -> torch.Tensor:
     """Shape transfer targets (Eq. 7).
 
     ``targets`` (V, C+1, h, w) from :func:`attention_targets`; ``saliency`` (V, 1, h, w) in [0, 1], the
     view's saliency crop resized (nearest) to the map. ``B = targets > threshold``; class channels get
-    ``B * S`` and the background channel ``B_bg * (1 - S)``.
+    ``B * S``. The background channel gets, with ``background``:
 
-    - ``form="release"``: always that, even for a view whose saliency crop is empty (then every class
-      target is 0 and only the background survives); the release's threshold is 0.001.
-    - ``form="paper"``: Eq. 7 as written: a view with an empty saliency crop (``|S_i| = 0``) keeps its
+    - ``"binary"``: ``B_bg * (1 - S)``, the binarised background target (the release's VOC script, and
+      Eq. 7 read literally);
+    - ``"attention"``: ``A_bg * (1 - S)``, the background target's own value (the release's COCO script).
+
+    ``form`` says what a view with an empty saliency crop gets:
+
+    - ``"release"``: the same as any view (then every class target is 0 and only the background
+      survives); the release's threshold is 0.001 (VOC script) or 0.1 (COCO script).
+    - ``"paper"``: Eq. 7 as written: a view with an empty saliency crop (``|S_i| = 0``) keeps its
       plain attention target ``A_i`` instead; the paper's threshold is "e.g. 0.1".
     """
     if saliency.shape[1] != 1 or saliency.shape[2:] != targets.shape[2:] or saliency.shape[0] != targets.shape[0]:
         raise ValueError(f"saliency {tuple(saliency.shape)} does not fit targets {tuple(targets.shape)}")
+    if background not in SHAPE_BACKGROUNDS:
+        raise ValueError(f"unknown shape transfer background {background!r} (one of {', '.join(SHAPE_BACKGROUNDS)})")
+    targets, saliency = targets.float(), saliency.float()
     binary = (targets > threshold).to(targets.dtype)
-    shaped = torch.cat([binary[:, :-1] * saliency, binary[:, -1:] * (1.0 - saliency)], dim=1)
+    back = binary[:, -1:] if background == "binary" else targets[:, -1:]
+    shaped = torch.cat([binary[:, :-1] * saliency, back * (1.0 - saliency)], dim=1)
     if form == "release":
         return shaped
     if form == "paper":

@@ -14,14 +14,18 @@ from l2g.models.pcm import PixelCorrelation
 @dataclass
 class NetOutput:
     maps: torch.Tensor  # (B, C+1, h, w): class maps + background channel (last), incl. PCM when on
-    logits: torch.Tensor  # (B, C): global average pool of the C class channels of the head
+    logits: torch.Tensor  # (B, C): global average pool of the C class channels of ``maps``
 
 
 class AttentionNet(nn.Module):
     """Backbone + dropout + 1x1 conv to C + 1 channels (no bias) + optional PCM.
 
-    The classification logits pool the head's C class channels before the PCM (the background channel,
-    last, takes part in no classification loss); the returned map is ``F + F_pcm`` with the PCM on.
+    The returned map is ``F + F_pcm`` with the PCM on (``F`` without it). The classification logits are
+    the global average pool of that map's first C channels, as in the release: pooled AFTER the PCM, so
+    a classification loss trains the PCM too and reaches the backbone through both terms. The background
+    channel (last) takes part in no classification loss.
+
+    The head is initialised as the release's: Xavier-uniform (gain 1).
     """
 
     def __init__(self, backbone: nn.Module, num_classes: int, pcm: PixelCorrelation | None = None,
@@ -31,15 +35,14 @@ class AttentionNet(nn.Module):
         self.num_classes = num_classes
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         self.head = nn.Conv2d(backbone.out_channels, num_classes + 1, 1, bias=False)
+        nn.init.xavier_uniform_(self.head.weight)
         self.pcm = pcm
 
     def forward(self, images: torch.Tensor) -> NetOutput:
         out = self.backbone(images)
         cam = self.head(self.dropout(out.features))
-        logits = cam[:, : self.num_classes].mean(dim=(2, 3))
         maps = cam + self.pcm(cam, images, out.intermediates) if self.pcm is not None else cam
-        return NetOutput(maps=maps, logits=logits)
-
+        return NetOutput(maps=maps, logits=maps[:, : self.num_classes].mean(dim=(2, 3)))
 
 
 def build_attention_net(model_cfg, num_classes: int, backbone: nn.Module | None = None) -> AttentionNet:

@@ -1,11 +1,15 @@
-"""An offline report of a comparison run: one ``index.html`` (plus ``report.md``) and PNGs beside it.
+"""An offline report comparing methods (the synthetic demo's): ``index.html`` + ``report.md`` + PNGs.
 
-The report shows, top to bottom: the summary table (best background threshold, pseudo-label mIoU and
-pixel accuracy per method), the mIoU-vs-threshold curve, example panels (image, ground truth and, per
-method, its attention heat map and pseudo mask at its best threshold), the per-class IoU / precision /
-recall table, the training loss curves and the run's config. Everything is local: images are linked by
-relative file name, there is no JavaScript and no network resource, so the folder can be zipped, copied
-and opened anywhere.
+Top to bottom: the summary table (best background threshold, pseudo-label mIoU, pixel accuracy, training
+and total minutes per method), tables the caller adds (the demo: attention on object parts, attention
+transfer, DeepLab on the pseudo masks), the mIoU-vs-threshold curve, example panels (image, ground truth
+and, per method, its attention heat map with a colour bar and its pseudo mask at its best threshold),
+the per-class IoU / precision / recall table, the training curves (losses on a log axis, kt_stuck), the
+config (what differs between methods, then what they share) and the provenance (commit, seed, torch,
+machine). Every table is one :class:`~l2g.report.document.Table`, rendered to both files.
+
+Examples are chosen by :func:`l2g.report.examples.choose_examples`: one typical image per class and the
+hardest images, scored by the per-image mIoU of the best method's pseudo masks.
 
 Robustness is part of the contract: a method without a sample's attention file, an unreadable image or
 mask, a sweep with ``None``/NaN values or no best entry, and an unreadable training log all give a
@@ -14,63 +18,68 @@ marked placeholder ("missing", "–") instead of an exception.
 
 from __future__ import annotations
 
-import html
-import json
-import math
-import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
 import numpy as np
-from PIL import Image
+import yaml
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from l2g.data.images import read_image
+from l2g.data.palette import colorize, load_mask
+from l2g.evaluation.sweep import pseudo_label
+from l2g.report.document import Block, Cell, Code, Details, Document, Figure, Heading, Paragraph, Table
+from l2g.report.examples import Example, candidates, choose_examples, image_miou
+from l2g.report.formatting import (
+    DASH,
+    best_entry,
+    format_minutes,
+    format_percent,
+    format_threshold,
+    hex_colour,
+    number,
+    pick,
+    safe_filename,
+)
+from l2g.report.plots import (
+    Panel,
+    attention_overlay,
+    logs_with,
+    plot_kt_stuck,
+    plot_losses,
+    plot_panels,
+    plot_threshold_curve,
+    read_or_none,
+    stack_resized_maps,
+)
+from l2g.report.provenance import provenance_rows
 
-from l2g.data import cam_files  # noqa: E402
-from l2g.data.images import read_image  # noqa: E402
-from l2g.data.palette import colorize, load_mask, voc_palette  # noqa: E402
-from l2g.engine.atomic import save_figure, write_text  # noqa: E402
-from l2g.evaluation.sweep import pseudo_label  # noqa: E402
-
-DASH = "–"
-PANEL_INCHES = 2.0
-DPI = 80
 CURVE_FILE = "threshold_curve.png"
 LOSSES_FILE = "losses.png"
-CLASS_TABLE_NOTE = "IoU / precision / recall in %; the cell with the best IoU of each class is bold."
-
-CSS = """
-body { font-family: sans-serif; margin: 2em auto; max-width: 1200px; padding: 0 1em; color: #222; }
-table { border-collapse: collapse; margin: 1em 0; }
-th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: right; }
-th { background: #f2f2f2; }
-td.name, th.name { text-align: left; }
-.swatch { display: inline-block; width: 1em; height: 1em; border: 1px solid #888;
-          vertical-align: middle; margin-right: 0.4em; }
-img { max-width: 100%; height: auto; border: 1px solid #ddd; }
-pre { background: #f6f6f6; padding: 1em; overflow-x: auto; }
-.caption { color: #555; font-size: 90%; }
-"""
+STUCK_FILE = "kt_stuck.png"
+CLASS_TABLE_NOTE = "IoU / precision / recall in %; the best IoU of each class is bold."
+SUMMARY_NOTE = ("Training: minutes of the classification network's training (train_metrics.json). Total: "
+                "minutes of training, attention maps and threshold sweep in the invocation that made them "
+                "(a step skipped on a rerun counts zero).")
 
 
 @dataclass
 class MethodResult:
-    """One method's results: its attention maps on disk, its threshold sweep and optional training log."""
+    """One method's results: its attention maps on disk, its threshold sweep, optional log and config."""
 
     name: str
     title: str
     cams_dir: Path
     sweep: dict
-    minutes: float | None = None
+    minutes: float | None = None  # training minutes
     train_log: Path | None = None
+    total_minutes: float | None = None  # training + maps + sweep
+    config: dict | None = None  # the run's config as plain dicts (l2g.config.to_dict)
 
 
 @dataclass
 class ReportSample:
-    """One image to show in the example panels; ``labels`` are 0-based foreground class indices."""
+    """One image the report may show; ``labels`` are 0-based foreground class indices."""
 
     image_id: str
     image_path: Path
@@ -78,342 +87,148 @@ class ReportSample:
     labels: tuple[int, ...]
 
 
-# ----------------------------------------------------------------------------------------- formatting
+# --- attention maps ----------------------------------------------------------------------------------
 
 
-def _number(value: object) -> float | None:
-    """``value`` as a finite float, or None for None, NaN, infinities and non-numbers."""
-    if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+def maps_file(cams_dir: Path, image_id: str) -> Path:
+    """Where ``l2g cams`` keeps an image's maps (the one place the report names that file)."""
+    from l2g.data.cam_files import cams_filename
+
+    return Path(cams_dir) / cams_filename(image_id)
+
+
+def read_maps(cams_dir: Path, image_id: str) -> dict[int, np.ndarray] | None:
+    """An image's {class index: map} through :func:`l2g.data.cam_files.load_cams` (l2g's ``.npz``, or a
+    dict ``.npy`` through its restricted unpickler); None when missing or unreadable."""
+    from l2g.data.cam_files import load_cams
+
+    try:
+        return load_cams(cams_dir, image_id).as_dict()
+    except (OSError, ValueError):
         return None
-    value = float(value)
-    return value if math.isfinite(value) else None
 
 
-def format_percent(value: object) -> str:
-    """A fraction in [0, 1] as a percentage with one decimal ("52.3"); "–" when undefined."""
-    number = _number(value)
-    return DASH if number is None else f"{100.0 * number:.1f}"
+def pseudo_mask(method: MethodResult, image_id: str, shape: tuple[int, int]) -> np.ndarray | None:
+    """The method's pseudo mask of an image at its best threshold, None when maps or threshold lack."""
+    cams = read_maps(method.cams_dir, image_id)
+    threshold = number((best_entry(method.sweep) or {}).get("threshold"))
+    if cams is None or threshold is None:
+        return None
+    try:
+        maps, values = stack_resized_maps(cams, shape)
+        return pseudo_label(maps, values, threshold)
+    except (ValueError, TypeError):
+        return None
 
 
-def format_threshold(value: object) -> str:
-    """A background threshold with two decimals; "–" when undefined."""
-    number = _number(value)
-    return DASH if number is None else f"{number:.2f}"
+def pseudo_mask_scores(method: MethodResult, samples: Sequence[ReportSample]) -> dict[str, float]:
+    """Per-image mIoU of the method's pseudo masks against the ground truth (images lacking either left out)."""
+    scores = {}
+    for sample in samples:
+        truth = read_or_none(load_mask, sample.mask_path)
+        mask = None if truth is None else pseudo_mask(method, sample.image_id, truth.shape)
+        score = None if mask is None else image_miou(mask, truth)
+        if score is not None:
+            scores[sample.image_id] = score
+    return scores
 
 
-def format_minutes(value: object) -> str:
-    """Minutes with one decimal; "–" when unknown."""
-    number = _number(value)
-    return DASH if number is None else f"{number:.1f}"
+# --- tables ----------------------------------------------------------------------------------------
 
 
-def _pick(values: object, index: int) -> object:
-    """``values[index]`` for a list-like ``values``, None when absent."""
-    if isinstance(values, Sequence | np.ndarray) and not isinstance(values, str) and 0 <= index < len(values):
-        return values[index]
-    return None
-
-
-def best_entry(sweep: dict) -> dict | None:
-    """The sweep's ``best`` entry, or else the per-threshold entry with the highest defined mIoU."""
-    best = sweep.get("best")
-    if isinstance(best, dict):
-        return best
-    entries = [e for e in sweep.get("per_threshold") or [] if _number(e.get("miou")) is not None]
-    return max(entries, key=lambda e: _number(e["miou"])) if entries else None
-
-
-def safe_filename(text: str) -> str:
-    """``text`` reduced to letters, digits, ``.``, ``-`` and ``_`` so it is a safe file-name part."""
-    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._")
-    return cleaned or "sample"
-
-
-def _hex_colour(mask_value: int) -> str:
-    """The VOC palette colour of a mask value as ``#rrggbb``."""
-    r, g, b = (int(c) for c in voc_palette()[mask_value % 256])
-    return f"#{r:02x}{g:02x}{b:02x}"
-
-
-def md_escape(text: str) -> str:
-    """Text made safe for Markdown: HTML escaped (renderers pass raw HTML), pipes escaped, one line."""
-    return html.escape(str(text)).replace("|", "\\|").replace("\n", " ")
-
-
-# ---------------------------------------------------------------------------------------- tables
-
-
-def summary_rows(methods: list[MethodResult]) -> list[list[str]]:
-    """One row per method: title, best threshold, mIoU (%), pixel accuracy (%), minutes."""
+def summary_table(methods: list[MethodResult]) -> Table:
     rows = []
     for method in methods:
         best = best_entry(method.sweep) or {}
-        rows.append(
-            [
-                method.title,
-                format_threshold(best.get("threshold")),
-                format_percent(best.get("miou")),
-                format_percent(best.get("pixel_accuracy")),
-                format_minutes(method.minutes),
-            ]
-        )
-    return rows
-
-
-SUMMARY_HEADER = ["Method", "Best threshold", "mIoU (%)", "Pixel accuracy (%)", "Minutes"]
+        rows.append([method.title, format_threshold(best.get("threshold")), format_percent(best.get("miou")),
+                     format_percent(best.get("pixel_accuracy")), format_minutes(method.minutes),
+                     format_minutes(method.total_minutes)])
+    return Table(["Method", "Best threshold", "mIoU (%)", "Pixel accuracy (%)", "Training (min)", "Total (min)"],
+                 rows, SUMMARY_NOTE)
 
 
 def _class_cell(best: dict | None, index: int) -> tuple[str, float | None]:
-    """The "IoU / P / R" text of one class for one method, and its IoU (for highlighting the best)."""
     if best is None:
         return f"{DASH} / {DASH} / {DASH}", None
-    iou = _pick(best.get("iou"), index)
-    parts = [
-        format_percent(v)
-        for v in (iou, _pick(best.get("precision"), index), _pick(best.get("recall"), index))
-    ]
-    return " / ".join(parts), _number(iou)
+    iou = pick(best.get("iou"), index)
+    parts = [format_percent(v) for v in (iou, pick(best.get("precision"), index), pick(best.get("recall"), index))]
+    return " / ".join(parts), number(iou)
 
 
-ClassRow = tuple[str, list[str], int | None]
-
-
-def class_rows(methods: list[MethodResult], class_names: list[str]) -> list[ClassRow]:
-    """Per class: (name, one "IoU / P / R" cell per method, index of the method with the best IoU)."""
+def class_table(methods: list[MethodResult], class_names: list[str]) -> Table:
+    """Per class (with its colour): one "IoU / P / R" cell per method, the best IoU of the row in bold."""
     bests = [best_entry(m.sweep) for m in methods]
     rows = []
     for index, name in enumerate(class_names):
-        cells, ious = zip(*(_class_cell(best, index) for best in bests), strict=True) if bests else ((), ())
-        scored = [(v, i) for i, v in enumerate(ious) if v is not None]
+        cells = [_class_cell(best, index) for best in bests]
+        scored = [(iou, j) for j, (_, iou) in enumerate(cells) if iou is not None]
         winner = max(scored)[1] if len(scored) > 1 else None
-        rows.append((name, list(cells), winner))
-    return rows
+        rows.append([Cell(name, swatch=hex_colour(index)),
+                     *(Cell(text, bold=j == winner) for j, (text, _) in enumerate(cells))])
+    return Table(["Class", *(f"{m.title}: IoU / P / R (%)" for m in methods)], rows, CLASS_TABLE_NOTE)
 
 
-def _cell(tag: str, text: str, is_name: bool) -> str:
-    """One escaped table cell; name cells are left-aligned."""
-    attribute = ' class="name"' if is_name else ""
-    return f"<{tag}{attribute}>{html.escape(text)}</{tag}>"
+def flatten(config: dict, prefix: str = "") -> dict[str, object]:
+    """``{"optim": {"lr": 1}}`` -> ``{"optim.lr": 1}``."""
+    flat: dict[str, object] = {}
+    for key, value in config.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{dotted}."))
+        else:
+            flat[dotted] = value
+    return flat
 
 
-def html_table(header: list[str], rows: list[list[str]]) -> str:
-    """A plain HTML table; the first column (names) is left-aligned. Cells are escaped here."""
-    head = "".join(_cell("th", h, i == 0) for i, h in enumerate(header))
-    body = ["<tr>" + "".join(_cell("td", c, i == 0) for i, c in enumerate(row)) + "</tr>" for row in rows]
-    return f"<table>\n<tr>{head}</tr>\n" + "\n".join(body) + "\n</table>"
+def unflatten(flat: dict[str, object]) -> dict:
+    nested: dict = {}
+    for dotted, value in flat.items():
+        *parents, last = dotted.split(".")
+        target = nested
+        for part in parents:
+            target = target.setdefault(part, {})
+        target[last] = value
+    return nested
 
 
-def md_table(header: list[str], rows: list[list[str]]) -> str:
-    """A Markdown pipe table."""
-    lines = [
-        "| " + " | ".join(md_escape(h) for h in header) + " |",
-        "|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|",
-    ]
-    lines += ["| " + " | ".join(md_escape(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
+def config_blocks(configs: list[tuple[str, dict]]) -> list[Block]:
+    """The keys whose values differ between the runs (a table), then the settings they share (YAML)."""
+    if not configs:
+        return []
+    flats = [(title, flatten(config)) for title, config in configs]
+    keys = list(dict.fromkeys(k for _, flat in flats for k in flat))
+    missing = object()
+    differing = [k for k in keys if len({repr(flat.get(k, missing)) for _, flat in flats}) > 1]
+    blocks: list[Block] = [Heading("Config")]
+    if len(configs) > 1:
+        rows = [[key, *(DASH if key not in flat else yaml.safe_dump(flat[key], default_flow_style=True).strip()
+                        .removesuffix("...").strip() for _, flat in flats)] for key in differing]
+        blocks.append(Table(["Key", *(title for title, _ in flats)], rows,
+                            "The only keys whose values differ between the methods' runs.", text=True))
+    shared = unflatten({k: v for k, v in flats[0][1].items() if k not in differing})
+    text = yaml.safe_dump(shared, sort_keys=False, default_flow_style=None, width=100)  # short lists on one line
+    summary = "Settings shared by every run (YAML)" if len(configs) > 1 else "Settings (YAML)"
+    blocks.append(Details(summary, [Code(text, "yaml")]))
+    return blocks
 
 
-def _class_table_html(methods: list[MethodResult], class_names: list[str]) -> str:
-    """The per-class table with a colour swatch per class and the best IoU of each row in bold."""
-    head = '<th class="name">Class</th>' + "".join(
-        f"<th>{html.escape(m.title)}<br><small>IoU / P / R (%)</small></th>" for m in methods
-    )
-    body = []
-    for index, (name, cells, winner) in enumerate(class_rows(methods, class_names)):
-        swatch = f'<span class="swatch" style="background:{_hex_colour(index)}"></span>'
-        tds = "".join(
-            f"<td><b>{html.escape(c)}</b></td>" if j == winner else f"<td>{html.escape(c)}</td>"
-            for j, c in enumerate(cells)
-        )
-        body.append(f'<tr><td class="name">{swatch}{html.escape(name)}</td>{tds}</tr>')
-    return f"<table>\n<tr>{head}</tr>\n" + "\n".join(body) + "\n</table>"
+def provenance_table(seeds: Sequence[int], runs: Sequence[Path] = ()) -> Table:
+    return Table(["", "value"], provenance_rows(list(seeds), list(runs)),
+                 "What produced this report. Results of the synthetic benchmark hold per machine and per seed.",
+                 text=True)
 
 
-def _class_table_md(methods: list[MethodResult], class_names: list[str]) -> str:
-    """The per-class table in Markdown; the swatch becomes the colour's hex code."""
-    header = ["Class", "Colour"] + [f"{m.title} IoU / P / R (%)" for m in methods]
-    rows = [
-        [name, f"`{_hex_colour(index)}`", *cells]
-        for index, (name, cells, _) in enumerate(class_rows(methods, class_names))
-    ]
-    return md_table(header, rows)
+# --- examples --------------------------------------------------------------------------------------
 
 
-# ---------------------------------------------------------------------------------------- plots
-
-
-def _curve_points(sweep: dict) -> tuple[list[float], list[float]]:
-    """(thresholds, mIoU in %) of a sweep, NaN where the mIoU is undefined (a gap in the line)."""
-    thresholds = [_number(t) for t in sweep.get("thresholds") or []]
-    mious = [_number(_pick(sweep.get("miou"), i)) for i in range(len(thresholds))]
-    pairs = [
-        (t, math.nan if m is None else 100.0 * m)
-        for t, m in zip(thresholds, mious, strict=True)
-        if t is not None
-    ]
-    return [p[0] for p in pairs], [p[1] for p in pairs]
-
-
-def plot_threshold_curve(path: Path, methods: list[MethodResult]) -> Path:
-    """Write mIoU (%) vs background threshold, one line per method with its best point marked."""
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
-    for method in methods:
-        xs, ys = _curve_points(method.sweep)
-        best = best_entry(method.sweep) or {}
-        bt, bm = _number(best.get("threshold")), _number(best.get("miou"))
-        label = method.title
-        if bm is not None:
-            label += f" (best {100 * bm:.1f} @ {format_threshold(bt)})"
-        (line,) = ax.plot(xs, ys, marker=".", markersize=4, label=label)
-        if bt is not None and bm is not None:
-            ax.plot(
-                [bt],
-                [100 * bm],
-                marker="o",
-                markersize=9,
-                color=line.get_color(),
-                markeredgecolor="black",
-                linestyle="none",
-            )
-    ax.set_xlabel("background threshold")
-    ax.set_ylabel("pseudo-label mIoU (%)")
-    ax.set_title("Pseudo-label mIoU vs background threshold")
-    ax.grid(True, alpha=0.3)
-    if methods:
-        ax.legend(fontsize=8, loc="best")
-    save_and_close(fig, path)
-    return path
-
-
-def save_and_close(fig: plt.Figure, path: Path) -> None:
-    """Save and close a figure (closing keeps memory flat over many calls)."""
-    try:
-        fig.tight_layout()
-        save_figure(path, fig)
-    finally:
-        plt.close(fig)
-
-
-def read_train_log(path: Path) -> dict[str, tuple[list[float], list[float]]]:
-    """Loss curves from a JSON-lines log: {key: (iterations, values)} for every key starting with "loss".
-
-    Unparsable lines and non-numeric values are skipped; a line without "iteration" uses its line number.
-    """
-    curves: dict[str, tuple[list[float], list[float]]] = {}
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines()):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if not isinstance(record, dict):
-            continue
-        step = _number(record.get("iteration"))
-        step = float(number) if step is None else step
-        for key, value in record.items():
-            value = _number(value)
-            if key.startswith("loss") and value is not None:
-                xs, ys = curves.setdefault(key, ([], []))
-                xs.append(step)
-                ys.append(value)
-    return curves
-
-
-def _message_axis(ax: plt.Axes, text: str) -> None:
-    """Turn an axis into a blank panel that only says ``text``."""
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=9, color="0.4", transform=ax.transAxes)
-
-
-def plot_losses(path: Path, methods: list[MethodResult]) -> Path:
-    """Write one subplot of loss curves per method that has a training log."""
-    logged = [m for m in methods if m.train_log is not None]
-    fig, axes = plt.subplots(1, len(logged), figsize=(4.2 * len(logged), 3.4), dpi=90, squeeze=False)
-    for ax, method in zip(axes[0], logged, strict=True):
-        ax.set_title(method.title, fontsize=10)
-        try:
-            curves = read_train_log(method.train_log)
-        except (OSError, UnicodeDecodeError):
-            _message_axis(ax, "log missing")
-            continue
-        if not curves:
-            _message_axis(ax, "no loss values")
-            continue
-        for key, (xs, ys) in sorted(curves.items()):
-            ax.plot(xs, ys, label=key, linewidth=1.2 if key == "loss" else 0.9)
-        ax.set_xlabel("iteration")
-        ax.set_ylabel("loss")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
-    save_and_close(fig, path)
-    return path
-
-
-# ---------------------------------------------------------------------------------- example panels
-
-
-def load_cams(path: Path) -> dict[int, np.ndarray] | None:
-    """The {fg class index: (H, W) map} dict of the image ``path`` names (``<cams>/<id>.npz``, or its dict
-    ``.npy``: :func:`l2g.data.cam_files.load_cams` reads either), or None when missing or unreadable."""
-    try:
-        return cam_files.load_cams(path.parent, path.stem).as_dict()
-    except (OSError, ValueError):
-        return None
-
-
-def _resize_map(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """A float map resized bilinearly to ``shape`` (H, W) when it differs."""
-    if values.shape == shape:
-        return values
-    image = Image.fromarray(values.astype(np.float32)).resize((shape[1], shape[0]), Image.Resampling.BILINEAR)
-    return np.asarray(image, dtype=np.float32)
-
-
-def stack_resized_maps(cams: dict[int, np.ndarray], shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """(K, H, W) maps at ``shape`` (NaN set to 0) and their (K,) mask values (class index + 1)."""
-    keys = sorted(cams)
-    maps = [np.nan_to_num(_resize_map(cams[k], shape), nan=0.0) for k in keys]
-    stacked = np.stack(maps) if maps else np.zeros((0, *shape), dtype=np.float32)
-    return stacked, np.asarray([k + 1 for k in keys], dtype=np.int64)
-
-
-def attention_overlay(image: np.ndarray, maps: np.ndarray) -> np.ndarray:
-    """Max over the class maps as a jet heat map blended 50/50 over the image, (H, W, 3) uint8."""
-    heat = np.clip(maps.max(axis=0), 0.0, 1.0) if maps.shape[0] else np.zeros(image.shape[:2], np.float32)
-    colours = matplotlib.colormaps["jet"](heat)[..., :3] * 255.0
-    return (0.5 * image.astype(np.float32) + 0.5 * colours).round().astype(np.uint8)
-
-
-def read_or_none(reader: Callable[[Path], np.ndarray], path: Path | None) -> np.ndarray | None:
-    """``reader(path)``, or None when the path is None or the file cannot be read."""
-    if path is None:
-        return None
-    try:
-        return reader(path)
-    except (OSError, ValueError):
-        return None
-
-
-def show_picture(ax: plt.Axes, picture: np.ndarray | None, title: str, missing: str = "missing") -> None:
-    """Draw one labelled panel; a missing picture becomes a blank panel saying ``missing``."""
-    ax.set_title(title, fontsize=8)
-    if picture is None:
-        _message_axis(ax, missing)
-        return
-    ax.imshow(picture, interpolation="nearest")
-    ax.set_axis_off()
-
-
-def _method_panels(
-    method: MethodResult, sample: ReportSample, image: np.ndarray | None, shape: tuple[int, int] | None
-) -> list[tuple[np.ndarray | None, str, str]]:
-    """The (picture, title, placeholder) of one method's attention and pseudo-mask panels."""
+def _method_panels(method: MethodResult, sample: ReportSample, image: np.ndarray | None,
+                   shape: tuple[int, int] | None) -> list[Panel]:
     attention_title, mask_title = f"{method.title}\nattention", f"{method.title}\npseudo mask"
-    cams = load_cams(Path(method.cams_dir) / f"{sample.image_id}.npy")
+    cams = read_maps(method.cams_dir, sample.image_id)
     if cams is None or shape is None:
         reason = "missing" if cams is None else "no image"
         return [(None, attention_title, reason), (None, mask_title, reason)]
-    threshold = _number((best_entry(method.sweep) or {}).get("threshold"))
+    threshold = number((best_entry(method.sweep) or {}).get("threshold"))
     try:
         maps, values = stack_resized_maps(cams, shape)
         mask = None if threshold is None else colorize(pseudo_label(maps, values, threshold))
@@ -426,154 +241,117 @@ def _method_panels(
 
 
 def plot_example(path: Path, sample: ReportSample, methods: list[MethodResult]) -> Path:
-    """Write one row of panels: image | ground truth | per method: attention, pseudo mask."""
+    """One row: image | ground truth | per method: attention, pseudo mask | attention colour bar."""
     image = read_or_none(read_image, sample.image_path)
-    gt = read_or_none(load_mask, sample.mask_path)
-    shape = image.shape[:2] if image is not None else (gt.shape if gt is not None else None)
-    panels = [
+    truth = read_or_none(load_mask, sample.mask_path)
+    shape = image.shape[:2] if image is not None else (truth.shape if truth is not None else None)
+    panels: list[Panel] = [
         (image, "image", "missing"),
-        (
-            colorize(gt) if gt is not None else None,
-            "ground truth",
-            "no ground truth" if sample.mask_path is None else "missing",
-        ),
+        (colorize(truth) if truth is not None else None, "ground truth",
+         "no ground truth" if sample.mask_path is None else "missing"),
     ]
     for method in methods:
         panels += _method_panels(method, sample, image, shape)
-    fig, axes = plt.subplots(
-        1, len(panels), figsize=(PANEL_INCHES * len(panels), PANEL_INCHES * 1.05), dpi=DPI, squeeze=False
-    )
-    for ax, (picture, title, missing) in zip(axes[0], panels, strict=True):
-        show_picture(ax, picture, title, missing)
-    save_and_close(fig, path)
-    return path
+    return plot_panels(path, panels, colorbar=bool(methods))
 
 
-def _example_files(samples: list[ReportSample]) -> list[str]:
-    """One distinct ``example_<id>.png`` name per sample (a numeric suffix resolves collisions)."""
-    names: list[str] = []
-    for sample in samples:
-        stem = f"example_{safe_filename(sample.image_id)}"
-        name, count = f"{stem}.png", 1
-        while name in names:
-            count += 1
-            name = f"{stem}_{count}.png"
-        names.append(name)
-    return names
+def example_file(kind: str, image_id: str, used: set[str]) -> str:
+    """A distinct ``<kind>_<id>.png`` name (a numeric suffix resolves collisions of cleaned ids)."""
+    stem = f"{kind}_{safe_filename(image_id)}"
+    name, count = f"{stem}.png", 1
+    while name in used:
+        count += 1
+        name = f"{stem}_{count}.png"
+    used.add(name)
+    return name
 
 
-def _label_caption(sample: ReportSample, class_names: list[str]) -> tuple[str, str]:
-    """The image's classes as (HTML with swatches, Markdown text)."""
-    names = [
-        (class_names[c + 1] if 0 <= c + 1 < len(class_names) else f"class {c}", c + 1) for c in sample.labels
-    ]
-    html_parts = [
-        f'<span class="swatch" style="background:{_hex_colour(v)}"></span>{html.escape(n)}' for n, v in names
-    ]
-    return ", ".join(html_parts) or DASH, ", ".join(n for n, _ in names) or DASH
+def class_caption(labels: Sequence[int], class_names: list[str], reason: str) -> Paragraph:
+    """'classes: ■ ant, ■ bee — chosen: typical ant ...' with the classes' colour swatches."""
+    parts: list[str | Cell] = ["classes: "]
+    for number_, label in enumerate(labels):
+        name = class_names[label + 1] if 0 <= label + 1 < len(class_names) else f"class {label}"
+        parts += ([", "] if number_ else []) + [Cell(name, swatch=hex_colour(label + 1))]
+    if not labels:
+        parts.append(DASH)
+    parts.append(f" — chosen as {reason}")
+    return Paragraph(parts, note=True)
 
 
-# ---------------------------------------------------------------------------------------- document
-
-
-def html_document(title: str, sections: list[str]) -> str:
-    """Wrap the section snippets in a self-contained HTML page (inline CSS, no scripts)."""
-    return (
-        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        f"<title>{html.escape(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
-        + "\n".join(sections)
-        + "\n</body>\n</html>\n"
-    )
-
-
-def img_tag(file: str, alt: str) -> str:
-    """An ``<img>`` tag for a PNG in the report folder."""
-    return f'<img src="{html.escape(file)}" alt="{html.escape(alt)}">'
-
-
-def _examples_sections(
-    out_dir: Path, methods: list[MethodResult], samples: list[ReportSample], class_names: list[str]
-) -> tuple[list[str], list[str]]:
-    """Write the example PNGs; return their HTML and Markdown sections."""
-    html_parts, md_parts = ["<h2>Examples</h2>"], ["## Examples", ""]
-    if not samples:
-        html_parts.append("<p>No examples.</p>")
-        md_parts.append("No examples.")
-    for sample, file in zip(samples, _example_files(samples), strict=True):
+def example_blocks(out_dir: Path, methods: list[MethodResult], examples: list[Example[ReportSample]],
+                   class_names: list[str]) -> list[Block]:
+    blocks: list[Block] = [Heading("Examples")]
+    if not examples:
+        return [*blocks, Paragraph("No examples.")]
+    blocks.append(Paragraph("One typical image per class (the median per-image mIoU among the images holding "
+                            "it) and the hardest images (the lowest), scored by the pseudo masks of the "
+                            "method with the best mIoU. The attention panels blend the colour bar's colour "
+                            "50/50 over the image.", note=True))
+    used: set[str] = set()
+    for example in examples:
+        sample = example.item
+        file = example_file("example", sample.image_id, used)
         plot_example(out_dir / file, sample, methods)
-        caption_html, caption_md = _label_caption(sample, class_names)
-        html_parts += [
-            f"<h3>{html.escape(sample.image_id)}</h3>",
-            f'<p class="caption">classes: {caption_html}</p>',
-            f"<p>{img_tag(file, sample.image_id)}</p>",
-        ]
-        md_parts += [
-            f"### {md_escape(sample.image_id)}",
-            "",
-            f"classes: {md_escape(caption_md)}",
-            "",
-            f"![{md_escape(sample.image_id)}]({file})",
-            "",
-        ]
-    return html_parts, md_parts
+        blocks += [Heading(sample.image_id, 3), class_caption(sample.labels, class_names, example.reason),
+                   Figure(file, sample.image_id)]
+    return blocks
 
 
-def write_report(
-    out_dir: Path,
-    methods: list[MethodResult],
-    samples: list[ReportSample],
-    class_names: list[str],
-    *,
-    title: str = "l2g report",
-    num_examples: int = 6,
-    notes: list[str] | None = None,
-    config_text: str | None = None,
-) -> Path:
+def choose_report_examples(methods: list[MethodResult], samples: list[ReportSample], class_names: list[str],
+                           count: int) -> list[Example[ReportSample]]:
+    """Examples scored by the pseudo masks of the method with the best mIoU (see the module docstring)."""
+    samples = candidates(samples)
+    ranked = [m for m in methods if number((best_entry(m.sweep) or {}).get("miou")) is not None]
+    reference = max(ranked, key=lambda m: number(best_entry(m.sweep)["miou"])) if ranked else None
+    scores = pseudo_mask_scores(reference, samples) if reference is not None else {}
+
+    def name(label: int) -> str:
+        return class_names[label + 1] if 0 <= label + 1 < len(class_names) else f"class {label}"
+
+    return choose_examples(samples, lambda s: s.labels, lambda s: s.image_id, count, scores, name)
+
+
+# --- the document ----------------------------------------------------------------------------------
+
+
+def training_blocks(out_dir: Path, logs: list[tuple[str, Path | None]]) -> list[Block]:
+    """Loss curves (log axis) and, for runs that log it, kt_stuck."""
+    if not any(log is not None for _, log in logs):
+        return []
+    plot_losses(out_dir / LOSSES_FILE, logs)
+    blocks: list[Block] = [Heading("Training"),
+                           Figure(LOSSES_FILE, "training losses", "Loss terms of train_log.jsonl on a log axis.")]
+    stuck = logs_with(logs, "kt_stuck")
+    if stuck:
+        plot_kt_stuck(out_dir / STUCK_FILE, stuck)
+        blocks.append(Figure(STUCK_FILE, "kt_stuck", "kt_stuck: the share of pixels the local network teaches a "
+                             "class where the global softmax is >= 0.999 sure of another channel; l2g train "
+                             "warns when it stays at 0.5 or more."))
+    return blocks
+
+
+def write_report(out_dir: Path, methods: list[MethodResult], samples: list[ReportSample], class_names: list[str],
+                 *, title: str = "l2g report", num_examples: int = 6, notes: list[str] | None = None,
+                 tables: Sequence[tuple[str, Table]] = (), seeds: Sequence[int] = (),
+                 runs: Sequence[Path] = ()) -> Path:
     """Write ``index.html``, ``report.md`` and their PNGs into ``out_dir``; return the index.html path.
 
-    ``class_names`` starts with "background". The first ``num_examples`` samples (in list order) get
-    example panels; each method's pseudo masks use that method's best threshold.
+    ``class_names`` starts with "background". ``tables`` are (heading, table) sections shown after the
+    summary. ``num_examples`` images are chosen from ``samples`` (see :func:`choose_report_examples`).
+    ``seeds`` and the training ``runs`` (their train_metrics.json: device, commit) go into the provenance.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paragraphs = [str(n) for n in notes or []]
-    html_parts = [f"<h1>{html.escape(title)}</h1>"] + [f"<p>{html.escape(p)}</p>" for p in paragraphs]
-    md_parts = [f"# {md_escape(title)}", ""] + [line for p in paragraphs for line in (md_escape(p), "")]
-
-    rows = summary_rows(methods)
-    html_parts += ["<h2>Summary</h2>", html_table(SUMMARY_HEADER, rows)]
-    md_parts += ["## Summary", "", md_table(SUMMARY_HEADER, rows), ""]
-
-    plot_threshold_curve(out_dir / CURVE_FILE, methods)
-    html_parts += ["<h2>mIoU vs background threshold</h2>", f"<p>{img_tag(CURVE_FILE, 'threshold curve')}</p>"]
-    md_parts += ["## mIoU vs background threshold", "", f"![threshold curve]({CURVE_FILE})", ""]
-
-    ex_html, ex_md = _examples_sections(out_dir, methods, samples[: max(num_examples, 0)], class_names)
-    html_parts += ex_html
-    md_parts += ex_md
-
-    html_parts += [
-        "<h2>Per-class results at each method's best threshold</h2>",
-        f'<p class="caption">{CLASS_TABLE_NOTE}</p>',
-        _class_table_html(methods, class_names),
-    ]
-    md_parts += [
-        "## Per-class results at each method's best threshold",
-        "",
-        _class_table_md(methods, class_names),
-        "",
-    ]
-
-    if any(m.train_log is not None for m in methods):
-        plot_losses(out_dir / LOSSES_FILE, methods)
-        html_parts += ["<h2>Training losses</h2>", f"<p>{img_tag(LOSSES_FILE, 'training losses')}</p>"]
-        md_parts += ["## Training losses", "", f"![training losses]({LOSSES_FILE})", ""]
-
-    if config_text is not None:
-        html_parts += ["<h2>Config</h2>", f"<pre>{html.escape(config_text)}</pre>"]
-        md_parts += ["## Config", "", "```", config_text.replace("```", "` ` `"), "```", ""]
-
-    index = out_dir / "index.html"
-    write_text(index, html_document(title, html_parts))
-    write_text(out_dir / "report.md", "\n".join(md_parts))
-    return index
+    doc = Document(title, [Paragraph(str(note)) for note in notes or []])
+    doc.add(Heading("Summary"), summary_table(methods))
+    for heading, table in tables:
+        doc.add(Heading(heading), table)
+    plot_threshold_curve(out_dir / CURVE_FILE, [(m.title, m.sweep) for m in methods])
+    doc.add(Heading("mIoU vs background threshold"), Figure(CURVE_FILE, "threshold curve"))
+    examples = choose_report_examples(methods, samples, class_names, max(num_examples, 0))
+    doc.add(*example_blocks(out_dir, methods, examples, class_names))
+    doc.add(Heading("Per-class results at each method's best threshold"), class_table(methods, class_names))
+    doc.add(*training_blocks(out_dir, [(m.title, m.train_log) for m in methods]))
+    doc.add(*config_blocks([(m.title, m.config) for m in methods if m.config is not None]))
+    doc.add(Heading("Provenance"), provenance_table(seeds, runs))
+    return doc.write(out_dir)

@@ -1,5 +1,6 @@
 """Commands of the segmentation stage and the whole pipeline: ``l2g seg train``, ``l2g seg eval``,
-``l2g predict`` and ``l2g run`` (registered through ``COMMAND_MODULES`` in l2g/cli.py)."""
+``l2g predict``, ``l2g export-voc`` and ``l2g run`` (registered through ``COMMAND_MODULES`` in l2g/cli.py).
+Each handler calls the function of :mod:`l2g.api` that a script would call."""
 
 from __future__ import annotations
 
@@ -32,14 +33,27 @@ white), palette and 16-bit images are converted; EXIF rotation is applied; an im
 exceeds seg.max_side (default 2048) is downscaled for the network and its mask upscaled back. Files that
 are not images or are truncated are listed at the end (exit code 2); the others are still written."""
 
+EXPORT_EPILOG = """examples:
+  l2g export-voc --run runs/seg --out results/voc12_test.tar.gz            # VOC2012 test, comp6
+  l2g export-voc --run runs/seg --out val.tar.gz --split val --crf
+Writes results/VOC2012/Segmentation/<competition>_<split>_cls/<id>.png for every id of
+<data.root>/ImageSets/Segmentation/<split>.txt (indexed PNGs: pixel value = class index, VOC palette) into
+the archive; upload it to the evaluation server (host.robots.ox.ac.uk:8080). comp6 (default) is for
+networks that used data beyond VOC, e.g. ImageNet weights; comp5 for VOC data only. The masks are kept
+in <run>/voc_results/<split>/ and a rerun reuses them."""
+
 RUN_EPILOG = """examples:
   l2g run synth --out runs/pipeline
-  l2g run voc.yaml --out runs/voc --set seg.pretrained=weights/resnet101.pth
+  l2g run voc12_resnet38_l2g_shape --out runs/voc --set seg.pretrained=weights/resnet101-63fe2227.pth \\
+      --set seg.pretrained_dataset=imagenet
   l2g run synth --out runs/pipeline --until pseudo      # stop after the pseudo masks
 
 Stages: train -> cams -> threshold -> pseudo -> seg_train -> seg_eval -> report. Each writes
 <out>/stages/<stage>.done.json last; rerunning the same command skips complete stages and continues an
-interrupted one. Changing a config value reruns the stages that depend on it and those after them."""
+interrupted one. Changing a config value reruns the stages that depend on it and those after them.
+Before anything runs, every file that a stage still to run will read is checked (class names, the masks
+the threshold is chosen on unless eval.threshold is set, seg.val_split's images and masks, seg.pretrained):
+a problem stops the run at once, naming the file."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -88,6 +102,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_quiet(p)
     p.set_defaults(handler=_predict)
 
+    x = subparsers.add_parser("export-voc", help="the PASCAL VOC evaluation server's archive of a split's masks",
+                              description="Segment every image of a split with a trained segmentation run and "
+                                          "write the archive the VOC evaluation server takes.",
+                              epilog=EXPORT_EPILOG, formatter_class=formatter)
+    x.add_argument("--run", "--run-dir", dest="run", required=True, help="segmentation run folder ('l2g seg train')")
+    x.add_argument("--out", required=True, help="archive to write (.tar.gz, .tgz or .tar)")
+    x.add_argument("--split", default="test", help="split of data.root to export (default: test)")
+    x.add_argument("--competition", default="comp6", choices=("comp5", "comp6"),
+                   help="comp6 (default): trained with data beyond VOC (ImageNet weights); comp5: VOC data only")
+    x.add_argument("--checkpoint", help="checkpoint (default: <run>/checkpoints/final.pt)")
+    x.add_argument("--crf", action=argparse.BooleanOptionalAction, default=None,
+                   help="dense CRF on the predictions (default: seg.crf.enabled)")
+    add_overrides(x)
+    add_quiet(x)
+    x.set_defaults(handler=_export_voc)
+
     r = subparsers.add_parser("run", help="the whole pipeline: image tags -> evaluated segmentation + report",
                               description="Run every stage in order into one folder, skipping complete stages.",
                               epilog=RUN_EPILOG, formatter_class=formatter)
@@ -100,40 +130,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _seg_train(args: argparse.Namespace) -> int:
-    from l2g.config import load_config
-    from l2g.stages.seg_train import train_segmentation
-
-    config = load_config(args.config, args.overrides)
+    from l2g import api
     from l2g.engine import distributed
 
-    final = train_segmentation(config, args.run, args.pseudo, args.resume, not args.quiet, args.overwrite)
+    final = api.train_segmentation(api.load_config(args.config, args.overrides), args.run, args.pseudo,
+                                   resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     if distributed.current().is_main:
         print(final)
     return 0
 
 
 def _seg_eval(args: argparse.Namespace) -> int:
-    from l2g.stages.common import run_config
-    from l2g.stages.seg_eval import evaluate_segmentation, format_metrics
-
-    config = run_config(args.run, args.overrides)
+    from l2g import api
     from l2g.engine import distributed
+    from l2g.stages.seg_eval import format_metrics
 
-    metrics = evaluate_segmentation(config, args.run, args.split, args.checkpoint, args.out, args.crf,
-                                    not args.quiet)
+    metrics = api.evaluate_segmentation(args.run, split=args.split, checkpoint=args.checkpoint, crf=args.crf,
+                                        out_path=args.out, overrides=args.overrides, progress=not args.quiet)
     if distributed.current().is_main:
         print(format_metrics(metrics))
     return 0
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from l2g.stages.common import run_config
-    from l2g.stages.predict import predict_images
-
-    config = run_config(args.run, args.overrides)
+    from l2g import api
     from l2g.engine import distributed
 
-    result = predict_images(config, args.run, args.images, args.out, args.checkpoint, args.crf, not args.quiet)
+    result = api.predict(args.run, args.images, args.out, checkpoint=args.checkpoint, crf=args.crf,
+                         overrides=args.overrides, progress=not args.quiet)
     if distributed.current().is_main:
         for source, mask, summary in result.written:
             print(f"{source} -> {mask}: {summary}")
@@ -144,11 +168,27 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(args: argparse.Namespace) -> int:
-    from l2g.config import load_config
-    from l2g.stages.pipeline import run_pipeline
+def _export_voc(args: argparse.Namespace) -> int:
+    import tarfile
 
-    config = load_config(args.config, args.overrides)
-    print(f"report: {run_pipeline(config, args.out, not args.quiet, args.until)}")
+    from l2g import api
+    from l2g.engine import distributed
+    from l2g.stages.voc_export import VOC_TEST_IMAGES
+
+    out = api.export_voc(args.run, args.out, split=args.split, competition=args.competition,
+                         checkpoint=args.checkpoint, crf=args.crf, overrides=args.overrides, progress=not args.quiet)
+    if distributed.current().is_main:
+        with tarfile.open(out) as archive:
+            count = sum(1 for member in archive if member.isfile())
+        note = f" (VOC2012 test has {VOC_TEST_IMAGES})" if args.split == "test" and count != VOC_TEST_IMAGES else ""
+        print(f"{out}: {count} masks{note}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from l2g import api
+
+    config = api.load_config(args.config, args.overrides)
+    print(f"report: {api.run_pipeline(config, args.out, until=args.until, progress=not args.quiet)}")
     sys.stdout.flush()
     return 0

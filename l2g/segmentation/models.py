@@ -218,6 +218,41 @@ def build_seg_model(seg: SegConfig, num_classes: int) -> SegmentationNet:
 
 # --- pretrained weights from a local file -----------------------------------------------------------
 
+SCRATCH = "scratch"  # seg.pretrained value: random initialisation, chosen explicitly
+# What a missing seg.pretrained file should hold, per network (appended to the error).
+_HOW_TO_GET = {
+    "deeplab_v1_vgg16": "torchvision's ImageNet VGG-16 file (vgg16-397923af.pth)",
+    "deeplab_v2_resnet101": "torchvision's ImageNet ResNet-101 file (resnet101-63fe2227.pth, with "
+                            "seg.pretrained_dataset=imagenet), or a COCO-pretrained ResNet-101 / DeepLab in "
+                            "torchvision naming (seg.pretrained_dataset=coco)",
+    "deeplabv3_resnet101": "torchvision's ImageNet ResNet-101 file (resnet101-63fe2227.pth), or torchvision's "
+                           "COCO-trained deeplabv3_resnet101 file",
+}
+
+
+def scratch_warning(seg: SegConfig) -> str | None:
+    """The warning for a large DeepLab trained from random weights (None where that is expected)."""
+    if seg.pretrained not in (None, "", SCRATCH) or seg.arch == "deeplab_small":
+        return None
+    how = _HOW_TO_GET.get(seg.arch, "a local weights file")
+    return (f"{ARCH_TITLES[seg.arch]} trains from random weights (seg.pretrained="
+            f"{seg.pretrained or 'null'}): DeepLab's published results start from ImageNet or COCO weights, "
+            f"so expect a far lower mIoU; give {how} with --set seg.pretrained=PATH")
+
+
+def check_seg_weights(seg: SegConfig) -> None:
+    """Fail early (before any training) when ``seg.pretrained`` names a file that does not exist."""
+    if seg.pretrained in (None, "", SCRATCH):
+        return
+    path = Path(seg.pretrained)
+    if not path.is_file():
+        how = _HOW_TO_GET.get(seg.arch)
+        raise FileNotFoundError(
+            f"{path}: segmentation weights file not found (seg.pretrained, for {ARCH_TITLES[seg.arch]}); weights "
+            "are never downloaded" + (f". Put {how} there or pass --set seg.pretrained=PATH" if how else
+                                      ". Pass --set seg.pretrained=PATH")
+            + "; --set seg.pretrained=scratch trains from random weights")
+
 
 def _tensor_dict(raw: object, path: Path) -> dict[str, torch.Tensor]:
     """The state dict inside a checkpoint: the object itself or its 'state_dict' / 'model' entry."""
@@ -245,7 +280,7 @@ def load_pretrained(model: SegmentationNet, path: str | Path, dataset: str = "im
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: pretrained weights file not found (seg.pretrained)")
+        check_seg_weights(SegConfig(arch=model.arch, pretrained=str(path)))
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # unpickling raises many types for a corrupt or foreign file
@@ -263,8 +298,11 @@ def load_pretrained(model: SegmentationNet, path: str | Path, dataset: str = "im
         if len(matched) > len(best):
             best = matched
     if not best:
+        caffe = any(key.startswith(("base.", "aspp.c")) or ".conv1.conv." in key for key in state)
+        hint = ("; it looks like a deeplab-pytorch (caffe-converted) file, which l2g does not read: give a file in "
+                "torchvision naming (docs/fidelity.md, 'Segmentation weights')" if caffe else "")
         raise ValueError(f"{path}: no tensor of this file fits {ARCH_TITLES[model.arch]} (by name and shape); "
-                         f"first names in the file: {list(state)[:5]}")
+                         f"first names in the file: {list(state)[:5]}{hint}")
     model.load_state_dict({name: state[key] for name, key in best.items()}, strict=False)
     loaded = sorted(best)
     return {

@@ -19,11 +19,12 @@ from l2g.data.voc_layout import Sample
 from l2g.engine import atomic
 from l2g.evaluation.parts import PartBodyAttention, read_parts
 from l2g.evaluation.transfer_fit import REGIONS
+from l2g.report.document import Table
 from l2g.report.html_report import MethodResult, ReportSample, write_report
 from l2g.stages.cams import infer_cams
 from l2g.stages.common import dataset_class_names, split_samples, write_json
 from l2g.stages.eval_cams import evaluate_cams
-from l2g.stages.seg_demo import segmentation_demo
+from l2g.stages.seg_demo import seg_table, segmentation_demo
 from l2g.stages.train import train
 from l2g.stages.transfer_fit import measure_transfer_fit
 
@@ -80,23 +81,30 @@ def run_demo(out: str | Path = "runs/demo", data_root: str | Path = "data/synth"
         print(f"{row.title:<20} mIoU {100 * row.miou:5.1f}  threshold {row.threshold:.2f}  "
               f"train {row.train_minutes:.1f} min")
         results.append(MethodResult(method, row.title, run_dir / "cams", sweep, row.train_minutes,
-                                    run_dir / "train_log.jsonl"))
-    table = format_table(rows)
+                                    run_dir / "train_log.jsonl", row.total_minutes, to_dict(config)))
+    tables = [summary_table(rows)]
     fits = transfer_fits(out, [m for m in methods if m in TRANSFER_METHODS], progress)
     if fits:
-        table += "\n\n" + format_fit_table(fits)
-    print("\n" + table)
+        tables.append(fit_table(fits))
+    text = "\n\n".join(table.to_markdown() for table in tables)
+    print("\n" + text)
     write_json(out / "summary.json", {"rows": [row.__dict__ for row in rows], "transfer_fit": fits})
-    atomic.write_text(out / "summary.md", table + "\n")
-    segmentation_demo(out, rows, data_root, preset, overrides or [], progress)  # DeepLab on L2G+shape / CAM masks
+    atomic.write_text(out / "summary.md", text + "\n")
+    seg_rows = segmentation_demo(out, rows, data_root, preset, overrides or [], progress)  # DeepLab on L2G+shape / CAM
+    report_tables = [("Attention on object parts", attention_table(rows))]
+    if fits:
+        report_tables.append(("Attention transfer", tables[-1]))
+    if seg_rows:
+        report_tables.append((f"Segmentation: {seg_rows[0].network} on the pseudo masks", seg_table(seg_rows)))
     report = write_report(
         out / "report", results,
-        [ReportSample(s.image_id, s.image_path, s.mask_path, s.labels) for s in samples[:8]],
+        [ReportSample(s.image_id, s.image_path, s.mask_path, s.labels) for s in samples],
         ["background", *dataset_class_names(listing)],
         title="l2g synthetic benchmark", num_examples=8,
         notes=["Pseudo-label mIoU on the train split of the synthetic dataset, best background threshold "
-               "of each method. Maps: multi-scale + flip, ReLU, per-class max normalisation.", table],
-        config_text=json.dumps(to_dict(listing), indent=1),
+               "of each method. Maps: multi-scale + flip, ReLU, per-class max normalisation."],
+        tables=report_tables, seeds=[result.config["seed"] for result in results],
+        runs=[out / m for m in methods] + [out / r.method / "seg" for r in seg_rows],
     )
     print(f"report: {report}")
     return rows
@@ -112,21 +120,21 @@ def transfer_fits(out: Path, methods: list[str], progress: bool) -> dict[str, di
     return fits
 
 
-def format_fit_table(fits: dict[str, dict]) -> str:
+def fit_table(fits: dict[str, dict]) -> Table:
     """Target A^c vs global G^c per region, one row per L2G method (see l2g.evaluation.transfer_fit)."""
     regions = [r for r in REGIONS if any(fit["regions"].get(r) for fit in fits.values())]
     images = min(fit["images"] for fit in fits.values())
-    header = " | ".join(f"{region}: target / global" for region in regions)
-    lines = [f"Attention transfer on training views ({images} images): mean target A^c of the local network "
-             "vs mean softmax G^c of the global network, on each labelled object's part, body and the background.",
-             "", f"| method | {header} |", "| --- |" + " --- |" * len(regions)]
+    rows = []
     for method, fit in fits.items():
         cells = []
         for region in regions:
             row = fit["regions"].get(region)
             cells.append("-" if row is None else f"{row['target']:.2f} / {row['global']:.2f}")
-        lines.append(f"| {METHOD_TITLES[method]} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append([METHOD_TITLES[method], *cells])
+    return Table(["method", *(f"{region}: target / global" for region in regions)], rows,
+                 f"Attention transfer on training views ({images} images): mean target A^c of the local network "
+                 "vs mean softmax G^c of the global network, on each labelled object's part, body and the "
+                 "background.")
 
 
 def attention_on_parts(config: Config, samples: list[Sample], cams_dir: Path) -> dict | None:
@@ -142,12 +150,25 @@ def attention_on_parts(config: Config, samples: list[Sample], cams_dir: Path) ->
     return meter.results()
 
 
-def format_table(rows: list[DemoRow]) -> str:
-    lines = ["| method | pseudo-label mIoU (train) | best threshold | attention part / body / background "
-             "| train minutes | total minutes |", "| --- | --- | --- | --- | --- | --- |"]
-    for r in rows:
-        att = " / ".join("-" if r.attention is None or r.attention[k] is None else f"{r.attention[k]:.2f}"
-                         for k in ("part", "body", "background"))
-        lines.append(f"| {r.title} | {100 * r.miou:.1f} | {r.threshold:.2f} | {att} | {r.train_minutes:.1f} "
-                     f"| {r.total_minutes:.1f} |")
-    return "\n".join(lines)
+def _attention_cells(row: DemoRow) -> list[str]:
+    return ["-" if row.attention is None or row.attention[k] is None else f"{row.attention[k]:.2f}"
+            for k in ("part", "body", "background")]
+
+
+def summary_table(rows: list[DemoRow]) -> Table:
+    """The demo's table (terminal and summary.md)."""
+    return Table(["method", "pseudo-label mIoU (train)", "best threshold", "attention part / body / background",
+                  "training (min)", "total (min)"],
+                 [[r.title, f"{100 * r.miou:.1f}", f"{r.threshold:.2f}", " / ".join(_attention_cells(r)),
+                   f"{r.train_minutes:.1f}", f"{r.total_minutes:.1f}"] for r in rows],
+                 "training: the classification network's training; total: training + attention maps + threshold "
+                 "sweep in this invocation (a step skipped on a rerun counts zero).")
+
+
+def attention_table(rows: list[DemoRow]) -> Table:
+    """Mean own-class attention on object parts, bodies and the background, per method (the report's)."""
+    return Table(["method", "part", "body", "background"], [[r.title, *_attention_cells(r)] for r in rows],
+                 "Mean attention of each labelled object's own class map on the object's small discriminative "
+                 "part, on the rest of its body and on the background (train split; the synthetic dataset marks "
+                 "the parts). The paper's claim: a whole-image classifier's map is strong on the part and weak "
+                 "on the body, and local views spread it over the whole object.")

@@ -38,6 +38,7 @@ from l2g.report.run_report import write_run_report
 from l2g.stages.cams import infer_cams
 from l2g.stages.common import split_samples
 from l2g.stages.eval_cams import evaluate_cams
+from l2g.stages.preflight import check_later_inputs
 from l2g.stages.pseudo import choose_threshold, write_pseudo_masks
 from l2g.stages.seg_eval import evaluate_segmentation
 from l2g.stages.seg_train import train_segmentation
@@ -79,7 +80,8 @@ class Stage:
 
 
 def _run_train(p: Pipeline) -> None:
-    train(p.config, p.cls_run, resume=True, progress=p.progress)
+    # the later stages' inputs were checked by run_pipeline (check_pending_inputs) already
+    train(p.config, p.cls_run, resume=True, progress=p.progress, later_stages=())
 
 
 def _run_cams(p: Pipeline) -> None:
@@ -216,14 +218,32 @@ def run_stage(p: Pipeline, stage: Stage, upstream: str | None, index: int) -> st
     return stamp
 
 
+def pending_stages(p: Pipeline, until: str | None = None) -> list[str]:
+    """The stages up to ``until`` that the run will execute: from the first incomplete one on (every
+    stage after it reruns, since its upstream stamp changes). Reads the markers only."""
+    names = list(STAGE_NAMES[: STAGE_NAMES.index(until) + 1] if until else STAGE_NAMES)
+    upstream = None
+    for index, stage in enumerate(STAGES[: len(names)]):
+        upstream, _ = stage_status(p, stage, upstream)
+        if upstream is None:
+            return names[index:]
+    return []
+
+
 def run_pipeline(config: Config, out: str | Path, progress: bool = True, until: str | None = None) -> Path:
-    """Run (or continue) every stage up to ``until`` (default: all); returns the report's index.html."""
+    """Run (or continue) every stage up to ``until`` (default: all); returns the report's index.html.
+
+    Before anything runs, every file that a stage still to run will read is checked
+    (:mod:`l2g.stages.preflight`): an error names the file, before any training iteration.
+    """
     if until is not None and until not in STAGE_NAMES:
         raise ValueError(f"--until {until!r}: not a stage (stages: {', '.join(STAGE_NAMES)})")
-    if config.seg.train_split != config.cams.split:
+    stages = STAGE_NAMES[: STAGE_NAMES.index(until) + 1] if until else STAGE_NAMES
+    if "seg_train" in stages and config.seg.train_split != config.cams.split:
         raise ConfigError(f"seg.train_split={config.seg.train_split!r} but pseudo masks are made for cams.split="
                           f"{config.cams.split!r}: the pipeline trains on the split it labels, set both alike")
     p = Pipeline(config, Path(out), progress)
+    check_later_inputs(config, pending_stages(p, until), strict=True)
     p.out.mkdir(parents=True, exist_ok=True)
     save_config(config, p.out / "config.yaml")
     upstream = None

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from l2g.config import Config
 from l2g.data.palette import colorize, save_mask
 from l2g.engine import atomic, distributed
-from l2g.report.html_report import safe_filename
+from l2g.report.formatting import safe_filename
 from l2g.segmentation.data import read_user_image
 from l2g.segmentation.inference import segment
 from l2g.segmentation.models import load_seg_checkpoint

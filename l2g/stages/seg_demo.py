@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Protocol
 
 from l2g.engine import atomic
+from l2g.report.document import Table
 from l2g.segmentation.models import ARCH_TITLES
 from l2g.stages.common import write_json
 from l2g.stages.pseudo import write_pseudo_masks
@@ -41,6 +42,7 @@ class SegDemoRow:
     seg_miou: float  # DeepLab trained on those pseudo labels, val split
     seg_pixel_accuracy: float
     seg_train_minutes: float
+    network: str = ""  # the segmentation network's title (ARCH_TITLES)
 
 
 def segmentation_demo(out: str | Path, rows: list[_Row], data_root: str | Path, preset: str, overrides: list[str],
@@ -62,12 +64,12 @@ def segmentation_demo(out: str | Path, rows: list[_Row], data_root: str | Path, 
         metrics = evaluate_segmentation(config, seg_run, progress=progress)
         minutes = json.loads((seg_run / "train_metrics.json").read_text())["minutes"]
         seg_rows.append(SegDemoRow(method, row.title, row.miou, row.threshold, metrics["miou"],
-                                   metrics["pixel_accuracy"], minutes))
+                                   metrics["pixel_accuracy"], minutes, ARCH_TITLES[config.seg.arch]))
         print(f"{row.title:<20} segmentation val mIoU {100 * metrics['miou']:5.1f}  (pseudo labels "
               f"{100 * row.miou:.1f})  seg train {minutes:.1f} min")
     if not seg_rows:
         return seg_rows
-    table = format_seg_table(seg_rows, ARCH_TITLES[config.seg.arch])
+    table = seg_table(seg_rows).to_markdown()
     print("\n" + table)
     summary_md, summary_json = out / "summary.md", out / "summary.json"
     previous = summary_md.read_text() if summary_md.exists() else ""
@@ -78,9 +80,12 @@ def segmentation_demo(out: str | Path, rows: list[_Row], data_root: str | Path, 
     return seg_rows
 
 
-def format_seg_table(rows: list[SegDemoRow], network: str) -> str:
-    lines = [f"| pseudo masks from | pseudo-label mIoU (train) | {network}: val mIoU | val pixel accuracy "
-             "| seg train minutes |", "| --- | --- | --- | --- | --- |"]
-    lines += [f"| {r.title} | {100 * r.pseudo_miou:.1f} | {100 * r.seg_miou:.1f} | {100 * r.seg_pixel_accuracy:.1f} "
-              f"| {r.seg_train_minutes:.1f} |" for r in rows]
-    return "\n".join(lines)
+def seg_table(rows: list[SegDemoRow]) -> Table:
+    """Pseudo-label mIoU next to the val mIoU of the network trained on those pseudo masks."""
+    network = rows[0].network if rows else "segmentation"
+    return Table(["pseudo masks from", "pseudo-label mIoU (train)", f"{network}: val mIoU (%)",
+                  "val pixel accuracy (%)", "segmentation training (min)"],
+                 [[r.title, f"{100 * r.pseudo_miou:.1f}", f"{100 * r.seg_miou:.1f}",
+                   f"{100 * r.seg_pixel_accuracy:.1f}", f"{r.seg_train_minutes:.1f}"] for r in rows],
+                 "The segmentation network trained on each method's pseudo masks (at its best threshold), "
+                 "evaluated on the val split's ground truth.")

@@ -20,6 +20,7 @@ where it trains, AMP, exact resume mid-epoch, NaN/inf guards, ``--resume`` / ``-
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -32,12 +33,15 @@ from l2g.data.palette import IGNORE_INDEX, save_mask
 from l2g.data.voc_layout import Sample
 from l2g.engine import atomic, checkpoint, distributed
 from l2g.engine.run_folder import CONFIG_FILE, SEG_RESUME_SAFE_KEYS, start_run
+from l2g.engine.tensorboard import require_tensorboard
 from l2g.engine.trainer import CHECKPOINT_DIR, LoopSettings, Trainer
 from l2g.optim import build_optimizer, learning_rate
+from l2g.report.provenance import git_commit
 from l2g.segmentation.crf import crf_params, refine_labels
 from l2g.segmentation.data import SegmentationDataset, pseudo_mask_paths
-from l2g.segmentation.models import build_seg_model, load_pretrained, model_spec
+from l2g.segmentation.models import SCRATCH, build_seg_model, load_pretrained, model_spec, scratch_warning
 from l2g.stages.common import dataset_class_names, seed_everything, set_threads, split_samples
+from l2g.stages.tensorboard_hooks import training_hooks
 
 INIT_FILE = "init.json"
 
@@ -85,10 +89,16 @@ def refine_pseudo_masks(config: Config, samples: list[Sample], masks: list[Path]
 
 
 def _initialise(model: torch.nn.Module, config: Config) -> dict:
-    """Load ``seg.pretrained`` into ``model`` if given; returns the init record (``init.json``)."""
+    """Load ``seg.pretrained`` into ``model`` if given; returns the init record (``init.json``).
+
+    ``null`` or ``scratch``: random weights, with a warning (printed, and kept in the record) for the
+    networks whose published results need pretrained weights."""
     seg = config.seg
-    if not seg.pretrained:
-        return {"pretrained": None, "from_scratch": True}
+    if not seg.pretrained or seg.pretrained == SCRATCH:
+        warning = scratch_warning(seg)
+        if warning and distributed.current().is_main:
+            tqdm.write(f"warning: {warning}", file=sys.stderr)
+        return {"pretrained": None, "from_scratch": True, **({"warning": warning} if warning else {})}
     return {"pretrained": load_pretrained(model, seg.pretrained, seg.pretrained_dataset), "from_scratch": False}
 
 
@@ -128,6 +138,8 @@ def train_segmentation(config: Config, run_dir: str | Path, pseudo_dir: str | Pa
     seed_everything(config.seed)
     seg, num_classes = config.seg, config.data.num_classes + 1
     # Data and weights are checked before the run folder is touched: a bad path leaves nothing behind.
+    if config.runtime.tensorboard:
+        require_tensorboard()
     samples = distributed.main_first(lambda: split_samples(config, seg.train_split))
     masks = distributed.main_first(lambda: pseudo_mask_paths(samples, pseudo_dir))
     names = ["background", *dataset_class_names(config)]
@@ -152,6 +164,7 @@ def train_segmentation(config: Config, run_dir: str | Path, pseudo_dir: str | Pa
     optimizer = build_optimizer(model, _loaded_parameters(model, init), optim)
     settings = LoopSettings.from_config(config, progress, f"seg train {seg.arch}", epochs=seg.epochs,
                                         batch_size=seg.batch_size)
+    hooks = training_hooks(config, run_dir, settings.batch_size * ctx.world_size)  # scalars only
     trainer = Trainer(
         run_dir, to_dict(config), model, optimizer, dataset,
         step=segmentation_step,
@@ -159,11 +172,16 @@ def train_segmentation(config: Config, run_dir: str | Path, pseudo_dir: str | Pa
         lr_schedule=lambda iteration, per_epoch, total: learning_rate(optim, iteration, total, per_epoch),
         batch_ids=lambda batch: [samples[i].image_id for i in batch["index"].tolist()],
         resume=plan == "resume",
+        on_log=hooks.on_log,
     )
 
     def final_payload() -> dict:  # the trained network (synchronised batch norm has the same state) and its spec
         return {"model": trainer.model.state_dict(), "spec": model_spec(seg, num_classes), "class_names": names,
                 "init": init, "config": to_dict(config)}
 
-    return trainer.finish(trainer.fit(), final, final_payload, len(samples), arch=seg.arch, init=init,
-                          pseudo_dir=str(pseudo_dir), pseudo_crf=seg.pseudo_crf.enabled)
+    try:
+        result = trainer.fit()
+    finally:
+        hooks.close()
+    return trainer.finish(result, final, final_payload, len(samples), arch=seg.arch, init=init,
+                          pseudo_dir=str(pseudo_dir), pseudo_crf=seg.pseudo_crf.enabled, commit=git_commit())

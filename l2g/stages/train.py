@@ -17,19 +17,26 @@ from l2g.config import Config, to_dict
 from l2g.data.classification import ClassificationDataset
 from l2g.engine import distributed
 from l2g.engine.run_folder import start_run
+from l2g.engine.tensorboard import require_tensorboard
 from l2g.engine.trainer import LoopSettings, Trainer
 from l2g.method.diagnostics import StuckMonitor
 from l2g.method.methods import build_method
 from l2g.optim import build_optimizer, learning_rate
+from l2g.report.provenance import git_commit
 from l2g.stages.common import seed_everything, set_threads, split_samples
+from l2g.stages.preflight import check_later_inputs
+from l2g.stages.tensorboard_hooks import training_hooks
 
 
 def train(config: Config, run_dir: str | Path, resume: bool = False, progress: bool = True,
-          overwrite: bool = False) -> Path:
+          overwrite: bool = False, later_stages: tuple[str, ...] = ("cams", "threshold"),
+          strict_later_inputs: bool = False) -> Path:
     """Train and return the path of the final checkpoint.
 
     A folder holding a run is refused unless ``resume`` (continue it from its newest checkpoint, with
-    a config that differs only in safe keys) or ``overwrite`` (delete it first).
+    a config that differs only in safe keys) or ``overwrite`` (delete it first). Before training, the
+    inputs of ``later_stages`` are checked (:mod:`l2g.stages.preflight`): problems are errors with
+    ``strict_later_inputs`` (``l2g run``), else warnings (except the class names).
     """
     run_dir = Path(run_dir)
     final = run_dir / "checkpoints" / "final.pt"
@@ -37,9 +44,13 @@ def train(config: Config, run_dir: str | Path, resume: bool = False, progress: b
     set_threads(config)
     seed_everything(config.seed)
     # Weights and data are checked before the run folder is touched: a bad path leaves nothing behind.
+    if config.runtime.tensorboard:
+        require_tensorboard()
     method = build_method(config)
     samples = distributed.main_first(
         lambda: split_samples(config, config.data.train_split, need_saliency=method.uses_saliency))
+    # What l2g cams / eval-cams will read: the class names must be right, the rest is warned about.
+    distributed.main_first(lambda: check_later_inputs(config, later_stages, strict=strict_later_inputs))
     plan = start_run(config, run_dir, resume, overwrite, final)
     if plan == "finished":
         return final  # resuming a finished run (with as many epochs) has nothing left to do
@@ -56,6 +67,8 @@ def train(config: Config, run_dir: str | Path, resume: bool = False, progress: b
         if warning is not None:
             tqdm.write(f"{run_dir}: warning: {warning}", file=sys.stderr)
 
+    hooks = training_hooks(config, run_dir, settings.batch_size * ctx.world_size, on_log=watch,
+                           inference_net=method.inference_net, samples=samples)
     trainer = Trainer(
         run_dir, to_dict(config), method, optimizer, dataset,
         step=lambda model, batch: model.losses(batch),
@@ -63,10 +76,15 @@ def train(config: Config, run_dir: str | Path, resume: bool = False, progress: b
         lr_schedule=lambda iteration, per_epoch, total: learning_rate(config.optim, iteration, total, per_epoch),
         batch_ids=lambda batch: [samples[i].image_id for i in batch["index"].tolist()],
         resume=plan == "resume",
-        on_log=watch,
+        on_log=hooks.on_log,
+        on_epoch_end=hooks.on_epoch_end,
         host_keys=("boxes",),  # slice bounds of the views: read on the host, no device sync per step
     )
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    finally:
+        hooks.close()
     warnings = [monitor.warning] if monitor.warning else []
     return trainer.finish(result, final, lambda: {"model": method.inference_net().state_dict(),
-                                                  "method": config.method.name}, len(samples), warnings=warnings)
+                                                  "method": config.method.name}, len(samples), warnings=warnings,
+                          commit=git_commit())

@@ -1,0 +1,67 @@
+"""Numbers and names as a report prints them; anything undefined (None, NaN, missing) becomes a dash."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+from l2g.data.palette import voc_palette
+
+DASH = "–"
+
+
+def number(value: object) -> float | None:
+    """``value`` as a finite float, or None for None, NaN, infinities and non-numbers."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def format_percent(value: object) -> str:
+    """A fraction in [0, 1] as a percentage with one decimal ("52.3"); "–" when undefined."""
+    value = number(value)
+    return DASH if value is None else f"{100.0 * value:.1f}"
+
+
+def format_threshold(value: object) -> str:
+    """A background threshold with two decimals; "–" when undefined."""
+    value = number(value)
+    return DASH if value is None else f"{value:.2f}"
+
+
+def format_minutes(value: object) -> str:
+    """Minutes with one decimal; "–" when unknown."""
+    value = number(value)
+    return DASH if value is None else f"{value:.1f}"
+
+
+def pick(values: object, index: int) -> object:
+    """``values[index]`` for a list-like ``values``, None when absent."""
+    if isinstance(values, Sequence | np.ndarray) and not isinstance(values, str) and 0 <= index < len(values):
+        return values[index]
+    return None
+
+
+def best_entry(sweep: dict) -> dict | None:
+    """The sweep's ``best`` entry, or else the per-threshold entry with the highest defined mIoU."""
+    best = sweep.get("best")
+    if isinstance(best, dict):
+        return best
+    entries = [e for e in sweep.get("per_threshold") or [] if number(e.get("miou")) is not None]
+    return max(entries, key=lambda e: number(e["miou"])) if entries else None
+
+
+def safe_filename(text: str) -> str:
+    """``text`` reduced to letters, digits, ``.``, ``-`` and ``_`` so it is a safe file-name part."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._")
+    return cleaned or "sample"
+
+
+def hex_colour(mask_value: int) -> str:
+    """The VOC palette colour of a mask value as ``#rrggbb``."""
+    r, g, b = (int(c) for c in voc_palette()[mask_value % 256])
+    return f"#{r:02x}{g:02x}{b:02x}"
