@@ -13,8 +13,9 @@ first with an empty cache, then again: the cache's effect), ``l2g cams`` (8 pass
 flips, the release's PIL-bicubic inputs), ``l2g eval-cams`` and ``l2g pseudo``. It fits the growth exponent
 ``b`` of ``seconds = a * N^b`` per stage (target: <= 1.05, i.e. linear) and reports peak memory per N
 (target: flat), and the per-pixel exponent along the image axis (the PCM's affinity is quadratic in the
-number of pixels). A fixed number of training steps (448 px views, batch 2, N = 6) is measured once: its
-cost does not depend on the dataset.
+number of pixels). It ends with the peak memory of one VOC-sized image at scale 2.0 with the PCM's
+affinity built whole and chunked (``benchmarks/pcm_memory.py``). A fixed number of training steps (448 px
+views, batch 2, N = 6) is measured once: its cost does not depend on the dataset.
 """
 
 from __future__ import annotations
@@ -178,6 +179,8 @@ def run(args: argparse.Namespace) -> dict:
         px = [r["pixels_per_image"] for r in side_rows]
         report["image_axis"]["pixel_exponents"] = {stage: fit_exponent(px, [r[stage]["seconds"] for r in side_rows])
                                                    for stage in ("cams", "eval_cams", "pseudo")}
+    print("PCM memory of one image at scale 2.0: whole vs chunked affinity", flush=True)
+    report["pcm_memory"] = pcm_memory(args.threads, env, args.quick)
     report["load_average_end"] = load_average()
     report["seconds"] = time.perf_counter() - started
     report["notes"] = notes()
@@ -197,12 +200,28 @@ def pixels(root: Path, count: int) -> float:
     return total / len(ids)
 
 
+def pcm_memory(threads: int, env: dict, quick: bool) -> dict:
+    """One ResNet-38/8 + PCM pass (plain + mirrored) of a VOC-sized image at scale 2.0, with the affinity built
+    whole and chunked (``benchmarks/pcm_memory.py``), each variant in a fresh process: the peak resident memory
+    the pass adds. --quick: a tiny image, in this process."""
+    from benchmarks import pcm_memory as bench
+
+    results = {}
+    for variant in bench.VARIANTS:
+        if quick:
+            args = argparse.Namespace(variant=variant, height=40, width=48, scale=2.0, width_mult=0.0625,
+                                      threads=max(threads, 1), repeats=1)
+            results[variant] = bench.child(args)
+            continue
+        command = [sys.executable, "-m", "benchmarks.pcm_memory", "--variant", variant, "--threads",
+                   str(max(threads, 1)), "--repeats", "1"]
+        done = subprocess.run(command, capture_output=True, text=True, check=True, cwd=REPO_ROOT, env=env)
+        results[variant] = json.loads(done.stdout.strip().splitlines()[-1])
+    return results
+
+
 def notes() -> list[str]:
-    out = []
-    if not (REPO_ROOT / "benchmarks" / "pcm_memory.py").exists():
-        out.append("PCM memory at scale 2.0 before/after chunking: benchmarks/pcm_memory.py (issue 12's) is not in "
-                   "this checkout, so that row is left out")
-    return out
+    return []
 
 
 def machine() -> dict:
@@ -254,6 +273,13 @@ def format_table(report: dict) -> str:
     if "pixel_exponents" in image:
         exps = ", ".join(f"{k} {v:.2f}" for k, v in image["pixel_exponents"].items())
         lines.append(f"per-pixel exponent (seconds ~ pixels^b): {exps} (the PCM's affinity is quadratic in pixels)")
+    pcm = report["pcm_memory"]
+    mib = 1 << 20
+    whole, chunked, base = (pcm[v]["peak_added"] / mib for v in ("whole", "chunked", "no_pcm"))
+    lines += ["", f"PCM memory, one {pcm['whole']['input'][2]}x{pcm['whole']['input'][3]} input pair (an image at "
+              f"scale 2.0 and its mirror image), map {pcm['whole']['map']}, affinity "
+              f"{pcm['whole']['affinity_entries'] / 1e6:.0f} M entries: peak added by the pass {whole:.0f} MiB "
+              f"whole, {chunked:.0f} MiB chunked, {base:.0f} MiB without the PCM (benchmarks/pcm_memory.py)"]
     m = report["machine"]
     lines += ["", f"machine: {m['cpu']}, {m['cpu_cores']} cores, torch {m['torch']}, {report['settings']['threads']} "
               f"thread(s) per stage; load average at start {report['load_average_start']}, at end "

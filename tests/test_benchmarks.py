@@ -75,8 +75,10 @@ def test_quick_scale_benchmark_reports_both_axes(tmp_path, capsys):
     assert 0 <= report["dataset_axis"]["rows"][0]["eval_cams"]["miou"] <= 1
     assert report["train"]["iterations"] == 2
     assert set(report["image_axis"]["pixel_exponents"]) == {"cams", "eval_cams", "pseudo"}
+    pcm = report["pcm_memory"]
+    assert pcm["whole"]["checksum"] == pytest.approx(pcm["chunked"]["checksum"], rel=1e-6)
     printed = capsys.readouterr().out
-    assert "growth exponent" in printed and "per-pixel exponent" in printed
+    assert "growth exponent" in printed and "per-pixel exponent" in printed and "PCM memory" in printed
 
 
 def test_gpu_check_runs_as_a_cpu_smoke_test(tmp_path, capsys):

@@ -148,7 +148,7 @@ def test_export_cams_both_ways(tmp_path, capsys):
 def test_eval_cams_pseudo_and_report_read_both_formats_alike(tiny_root, tmp_path):
     from l2g.config import load_config
     from l2g.data.images import read_mask
-    from l2g.report.html_report import load_cams as report_load_cams
+    from l2g.report.html_report import read_maps
     from l2g.stages.common import split_samples
     from l2g.stages.eval_cams import evaluate_cams
     from l2g.stages.pseudo import write_pseudo_masks
@@ -168,6 +168,7 @@ def test_eval_cams_pseudo_and_report_read_both_formats_alike(tiny_root, tmp_path
     for png in (tmp_path / "pseudo_npz").glob("*.png"):
         assert png.read_bytes() == (tmp_path / "pseudo_dict" / png.name).read_bytes()
     image_id = sample.image_id
-    shown = report_load_cams(tmp_path / "npz" / f"{image_id}.npy")  # the report names the .npy: either is read
-    assert shown is not None and sorted(shown) == sorted(sample.labels)
-    assert report_load_cams(tmp_path / "npz" / "missing.npy") is None
+    for kind in ("npz", "dict"):
+        shown = read_maps(tmp_path / kind, image_id)  # the report's reader
+        assert shown is not None and sorted(shown) == sorted(sample.labels)
+    assert read_maps(tmp_path / "npz", "missing") is None
