@@ -40,7 +40,7 @@ TARGET_MEMORY_RATIO = 1.15  # peak memory at the largest N / at the smallest
 NETWORK = ["data.num_classes=20", "model.backbone=resnet38", "model.width_mult=0.125", "model.pcm=true",
            "model.pcm_dims=[8,16]", "model.pcm_out=24", "model.pretrained=scratch", "method.name=l2g_shape",
            "method.background=release", "method.shape_form=release", "cams.resize=pil_bicubic",
-           "cams.source=logits", "data.workers=0"]
+           "cams.source=logits", "data.workers=0", "eval.parallel=processes"]  # one sweep mode at every N
 TRAIN = ["data.resize_short=512", "data.global_size=448", "views.n=6", "views.patch_size=320",
          "optim.batch_size=2", "optim.epochs=1", "log_every=1"]
 QUICK = ["model.width_mult=0.0625", "model.pcm_dims=[4,8]", "model.pcm_out=12", "data.resize_short=72",
