@@ -96,3 +96,27 @@ def test_gpu_check_runs_as_a_cpu_smoke_test(tmp_path, capsys):
     cams = report["cams"]
     assert cams["scales 2.0"]["seconds"] > 0 and 0 < cams["scales 2.0 autocast"]["max_abs_diff_vs_fp32"] < 0.2
     assert "DDP (gloo" in capsys.readouterr().out
+
+
+def test_the_release_procedure_references_agree_with_l2g_on_resnet38_with_pcm():
+    """The references' own ResNet-38 + PCM (the release's order: features propagated, classifier after; logits
+    pooled after the PCM) and target construction reproduce l2g's loss and maps: a drift of either shows here."""
+    import torch
+
+    from benchmarks import figures
+    from benchmarks.run import METHOD
+    from l2g.config import load_config
+
+    config = load_config("synth", [*METHOD, "model.backbone=resnet38", "model.width_mult=0.0625", "model.pcm=true",
+                                   "model.pcm_dims=[4,8]", "model.pcm_out=12", "model.pretrained=scratch",
+                                   "data.num_classes=20", "data.global_size=64", "views.n=6", "views.patch_size=48",
+                                   "optim.batch_size=2", "cams.scales=[0.5,1.0]", "threads=1"])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train = figures.training_throughput(config, torch.device("cpu"), 1, 0, False)
+        maps = figures.inference_speed(config, torch.device("cpu"), [(40, 56)], 1, 0, False)
+    finally:
+        torch.set_num_threads(threads)
+    assert train["loss_abs_diff"] < 1e-5 and train["pcm"]
+    assert maps["max_abs_diff"] < 1e-4
