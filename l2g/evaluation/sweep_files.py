@@ -1,7 +1,7 @@
 """The threshold sweep's work on files: read a chunk of images' masks and maps and score them.
 
-Kept free of torch (numpy, PIL and the map reader only), so that the sweep's worker processes start in
-a fraction of a second. A chunk's result is a :class:`ThresholdSweep` of integer counts, which add up
+Kept free of torch (numpy, PIL and the map reader only): the sweep's forked worker processes never touch
+torch, whose threads a fork does not copy. A chunk's result is a :class:`ThresholdSweep` of integer counts, which add up
 exactly whatever the chunking and the order, so the sweep's result does not depend on its workers.
 """
 
