@@ -346,7 +346,7 @@ class Segmenter:
                  overrides: Overrides = None) -> Segmenter:
         """The network of ``<run>/checkpoints/final.pt`` (or ``checkpoint``); ``crf`` overrides
         ``seg.crf.enabled``; ``overrides`` change inference settings, e.g. ``{"seg.test_scales": [0.75, 1.0]}``."""
-        from l2g.segmentation.models import load_seg_checkpoint
+        from l2g.segmentation.loading import load_seg_checkpoint
 
         config = load_run_config(seg_run_dir, overrides)
         chosen = resolve_device(device, config.device)

@@ -13,9 +13,9 @@ import torch
 from l2g.config import Config
 from l2g.method.methods import build_method
 from l2g.models.attention_net import AttentionNet
-from l2g.models.backbones import SmallCNN
 from l2g.models.pcm import PixelCorrelation, normalize_embedding, propagate
 from l2g.models.resnet38 import ResNet38
+from l2g.models.small_cnn import SmallCNN
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

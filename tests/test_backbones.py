@@ -214,7 +214,8 @@ def test_config_rejects_unknown_backbone_and_misplaced_width_mult():
 def _imagenet_input(image: np.ndarray) -> torch.Tensor:
     from PIL import Image
 
-    from l2g.models.efficientnet import MEAN, STD
+    from l2g.models.registry import UNIT_MEAN as MEAN
+    from l2g.models.registry import UNIT_STD as STD
 
     resized = np.asarray(Image.fromarray(image).resize((224, 224), Image.BICUBIC), np.float32) / 255
     x = torch.from_numpy(resized).permute(2, 0, 1)[None]

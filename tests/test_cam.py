@@ -19,7 +19,7 @@ from l2g.method.cam import (
     scaled_size,
 )
 from l2g.models.attention_net import AttentionNet
-from l2g.models.backbones import SmallCNN
+from l2g.models.small_cnn import SmallCNN
 
 NUM_CLASSES = 4
 

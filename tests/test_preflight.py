@@ -147,7 +147,7 @@ def test_a_deeplab_pytorch_weights_file_is_refused_with_a_hint(tmp_path):
     import torch
 
     from l2g.config import SegConfig
-    from l2g.segmentation.models import build_seg_model, load_pretrained
+    from l2g.segmentation.loading import build_seg_model, load_pretrained
 
     path = tmp_path / "deeplabv1_resnet101-coco.pth"
     torch.save({"base.layer1.conv1.conv.weight": torch.zeros(64, 3, 7, 7), "base.aspp.c0.weight": torch.zeros(1)},

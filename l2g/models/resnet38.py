@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from l2g.models.backbones import BackboneOutput, FreezableBackbone
+from l2g.models.base import BackboneOutput, FreezableBackbone
 
 # (stage, number of blocks, inner channels, output channels, stride of the first block, dilation, first
 #  dilation) for the plain blocks of stages 2-5.

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from l2g.compat.torchvision_ops import import_torchvision
-from l2g.models.backbones import BackboneOutput, FreezableBackbone
+from l2g.models.base import BackboneOutput, FreezableBackbone
 
 
 class TorchvisionResNet(FreezableBackbone):

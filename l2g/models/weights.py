@@ -21,31 +21,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from l2g.models.backbones import FreezableBackbone
+from l2g.models.base import FreezableBackbone
+from l2g.models.registry import backbone_entry
 
 SCRATCH = "scratch"  # model.pretrained value: random weights even where a default exists
 _SHOW = 5
-# Where the ImageNet weights a missing model.pretrained file should hold come from (appended to the error).
-_HOW_TO_GET = {
-    "resnet38": ". Convert the release's ImageNet file once: l2g convert-weights "
-                "ilsvrc-cls_rna-a1_cls1000_ep-0001.params {path} (no MXNet needed), or set model.pretrained "
-                "to the .params file itself",
-    "resnet50": ". Give torchvision's ImageNet file (resnet50-*.pth) by its local path",
-    "resnet101": ". Give torchvision's ImageNet file (resnet101-*.pth) by its local path",
-    "vgg16": ". Give torchvision's ImageNet file (vgg16-*.pth) by its local path",
-}
 
 
 def check_weights_file(name: str, pretrained: str | None) -> None:
     """Fail before building a network for which ``pretrained`` cannot be read (missing file, wrong format)."""
-    if pretrained == "imagenet" and name != "efficientnet_lite0":
+    entry = backbone_entry(name)
+    if pretrained == "imagenet" and entry.packaged_weights is None:
         raise ValueError(f"model.pretrained = imagenet: {name} has no weights that ship with l2g; give the "
                          "path of a local weights file (torchvision's, or ResNet-38's .params)")
     if pretrained in (None, SCRATCH, "imagenet"):
         return
     path = Path(pretrained)
     if not path.is_file():
-        how = _HOW_TO_GET.get(name, "").format(path=path)
+        how = entry.weights_hint.format(path=path)
         raise FileNotFoundError(f"{path}: weights file not found (model.pretrained); weights are never downloaded"
                                 f"{how}; model.pretrained=scratch trains from random weights")
     if path.suffix == ".params" and name != "resnet38":
@@ -58,11 +51,10 @@ def load_pretrained(backbone: FreezableBackbone, name: str, pretrained: str | No
         return backbone
     check_weights_file(name, pretrained)
     if pretrained in (None, "imagenet"):
-        if name != "efficientnet_lite0":
-            return backbone  # no default weights exist for the others: random initialisation
-        from l2g.models.efficientnet import packaged_weights_path
-
-        pretrained = packaged_weights_path()
+        packaged = backbone_entry(name).packaged_weights
+        if packaged is None:
+            return backbone  # no weights ship with a package for this one: random initialisation
+        pretrained = packaged()
     state = read_weights(pretrained, backbone, name)
     load_checked(backbone, state, name, pretrained)
     backbone.loaded_from = str(pretrained)

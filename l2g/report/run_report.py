@@ -88,7 +88,7 @@ def stage_rows(paths: RunPaths) -> list[list[str]]:
 def _predict_masks(config: Config, paths: RunPaths, samples: list[Sample]) -> list[np.ndarray | None]:
     """Predicted masks of the samples with the run's final segmentation network, or None each."""
     from l2g.segmentation.inference import segment
-    from l2g.segmentation.models import load_seg_checkpoint
+    from l2g.segmentation.loading import load_seg_checkpoint
 
     try:
         model, _ = load_seg_checkpoint(paths.seg_run / "checkpoints" / "final.pt", config.seg,
@@ -186,7 +186,7 @@ def _samples(config: Config, split: str) -> list[Sample]:
 def write_run_report(out_dir: str | Path, config: Config, cls_run: str | Path, seg_run: str | Path,
                      num_examples: int = 4, title: str = "l2g run report") -> Path:
     """Write the report into ``out_dir``; returns its ``index.html``."""
-    from l2g.segmentation.models import ARCH_TITLES
+    from l2g.segmentation.registry import SEG_ARCHS
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -199,7 +199,7 @@ def write_run_report(out_dir: str | Path, config: Config, cls_run: str | Path, s
     doc.add(Heading("Summary"), Table(["Result", "Background threshold", "mIoU (%)", "Pixel accuracy (%)"], [
         [f"pseudo masks ({config.method.name}), {config.cams.split} split", format_threshold(threshold),
          format_percent(pseudo_best.get("miou")), format_percent(pseudo_best.get("pixel_accuracy"))],
-        [f"{ARCH_TITLES[config.seg.arch]}, {config.seg.val_split} split", DASH,
+        [f"{SEG_ARCHS[config.seg.arch].title}, {config.seg.val_split} split", DASH,
          format_percent(evaluation.get("miou")), format_percent(evaluation.get("pixel_accuracy"))],
     ]))
     if sweep:

@@ -3,27 +3,17 @@ DeepLabV3-ResNet101, and a width-reduced DeepLab for CPUs. All output class scor
 
 Every network's ``forward`` returns (B, K, ceil(H/8), ceil(W/8)) logits, K = foreground classes + 1;
 callers upsample them (bilinear) to the label or image size. Nothing is ever downloaded: torchvision
-models are built with ``weights=None``; pretrained weights come from a local file (:func:`load_pretrained`).
+models are built with ``weights=None``; pretrained weights come from a local file
+(:func:`l2g.segmentation.loading.load_pretrained`). The table of networks by name is
+:mod:`l2g.segmentation.registry`.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import nn
 
-from l2g.config import SegConfig
-from l2g.engine.markers import file_digest
-from l2g.models.backbones import SmallCNN
-
-ARCH_TITLES = {
-    "deeplab_small": "DeepLab-small (width-reduced, CPU)",
-    "deeplab_v1_vgg16": "DeepLab-v1 LargeFOV (VGG-16)",
-    "deeplab_v2_resnet101": "DeepLab-v2 ASPP (ResNet-101)",
-    "deeplabv3_resnet101": "DeepLabV3 (ResNet-101, torchvision)",
-}
-FROZEN_BN_BY_DEFAULT = ("deeplab_v2_resnet101",)  # DeepLab-v2 fine-tunes with batch norm statistics fixed
+from l2g.models.small_cnn import SmallCNN
 
 
 def _torchvision():
@@ -185,169 +175,3 @@ class DeepLabSmall(SegmentationNet):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.backbone(images).features)
-
-
-def model_spec(seg: SegConfig, num_classes: int) -> dict:
-    """What fixes a network's shape (stored in checkpoints, compared on load). ``num_classes`` counts
-    background."""
-    spec: dict = {"arch": seg.arch, "num_classes": num_classes}
-    if seg.arch == "deeplab_small":
-        spec["width"] = seg.width
-    if seg.arch in ("deeplab_small", "deeplab_v2_resnet101"):
-        spec["aspp_rates"] = list(seg.aspp_rates)
-    return spec
-
-
-def build_seg_model(seg: SegConfig, num_classes: int) -> SegmentationNet:
-    """The configured network with ``num_classes`` outputs (background included), batch norm frozen or
-    not per ``seg.freeze_bn`` (None: frozen for DeepLab-v2 only)."""
-    if seg.arch == "deeplab_small":
-        model: SegmentationNet = DeepLabSmall(num_classes, seg.width, tuple(seg.aspp_rates))
-    elif seg.arch == "deeplab_v1_vgg16":
-        model = DeepLabLargeFOV(num_classes)
-    elif seg.arch == "deeplab_v2_resnet101":
-        model = DeepLabV2(num_classes, tuple(seg.aspp_rates))
-    elif seg.arch == "deeplabv3_resnet101":
-        model = DeepLabV3(num_classes)
-    else:
-        raise ValueError(f"unknown segmentation network {seg.arch!r} (available: {', '.join(ARCH_TITLES)})")
-    freeze = seg.freeze_bn if seg.freeze_bn is not None else seg.arch in FROZEN_BN_BY_DEFAULT
-    model.set_freeze_bn(freeze)
-    return model
-
-
-# --- pretrained weights from a local file -----------------------------------------------------------
-
-SCRATCH = "scratch"  # seg.pretrained value: random initialisation, chosen explicitly
-# What a missing seg.pretrained file should hold, per network (appended to the error).
-_HOW_TO_GET = {
-    "deeplab_v1_vgg16": "torchvision's ImageNet VGG-16 file (vgg16-397923af.pth)",
-    "deeplab_v2_resnet101": "torchvision's ImageNet ResNet-101 file (resnet101-63fe2227.pth, with "
-                            "seg.pretrained_dataset=imagenet), or a COCO-pretrained ResNet-101 / DeepLab in "
-                            "torchvision naming (seg.pretrained_dataset=coco)",
-    "deeplabv3_resnet101": "torchvision's ImageNet ResNet-101 file (resnet101-63fe2227.pth), or torchvision's "
-                           "COCO-trained deeplabv3_resnet101 file",
-}
-
-
-def scratch_warning(seg: SegConfig) -> str | None:
-    """The warning for a large DeepLab trained from random weights (None where that is expected)."""
-    if seg.pretrained not in (None, "", SCRATCH) or seg.arch == "deeplab_small":
-        return None
-    how = _HOW_TO_GET.get(seg.arch, "a local weights file")
-    return (f"{ARCH_TITLES[seg.arch]} trains from random weights (seg.pretrained="
-            f"{seg.pretrained or 'null'}): DeepLab's published results start from ImageNet or COCO weights, "
-            f"so expect a far lower mIoU; give {how} with --set seg.pretrained=PATH")
-
-
-def check_seg_weights(seg: SegConfig) -> None:
-    """Fail early (before any training) when ``seg.pretrained`` names a file that does not exist."""
-    if seg.pretrained in (None, "", SCRATCH):
-        return
-    path = Path(seg.pretrained)
-    if not path.is_file():
-        how = _HOW_TO_GET.get(seg.arch)
-        raise FileNotFoundError(
-            f"{path}: segmentation weights file not found (seg.pretrained, for {ARCH_TITLES[seg.arch]}); weights "
-            "are never downloaded" + (f". Put {how} there or pass --set seg.pretrained=PATH" if how else
-                                      ". Pass --set seg.pretrained=PATH")
-            + "; --set seg.pretrained=scratch trains from random weights")
-
-
-def _tensor_dict(raw: object, path: Path) -> dict[str, torch.Tensor]:
-    """The state dict inside a checkpoint: the object itself or its 'state_dict' / 'model' entry."""
-    for _ in range(2):
-        if isinstance(raw, dict) and not any(torch.is_tensor(v) for v in raw.values()):
-            raw = raw.get("state_dict", raw.get("model"))
-    if not isinstance(raw, dict) or not any(torch.is_tensor(v) for v in raw.values()):
-        raise ValueError(f"{path}: no state dict of tensors found in this file")
-    return {k.removeprefix("module."): v for k, v in raw.items() if torch.is_tensor(v)}
-
-
-def _renamings(key: str) -> list[str]:
-    """Candidate names in our networks for a pretrained tensor's name: as is, under ``backbone.``, and
-    without its first component (``Scale.`` of caffe-converted DeepLab weights, ``model.`` ...)."""
-    tail = key.split(".", 1)[1] if "." in key else key
-    return [key, f"backbone.{key}", tail, f"backbone.{tail}"]
-
-
-def load_pretrained(model: SegmentationNet, path: str | Path, dataset: str = "imagenet") -> dict:
-    """Initialise ``model`` from a local weights file; returns metadata for the run (path, sha256, what
-    was loaded). ImageNet classification weights (torchvision ResNet-101 / VGG-16 naming) fill the
-    backbone; COCO-pretrained segmentation weights may fill the head too when the class count matches.
-    Each tensor is matched by name (with the renamings of :func:`_renamings`) and shape; a file of which
-    nothing fits is an error naming the network.
-    """
-    path = Path(path)
-    if not path.is_file():
-        check_seg_weights(SegConfig(arch=model.arch, pretrained=str(path)))
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # unpickling raises many types for a corrupt or foreign file
-        raise ValueError(f"{path}: unreadable weights file ({type(error).__name__}: {error})") from error
-    state = model.adapt_pretrained(_tensor_dict(raw, path))
-    target = model.state_dict()
-    # One renaming for the whole file (the one that fits most tensors), so names cannot cross-match.
-    best: dict[str, str] = {}
-    for choice in range(4):
-        matched = {}
-        for key, value in state.items():
-            name = _renamings(key)[choice]
-            if name in target and target[name].shape == value.shape:
-                matched[name] = key
-        if len(matched) > len(best):
-            best = matched
-    if not best:
-        caffe = any(key.startswith(("base.", "aspp.c")) or ".conv1.conv." in key for key in state)
-        hint = ("; it looks like a deeplab-pytorch (caffe-converted) file, which l2g does not read: give a file in "
-                "torchvision naming (docs/fidelity.md, 'Segmentation weights')" if caffe else "")
-        raise ValueError(f"{path}: no tensor of this file fits {ARCH_TITLES[model.arch]} (by name and shape); "
-                         f"first names in the file: {list(state)[:5]}{hint}")
-    model.load_state_dict({name: state[key] for name, key in best.items()}, strict=False)
-    loaded = sorted(best)
-    return {
-        "path": str(path.resolve()),
-        "sha256": file_digest(path),
-        "dataset": dataset,
-        "tensors_loaded": len(loaded),
-        "tensors_in_network": len(target),
-        "not_loaded": [name for name in target if name not in best][:50],
-        "loaded_names": loaded,
-    }
-
-
-# --- checkpoints ---------------------------------------------------------------------------------------
-
-
-def load_seg_checkpoint(path: str | Path, seg: SegConfig, num_classes: int,
-                        device: torch.device | str = "cpu") -> tuple[SegmentationNet, dict]:
-    """The network of a run's ``checkpoints/final.pt``, checked against the configured architecture and
-    class count: a mismatch is a ValueError saying which (never a wall of missing-key names). The step
-    checkpoints hold the training state without the network's spec and are refused."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no trained segmentation network (run 'l2g seg train' first)")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ValueError(f"{path}: unreadable checkpoint ({type(error).__name__}: {error})") from error
-    if not isinstance(checkpoint, dict) or "spec" not in checkpoint:
-        kind = ("a classification-stage checkpoint ('l2g train')" if isinstance(checkpoint, dict)
-                and "method" in checkpoint else "not a segmentation checkpoint written by 'l2g seg train'")
-        raise ValueError(f"{path}: {kind}")
-    expected, found = model_spec(seg, num_classes), checkpoint["spec"]
-    if found.get("arch") != expected["arch"]:
-        raise ValueError(f"{path}: checkpoint is a {found.get('arch')} network, but the config asks for "
-                         f"{expected['arch']} (seg.arch)")
-    if found.get("num_classes") != expected["num_classes"]:
-        raise ValueError(f"{path}: checkpoint predicts {found.get('num_classes')} classes (background included), "
-                         f"but the config has {expected['num_classes']} (data.num_classes + 1)")
-    for key in ("width", "aspp_rates"):
-        if found.get(key) != expected.get(key):
-            raise ValueError(f"{path}: checkpoint has {key}={found.get(key)}, the config seg.{key}={expected.get(key)}")
-    model = build_seg_model(seg, num_classes)
-    try:
-        model.load_state_dict(checkpoint["model"])
-    except RuntimeError as error:
-        raise ValueError(f"{path}: weights do not fit {ARCH_TITLES[seg.arch]} ({str(error)[:300]})") from error
-    return model.to(device).eval(), checkpoint

@@ -90,7 +90,8 @@ def run_demo(out: str | Path = "runs/demo", data_root: str | Path = "data/synth"
     print("\n" + text)
     write_json(out / "summary.json", {"rows": [row.__dict__ for row in rows], "transfer_fit": fits})
     atomic.write_text(out / "summary.md", text + "\n")
-    seg_rows = segmentation_demo(out, rows, data_root, preset, overrides or [], progress)  # DeepLab on L2G+shape / CAM
+    seg_rows = segmentation_demo(out, rows, lambda m: demo_config(m, str(data_root), preset, overrides or []),
+                                 progress)  # DeepLab on the pseudo masks of L2G + shape and CAM
     report_tables = [("Attention on object parts", attention_table(rows))]
     if fits:
         report_tables.append(("Attention transfer", tables[-1]))

@@ -38,6 +38,7 @@ from l2g.report.run_report import write_run_report
 from l2g.stages.cams import infer_cams
 from l2g.stages.common import split_samples
 from l2g.stages.eval_cams import evaluate_cams
+from l2g.stages.pipeline_stages import STAGE_NAMES
 from l2g.stages.preflight import check_later_inputs
 from l2g.stages.pseudo import choose_threshold, write_pseudo_masks
 from l2g.stages.seg_eval import evaluate_segmentation
@@ -158,7 +159,8 @@ STAGES: tuple[Stage, ...] = (
           lambda p: [p.seg_run / f"eval_{p.config.seg.val_split}.json", p.seg_run / "predictions"], _run_seg_eval),
     Stage("report", "report", lambda c: {}, lambda p: [p.out / "report"], _run_report),
 )
-STAGE_NAMES = tuple(stage.name for stage in STAGES)
+if tuple(stage.name for stage in STAGES) != STAGE_NAMES:  # pragma: no cover - a programming error
+    raise ImportError(f"l2g.stages.pipeline_stages.STAGE_NAMES {STAGE_NAMES} differs from the stages defined here")
 
 
 # --- markers (l2g.engine.markers, kept in <out>/stages: every stage writes under <out>) -------------------

@@ -19,15 +19,14 @@ from PIL import Image
 from tqdm import tqdm
 
 from l2g.config import Config
+from l2g.data.image_files import IMAGE_SUFFIXES, image_files
 from l2g.data.palette import colorize, save_mask
 from l2g.engine import atomic, distributed
 from l2g.report.formatting import safe_filename
 from l2g.segmentation.data import read_user_image
 from l2g.segmentation.inference import segment
-from l2g.segmentation.models import load_seg_checkpoint
+from l2g.segmentation.loading import load_seg_checkpoint
 from l2g.stages.common import set_threads
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
 @dataclass
@@ -41,7 +40,7 @@ def collect_images(inputs: list[str | Path]) -> list[Path]:
     images: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            found = sorted(p for p in item.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found = image_files(item)
             if not found:
                 raise FileNotFoundError(f"{item}: folder holds no image files ({', '.join(IMAGE_SUFFIXES)})")
             images += found

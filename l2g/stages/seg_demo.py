@@ -11,13 +11,15 @@ segmentation run, resumable) and adds a table to ``summary.md`` and a ``segmenta
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
+from l2g.config import Config
 from l2g.engine import atomic
 from l2g.report.document import Table
-from l2g.segmentation.models import ARCH_TITLES
+from l2g.segmentation.registry import SEG_ARCHS
 from l2g.stages.common import write_json
 from l2g.stages.pseudo import write_pseudo_masks
 from l2g.stages.seg_eval import evaluate_segmentation
@@ -42,21 +44,20 @@ class SegDemoRow:
     seg_miou: float  # DeepLab trained on those pseudo labels, val split
     seg_pixel_accuracy: float
     seg_train_minutes: float
-    network: str = ""  # the segmentation network's title (ARCH_TITLES)
+    network: str = ""  # the segmentation network's title (SEG_ARCHS[...].title)
 
 
-def segmentation_demo(out: str | Path, rows: list[_Row], data_root: str | Path, preset: str, overrides: list[str],
+def segmentation_demo(out: str | Path, rows: list[_Row], config_of: Callable[[str], Config],
                       progress: bool = True) -> list[SegDemoRow]:
     """Train and evaluate the segmentation network on the pseudo masks of the demo's L2G + shape and CAM
-    runs (those of them in ``rows``); print the table and add it to the summary files."""
-    from l2g.stages.demo import demo_config  # demo imports this module
-
+    runs (those of them in ``rows``; ``config_of(method)`` is the demo's config of a method); print the
+    table and add it to the summary files."""
     out = Path(out)
     by_method = {row.method: row for row in rows}
     seg_rows = []
     for method in [m for m in SEG_DEMO_METHODS if m in by_method]:
         row = by_method[method]
-        config = demo_config(method, str(data_root), preset, overrides)
+        config = config_of(method)
         cls_run, seg_run = out / method, out / method / "seg"
         if not (seg_run / "checkpoints" / "final.pt").exists():
             write_pseudo_masks(config, cls_run / "cams", cls_run / "pseudo", row.threshold, progress=progress)
@@ -64,7 +65,7 @@ def segmentation_demo(out: str | Path, rows: list[_Row], data_root: str | Path, 
         metrics = evaluate_segmentation(config, seg_run, progress=progress)
         minutes = json.loads((seg_run / "train_metrics.json").read_text())["minutes"]
         seg_rows.append(SegDemoRow(method, row.title, row.miou, row.threshold, metrics["miou"],
-                                   metrics["pixel_accuracy"], minutes, ARCH_TITLES[config.seg.arch]))
+                                   metrics["pixel_accuracy"], minutes, SEG_ARCHS[config.seg.arch].title))
         print(f"{row.title:<20} segmentation val mIoU {100 * metrics['miou']:5.1f}  (pseudo labels "
               f"{100 * row.miou:.1f})  seg train {minutes:.1f} min")
     if not seg_rows:

@@ -21,7 +21,7 @@ from l2g.engine import distributed
 from l2g.evaluation.confusion import ConfusionMatrix
 from l2g.segmentation.crf import crf_params
 from l2g.segmentation.inference import segment
-from l2g.segmentation.models import load_seg_checkpoint
+from l2g.segmentation.loading import load_seg_checkpoint
 from l2g.stages.common import set_threads, split_samples, write_json
 
 

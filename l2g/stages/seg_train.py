@@ -39,7 +39,7 @@ from l2g.optim import build_optimizer, learning_rate
 from l2g.report.provenance import git_commit
 from l2g.segmentation.crf import crf_params, refine_labels
 from l2g.segmentation.data import SegmentationDataset, pseudo_mask_paths
-from l2g.segmentation.models import SCRATCH, build_seg_model, load_pretrained, model_spec, scratch_warning
+from l2g.segmentation.loading import SCRATCH, build_seg_model, load_pretrained, model_spec, scratch_warning
 from l2g.stages.common import dataset_class_names, seed_everything, set_threads, split_samples
 from l2g.stages.tensorboard_hooks import training_hooks
 

@@ -8,64 +8,27 @@ measures, per ground-truth region, the targets against the global softmax (see
 
 from __future__ import annotations
 
-import argparse
 import copy
 from pathlib import Path
 
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from l2g.data.classification import ClassificationDataset
+from l2g.data.images import read_mask
 from l2g.data.synth import PARTS_DIR
-
-DESCRIPTION = """Measure how well an L2G run's global network learnt what its local network teaches.
-On training views (replayed as training draws them) it compares, per ground-truth region (each
-labelled object, split into its discriminative part and the rest where the dataset has a parts/ folder
-as the synthetic benchmark does, and the background), the local network's targets A^c with the global
-network's softmax G^c. A global network far below its targets is lagging or cannot separate the
-classes; targets that miss the object mean the local network does not find it. Needs masks for the
-train split and a step checkpoint (runs keep the newest ones)."""
-
-EPILOG = """examples:
-  l2g transfer-fit --run runs/demo/l2g
-  l2g transfer-fit --run runs/demo/l2g_shape --images 100
-
-columns: target = mean target A^c, global = mean G^c, taught / learnt = share of pixels where class c
-survives in the target / wins the global argmax."""
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    from l2g.cli import add_quiet
-
-    p = subparsers.add_parser("transfer-fit", help="does the global network reproduce the local targets?",
-                              description=DESCRIPTION, epilog=EPILOG,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", required=True, help="run folder of an l2g or l2g_shape training")
-    p.add_argument("--images", type=int, default=None, help="first N training images only (default: all)")
-    add_quiet(p)
-    p.set_defaults(handler=run)
-
-
-def run(args: argparse.Namespace) -> int:
-    result = measure_transfer_fit(args.run, args.images, progress=not args.quiet)
-    print(format_fit(result))
-    return 0
+from l2g.data.views import crop_resize_nearest
+from l2g.engine.checkpoint import load_latest
+from l2g.evaluation.parts import read_parts
+from l2g.evaluation.transfer_fit import TransferFit
+from l2g.method.methods import L2GMethod, build_method
+from l2g.stages.common import run_config, set_threads, split_samples, write_json
 
 
 def measure_transfer_fit(run_dir: str | Path, images: int | None = None, progress: bool = True) -> dict:
     """Measure the fit of ``run_dir``'s newest step checkpoint; write and return ``transfer_fit.json``."""
-    # Imported here, as in every command module: the CLI registers all commands at start-up, and torch
-    # alone takes about a second to import (``l2g --help`` and ``l2g synth`` do not need it).
-    import numpy as np
-    import torch
-    from torch.utils.data import DataLoader
-    from tqdm import tqdm
-
-    from l2g.data.classification import ClassificationDataset
-    from l2g.data.images import read_mask
-    from l2g.data.views import crop_resize_nearest
-    from l2g.engine.checkpoint import load_latest
-    from l2g.evaluation.parts import read_parts
-    from l2g.evaluation.transfer_fit import TransferFit
-    from l2g.method.methods import L2GMethod, build_method
-    from l2g.stages.common import run_config, set_threads, split_samples, write_json
-
     run_dir = Path(run_dir)
     config = run_config(run_dir)
     if config.method.name not in ("l2g", "l2g_shape"):

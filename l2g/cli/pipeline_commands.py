@@ -1,0 +1,133 @@
+"""Commands over the whole pipeline: ``l2g run`` (every stage into one folder), ``l2g demo`` (the
+synthetic benchmark) and ``l2g config`` (a preset's full resolved config, or the list of presets)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from l2g.cli.options import Command, add_overrides, add_quiet, one_of
+from l2g.stages.pipeline_stages import STAGE_NAMES
+
+RUN_EPILOG = """examples:
+  l2g run synth --out runs/pipeline
+  l2g run voc12_resnet38_l2g_shape --out runs/voc --set seg.pretrained=weights/resnet101-63fe2227.pth \\
+      --set seg.pretrained_dataset=imagenet
+  l2g run synth --out runs/pipeline --until pseudo      # stop after the pseudo masks
+
+Stages: train -> cams -> threshold -> pseudo -> seg_train -> seg_eval -> report. Each writes
+<out>/stages/<stage>.done.json last; rerunning the same command skips complete stages and continues an
+interrupted one. Changing a config value reruns the stages that depend on it and those after them.
+Before anything runs, every file that a stage still to run will read is checked (class names, the masks
+the threshold is chosen on unless eval.threshold is set, seg.val_split's images and masks, seg.pretrained):
+a problem stops the run at once, naming the file."""
+
+DEMO_EPILOG = """examples:
+  l2g demo                                   # the synthetic benchmark, 7-9 min on 2 CPU cores
+  l2g demo --out runs/demo_fast --methods cam,l2g_shape --set optim.epochs=4
+
+Writes <out>/<method>/ (one training run per method, with its cams/ and sweep.json), <out>/summary.md,
+<out>/summary.json and <out>/report/index.html."""
+
+CONFIG_EPILOG = """examples:
+  l2g config --list
+  l2g config voc12_resnet38_l2g_shape
+  l2g config synth --set optim.epochs=2 > my.yaml     # then: l2g train my.yaml --out runs/mine
+
+The YAML printed is every key with its value after the preset's base: chain, the overrides and the
+defaults; loading it gives the same config."""
+
+
+# --- l2g run --------------------------------------------------------------------------------------------
+
+
+def run_arguments(r: argparse.ArgumentParser) -> None:
+    r.add_argument("config", help="YAML config file or preset name (e.g. synth)")
+    r.add_argument("--out", required=True, help="pipeline folder (cls/, seg/, report/, stages/)")
+    r.add_argument("--until", metavar="STAGE", type=one_of(STAGE_NAMES, "stage"), choices=STAGE_NAMES,
+                   help=f"stop after this stage: {', '.join(STAGE_NAMES)}")
+    add_overrides(r)
+    add_quiet(r)
+
+
+def run_run(args: argparse.Namespace) -> int:
+    from l2g import api
+
+    config = api.load_config(args.config, args.overrides)
+    print(f"report: {api.run_pipeline(config, args.out, until=args.until, progress=not args.quiet)}")
+    sys.stdout.flush()
+    return 0
+
+
+# --- l2g demo -------------------------------------------------------------------------------------------
+
+
+def demo_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
+    p.add_argument("--data", default="data/synth", help="synthetic dataset root (default: data/synth)")
+    p.add_argument("--config", default="synth", help="preset or YAML (default: synth)")
+    p.add_argument("--methods", default="cam,local,l2g,l2g_shape", help="comma-separated subset")
+    add_overrides(p)
+    add_quiet(p)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from l2g.stages.demo import run_demo as demo
+
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    demo(args.out, args.data, args.config, methods, args.overrides, progress=not args.quiet)
+    return 0
+
+
+# --- l2g config -----------------------------------------------------------------------------------------
+
+
+def config_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", nargs="?", help="YAML config file or preset name (default: the built-in defaults)")
+    p.add_argument("--list", action="store_true", help="list the shipped presets with their first comment line")
+    add_overrides(p)
+
+
+def preset_summary(name: str) -> str:
+    """The first comment line of a shipped preset (what it is), without the ``#``."""
+    from l2g.config import shipped_preset
+
+    path = shipped_preset(name)
+    for line in path.read_text().splitlines() if path else []:
+        if line.startswith("#"):
+            return line.lstrip("# ").strip()
+    return ""
+
+
+def run_config(args: argparse.Namespace) -> int:
+    import yaml
+
+    from l2g.config import load_config, preset_names, to_dict
+
+    if args.list:
+        names = preset_names()
+        width = max(len(name) for name in names)
+        for name in names:
+            print(f"{name:<{width}}  {preset_summary(name)}")
+        return 0
+    config = load_config(args.config, args.overrides)
+    where = " ".join(["l2g config", *([args.config] if args.config else []),
+                      *(f"--set {item}" for item in args.overrides)])
+    print(f"# {where}: every key, resolved")
+    print(yaml.safe_dump(to_dict(config), sort_keys=False), end="")
+    return 0
+
+
+COMMANDS = (
+    Command("run", "the whole pipeline: image tags -> evaluated segmentation + report",
+            "Run every stage in order into one folder, skipping complete stages.", run_arguments, run_run,
+            RUN_EPILOG),
+    Command("demo", "the synthetic benchmark: CAM vs local vs L2G vs L2G+shape",
+            "Generate the synthetic dataset if absent, train the four methods, infer their maps, sweep "
+            "thresholds, print a table and write an HTML report; then train DeepLab-small on the L2G + shape and "
+            "CAM pseudo masks and report its val mIoU. Finished steps are skipped, so an interrupted demo "
+            "continues.", demo_arguments, run_demo, DEMO_EPILOG),
+    Command("config", "print a preset's full resolved config as YAML (or list the presets)",
+            "Print the config that a preset or YAML file gives, with --set overrides applied and every default "
+            "filled in, as YAML that 'l2g train' accepts.", config_arguments, run_config, CONFIG_EPILOG),
+)

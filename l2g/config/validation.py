@@ -1,0 +1,135 @@
+"""What a config value may be beyond its type: the allowed choices and the rules between keys.
+
+:func:`check_config` runs on every config loaded (``Config.validate``); a value that breaks a rule is a
+:class:`ConfigError` naming the key, before anything runs. Torch-free: the backbone and segmentation
+network names come from their torch-free registries.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from l2g.models.registry import BACKBONE_NAMES, BACKBONES
+from l2g.segmentation.registry import SEG_ARCH_NAMES
+
+
+class ConfigError(ValueError):
+    """A configuration value or key that cannot be used."""
+
+
+METHODS = ("cam", "local", "l2g", "l2g_shape")
+VIEW_STRATEGIES = ("corners+random", "random", "grid")
+# data.format -> default (image folder, mask folder); "{split}" is replaced by the split's name.
+DATA_FORMATS = {
+    "voc": ("JPEGImages", "SegmentationClassAug"),  # PASCAL VOC 2012 + SBD (l2g prepare voc)
+    "synth": ("JPEGImages", "SegmentationClassAug"),  # the synthetic benchmark writes VOC layout
+    "coco": ("{split}", "SegmentationClass"),  # COCO's train2014/ val2014/ + masks of l2g prepare coco
+    "custom": ("images", "masks"),  # a folder of images + a label list (CSV or train_cls.txt form)
+}
+LABEL_SOURCES = ("auto", "cls_txt", "csv", "npy", "xml", "masks")  # the readers of l2g.data.labels
+CRF_PRESETS = ("deeplab", "deeplab_largefov", "psa", "irn")
+PRETRAINED_DATASETS = ("imagenet", "coco", "other")
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic")  # PIL filters (l2g.data.classification.INTERPOLATIONS)
+SWITCH_VALUES = ("auto", "on", "off")  # amp, cams.amp, runtime.channels_last / pin_memory / persistent_workers
+
+
+def check_config(config: Any) -> None:
+    """Raise a ConfigError for the first value of ``config`` (an :class:`l2g.config.Config`) that breaks a
+    rule no type annotation can express."""
+    _choice("model.backbone", config.model.backbone, BACKBONE_NAMES)
+    if not config.model.width_mult > 0:
+        raise ConfigError(f"model.width_mult = {config.model.width_mult}: must be > 0")
+    if config.model.width_mult != 1.0 and not BACKBONES[config.model.backbone].scales:
+        raise ConfigError(f"model.width_mult applies to resnet38 only, not {config.model.backbone} "
+                          "(small_cnn's width is model.width)")
+    _choice("method.name", config.method.name, METHODS)
+    _choice("method.background", config.method.background, ("release", "complement"))
+    _choice("method.shape_form", config.method.shape_form, ("release", "paper"))
+    _choice("method.shape_background", config.method.shape_background, ("binary", "attention"))
+    _choice("views.strategy", config.views.strategy, VIEW_STRATEGIES)
+    _choice("optim.schedule", config.optim.schedule, ("step", "poly"))
+    _choice("cams.source", config.cams.source, ("auto", "logits", "softmax"))
+    _choice("cams.upsample", config.cams.upsample, ("bicubic", "bilinear"))
+    _choice("cams.resize", config.cams.resize, ("pil_bicubic", "tensor_bilinear"))
+    _choice("cams.format", config.cams.format, ("npz", "dict"))
+    _choice("cams.dtype", config.cams.dtype, ("float16", "float32"))
+    _choice("eval.parallel", config.eval.parallel, ("auto", "processes", "threads"))
+    _choice("data.check_images", config.data.check_images, ("exists", "decode"))
+    _choice("data.format", config.data.format, tuple(DATA_FORMATS))
+    _validate_resize(config.data)
+    _choice("data.labels", config.data.labels, LABEL_SOURCES)
+    _choice("device", config.device, ("auto", "cpu", "cuda"))
+    if config.views.strategy == "corners+random" and config.views.n < 4:
+        raise ConfigError("views.n must be >= 4 with strategy corners+random (four corners come first)")
+    if config.views.n < 1:
+        raise ConfigError("views.n must be >= 1")
+    if not 0 < config.views.patch_size <= config.data.global_size:
+        raise ConfigError(
+            f"views.patch_size ({config.views.patch_size}) must be in 1..data.global_size "
+            f"({config.data.global_size})"
+        )
+    if config.data.num_classes < 1:
+        raise ConfigError("data.num_classes must be >= 1")
+    if config.optim.batch_size < 1 or config.optim.epochs < 1 or config.optim.accumulate_steps < 1:
+        raise ConfigError("optim.batch_size, optim.epochs and optim.accumulate_steps must be >= 1")
+    if config.eval.workers < 0:
+        raise ConfigError(f"eval.workers must be >= 0 (0 = one per CPU core), got {config.eval.workers}")
+    if not config.cams.scales:
+        raise ConfigError("cams.scales must list at least one scale")
+    _validate_seg(config.seg)
+    for key, value in (("amp", config.amp), ("cams.amp", config.cams.amp),
+                       ("runtime.channels_last", config.runtime.channels_last),
+                       ("runtime.pin_memory", config.runtime.pin_memory),
+                       ("runtime.persistent_workers", config.runtime.persistent_workers)):
+        if not isinstance(value, bool):
+            _choice(key, value, SWITCH_VALUES)
+    if config.runtime.tensorboard_images < 0:
+        raise ConfigError("runtime.tensorboard_images must be >= 0")
+    if config.runtime.checkpoint_every < 0 or config.runtime.keep_checkpoints < 1:
+        raise ConfigError("runtime.checkpoint_every must be >= 0 and runtime.keep_checkpoints >= 1")
+    if config.data.workers < -1:
+        raise ConfigError("data.workers must be >= 0, or -1 for automatic")
+    if config.log_every < 1:
+        raise ConfigError("log_every must be >= 1")
+
+
+def _validate_resize(data: Any) -> None:
+    _choice("data.resize_mode", data.resize_mode, ("short_side", "square"))
+    _choice("data.resize_interpolation", data.resize_interpolation, INTERPOLATIONS)
+    _choice("data.saliency_interpolation", data.saliency_interpolation, INTERPOLATIONS)
+    short = data.resize_short
+    low, high = (short, short) if isinstance(short, int) else short
+    if not 1 <= low <= high:
+        raise ConfigError(f"data.resize_short = {list(short) if isinstance(short, tuple) else short}: expected a "
+                          "number >= 1 or a range [low, high] with 1 <= low <= high")
+    if data.global_size < 1:
+        raise ConfigError("data.global_size must be >= 1")
+
+
+def _validate_seg(seg: Any) -> None:
+    _choice("seg.arch", seg.arch, SEG_ARCH_NAMES)
+    _choice("seg.pretrained_dataset", seg.pretrained_dataset, PRETRAINED_DATASETS)
+    for name, crf in (("seg.crf", seg.crf), ("seg.pseudo_crf", seg.pseudo_crf)):
+        _choice(f"{name}.preset", crf.preset, CRF_PRESETS)
+        if crf.iterations is not None and crf.iterations < 1:
+            raise ConfigError(f"{name}.iterations must be >= 1")
+        if not 0 < crf.gt_prob < 1:
+            raise ConfigError(f"{name}.gt_prob must be in (0, 1)")
+    if seg.epochs < 1 or seg.batch_size < 1 or seg.crop_size < 8 or seg.width < 1:
+        raise ConfigError("seg.epochs, seg.batch_size and seg.width must be >= 1, seg.crop_size >= 8")
+    low, high = seg.scale_range
+    if not 0 < low <= high:
+        raise ConfigError(f"seg.scale_range {list(seg.scale_range)}: expected 0 < low <= high")
+    if not seg.test_scales or min(seg.test_scales) <= 0:
+        raise ConfigError("seg.test_scales must list at least one positive scale")
+    if not seg.aspp_rates or min(seg.aspp_rates) < 1:
+        raise ConfigError("seg.aspp_rates must list at least one rate >= 1")
+    if seg.max_side < 32:
+        raise ConfigError("seg.max_side must be >= 32")
+
+
+def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key} = {value!r}: must be one of {', '.join(allowed)}")
+
+

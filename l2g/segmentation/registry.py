@@ -1,0 +1,71 @@
+"""The segmentation networks l2g builds, by name (``seg.arch``): one table of their titles, builders and
+defaults. Torch-free (the builders import :mod:`l2g.segmentation.models` when called), so the config
+validates ``seg.arch`` without importing torch."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from l2g.segmentation.models import SegmentationNet
+
+# (num_classes with background, seg.width, seg.aspp_rates) -> network with random weights
+SegBuilder = Callable[[int, int, tuple[int, ...]], "SegmentationNet"]
+
+
+@dataclass(frozen=True)
+class SegArch:
+    """One network: ``title`` for reports and messages, ``build``, whether its batch norm is frozen when
+    ``seg.freeze_bn`` is null, the ``seg.*`` keys that fix its shape (stored in checkpoints and compared
+    on load), the local weights file its published results start from (``weights_hint``, for errors and
+    the from-scratch warning; None: no warning when it trains from random weights)."""
+
+    title: str
+    build: SegBuilder
+    frozen_bn: bool = False
+    shape_keys: tuple[str, ...] = ()
+    weights_hint: str | None = None
+
+
+def _deeplab_small(num_classes: int, width: int, rates: tuple[int, ...]) -> SegmentationNet:
+    from l2g.segmentation.models import DeepLabSmall
+
+    return DeepLabSmall(num_classes, width, rates)
+
+
+def _deeplab_v1(num_classes: int, width: int, rates: tuple[int, ...]) -> SegmentationNet:
+    from l2g.segmentation.models import DeepLabLargeFOV
+
+    return DeepLabLargeFOV(num_classes)
+
+
+def _deeplab_v2(num_classes: int, width: int, rates: tuple[int, ...]) -> SegmentationNet:
+    from l2g.segmentation.models import DeepLabV2
+
+    return DeepLabV2(num_classes, rates)
+
+
+def _deeplab_v3(num_classes: int, width: int, rates: tuple[int, ...]) -> SegmentationNet:
+    from l2g.segmentation.models import DeepLabV3
+
+    return DeepLabV3(num_classes)
+
+
+SEG_ARCHS: dict[str, SegArch] = {
+    "deeplab_small": SegArch("DeepLab-small (width-reduced, CPU)", _deeplab_small, shape_keys=("width", "aspp_rates")),
+    "deeplab_v1_vgg16": SegArch("DeepLab-v1 LargeFOV (VGG-16)", _deeplab_v1,
+                                weights_hint="torchvision's ImageNet VGG-16 file (vgg16-397923af.pth)"),
+    # DeepLab-v2 fine-tunes with batch norm statistics fixed
+    "deeplab_v2_resnet101": SegArch(
+        "DeepLab-v2 ASPP (ResNet-101)", _deeplab_v2, frozen_bn=True, shape_keys=("aspp_rates",),
+        weights_hint="torchvision's ImageNet ResNet-101 file (resnet101-63fe2227.pth, with "
+                     "seg.pretrained_dataset=imagenet), or a COCO-pretrained ResNet-101 / DeepLab in "
+                     "torchvision naming (seg.pretrained_dataset=coco)"),
+    "deeplabv3_resnet101": SegArch(
+        "DeepLabV3 (ResNet-101, torchvision)", _deeplab_v3,
+        weights_hint="torchvision's ImageNet ResNet-101 file (resnet101-63fe2227.pth), or torchvision's "
+                     "COCO-trained deeplabv3_resnet101 file"),
+}
+SEG_ARCH_NAMES = tuple(SEG_ARCHS)
