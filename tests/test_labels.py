@@ -13,8 +13,8 @@ from PIL import Image
 
 from l2g.config import ConfigError, load_config
 from l2g.data.errors import DatasetError
+from l2g.data.label_sources import LABEL_SOURCES
 from l2g.data.labels import (
-    LABEL_SOURCES,
     VOC_CLASSES,
     mask_labels,
     npy_key_to_id,

@@ -2,13 +2,14 @@
 
 :func:`check_config` runs on every config loaded (``Config.validate``); a value that breaks a rule is a
 :class:`ConfigError` naming the key, before anything runs. Torch-free: the backbone and segmentation
-network names come from their torch-free registries.
+network names and the label sources come from their registries, which import no torch.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from l2g.data.label_sources import LABEL_SOURCES
 from l2g.models.registry import BACKBONE_NAMES, BACKBONES
 from l2g.segmentation.registry import SEG_ARCH_NAMES
 
@@ -26,7 +27,6 @@ DATA_FORMATS = {
     "coco": ("{split}", "SegmentationClass"),  # COCO's train2014/ val2014/ + masks of l2g prepare coco
     "custom": ("images", "masks"),  # a folder of images + a label list (CSV or train_cls.txt form)
 }
-LABEL_SOURCES = ("auto", "cls_txt", "csv", "npy", "xml", "masks")  # the readers of l2g.data.labels
 CRF_PRESETS = ("deeplab", "deeplab_largefov", "psa", "irn")
 PRETRAINED_DATASETS = ("imagenet", "coco", "other")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic")  # PIL filters (l2g.data.classification.INTERPOLATIONS)

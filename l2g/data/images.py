@@ -14,8 +14,7 @@ import numpy as np
 from PIL import Image
 
 from l2g.data.errors import DatasetError
-from l2g.data.labels import bad_mask_values, mask_value_error
-from l2g.data.palette import load_mask
+from l2g.data.palette import bad_mask_values, load_mask, mask_value_error
 from l2g.data.pil_open import load_image
 
 # Saliency modes that convert to 8-bit grey without guessing; 16-bit or float maps would not be /255.

@@ -13,7 +13,8 @@ Class indices are 0-based FOREGROUND indices (mask value minus 1), sorted and un
              difficult and truncated objects included (as IRN derives its ``cls_labels.npy``).
 ``masks``    the classes present in the label mask (values 1..C; 0 and 255 are not classes).
 
-Every problem is a ``DatasetError`` naming the file (and line or key) at fault.
+Every problem is a ``DatasetError`` naming the file (and line or key) at fault. The readers by source
+name are :mod:`l2g.data.label_sources`.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import numpy as np
 
 from l2g.data.errors import DatasetError
 from l2g.data.image_files import IMAGE_SUFFIXES
-from l2g.data.palette import IGNORE_INDEX, load_mask
+from l2g.data.palette import IGNORE_INDEX, bad_mask_values, load_mask, mask_value_error
 from l2g.data.safe_npy import READ_ERRORS, load_npy_object
 from l2g.engine.atomic import write_text
 
@@ -39,7 +40,6 @@ VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
     "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
 )
-LABEL_SOURCES = ("auto", "cls_txt", "csv", "npy", "xml", "masks")
 INTEGER = re.compile(r"-?[0-9]+")
 CSV_HEADER_WORDS = ("image", "images", "file", "filename", "image_id", "id")
 
@@ -339,26 +339,6 @@ def mask_labels(path: Path, num_classes: int) -> tuple[int, ...]:
         raise mask_value_error(path, bad, num_classes)
     present = np.flatnonzero(np.bincount(mask.ravel(), minlength=256)[1 : num_classes + 1])
     return tuple(int(index) for index in present)
-
-
-def bad_mask_values(mask: np.ndarray, num_classes: int) -> list[int]:
-    """The values of ``mask`` that are neither 0..num_classes nor the ignore index, sorted."""
-    mask = np.asarray(mask)
-    # Two byte-wide comparisons over the mask; the values are only gathered when some are bad.
-    bad = (mask > num_classes) & (mask != IGNORE_INDEX)
-    if mask.dtype.kind == "i":
-        bad |= mask < 0
-    if not bad.any():
-        return []
-    return [int(value) for value in np.unique(mask[bad])]
-
-
-def mask_value_error(path: Path, bad: list[int], num_classes: int) -> DatasetError:
-    """The error for a mask with out-of-range values, naming the file and the values."""
-    return DatasetError(
-        f"{path}: mask values {bad} outside 0..{num_classes} and {IGNORE_INDEX} (ignore) "
-        f"for {num_classes} configured classes"
-    )
 
 
 def derived_labels(

@@ -1,4 +1,5 @@
-"""Label masks as palette PNGs in the PASCAL VOC colour map (index 255 = ignore, drawn white)."""
+"""Label masks: palette PNGs in the PASCAL VOC colour map (index 255 = ignore, drawn white), read, written
+and checked for values outside the classes."""
 
 from __future__ import annotations
 
@@ -55,3 +56,23 @@ def load_mask(path: str | Path) -> np.ndarray:
     if image.mode not in ("P", "L"):
         raise DatasetError(f"{path}: a label mask must be a palette or 8-bit PNG, got mode {image.mode}")
     return np.array(image, dtype=np.uint8)
+
+
+def bad_mask_values(mask: np.ndarray, num_classes: int) -> list[int]:
+    """The values of ``mask`` that are neither 0..num_classes nor the ignore index, sorted."""
+    mask = np.asarray(mask)
+    # Two byte-wide comparisons over the mask; the values are only gathered when some are bad.
+    bad = (mask > num_classes) & (mask != IGNORE_INDEX)
+    if mask.dtype.kind == "i":
+        bad |= mask < 0
+    if not bad.any():
+        return []
+    return [int(value) for value in np.unique(mask[bad])]
+
+
+def mask_value_error(path: Path, bad: list[int], num_classes: int) -> DatasetError:
+    """The error for a mask with out-of-range values, naming the file and the values."""
+    return DatasetError(
+        f"{path}: mask values {bad} outside 0..{num_classes} and {IGNORE_INDEX} (ignore) "
+        f"for {num_classes} configured classes"
+    )

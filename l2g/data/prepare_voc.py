@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from l2g.data.errors import DatasetError
+from l2g.data.label_sources import LABEL_SOURCES
 from l2g.data.labels import (
-    LABEL_SOURCES,
     VOC_CLASSES,
     LabelTable,
     derived_labels,

@@ -30,39 +30,30 @@ and writes ``<split>_cls.txt``.
 
 Why validate up front: a missing or broken file otherwise surfaces as a crash in a data-loader worker
 hours into training. ``load_split`` checks the whole split and raises a single ``DatasetError`` that
-lists the problems, each starting with the path of the offending file.
+lists the problems, each starting with the path of the offending file (the decoding checks are
+:mod:`l2g.data.split_checks`; the label readers, one per source, :mod:`l2g.data.labels`).
 """
 
 from __future__ import annotations
 
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
-from l2g.data import file_checks
 from l2g.data.errors import DatasetError, DatasetWarning
 from l2g.data.image_files import IMAGE_SUFFIXES, find_image
-from l2g.data.images import image_mode_problem, saliency_mode_problem
+from l2g.data.label_sources import IMAGE_READERS, LABEL_SOURCES, LIST_READERS, NAMED_SOURCES
 from l2g.data.labels import (
-    LABEL_SOURCES,
     VOC_CLASSES,
     LabelTable,
-    bad_mask_values,
     check_num_classes,
     content_lines,
     derived_labels,
-    mask_labels,
-    mask_value_error,
     read_class_list,
     read_class_names,
-    read_csv_labels,
-    read_npy_labels,
-    xml_labels,
 )
+from l2g.data.palette import bad_mask_values, mask_value_error
 from l2g.data.pil_open import PIL_ERRORS, decoded_size
+from l2g.data.sample import Sample
+from l2g.data.split_checks import check_masks, decode_check, raise_problems, warn_resized
 
 __all__ = [
     "CHECK_MODES", "DatasetError", "DatasetWarning", "PIL_ERRORS", "Sample", "bad_mask_values", "check_masks",
@@ -76,24 +67,7 @@ SPLIT_DIR = Path("ImageSets") / "Segmentation"
 CLASS_NAMES_FILE = "classes.txt"
 ANNOTATIONS_DIR = "Annotations"
 NPY_LABELS_FILE = "cls_labels.npy"
-MAX_LISTED_PROBLEMS = 20
-MAX_LISTED_WARNINGS = 5
 CHECK_MODES = ("exists", "decode")
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One image of a split: where its files are and its image-level labels.
-
-    ``labels`` are 0-based foreground class indices (mask value minus 1), sorted and unique.
-    ``mask_path`` / ``saliency_path`` are None when the file does not exist (and was not required).
-    """
-
-    image_id: str
-    image_path: Path
-    labels: tuple[int, ...]
-    mask_path: Path | None
-    saliency_path: Path | None
 
 
 def read_id_list(path: str | Path) -> list[str]:
@@ -185,6 +159,8 @@ def _label_source(root: Path, split: str, labels: str, cls_list: str | Path | No
 def _label_names(root: Path, num_classes: int, classes_file: str | Path | None, kind: str) -> list[str] | None:
     """Class names for sources that label by name (csv, xml); None where indices are used instead."""
     path = _names_path(root, classes_file)
+    if kind not in NAMED_SOURCES:
+        return None
     if path.exists():
         return read_class_names(path, num_classes)
     if classes_file is not None:
@@ -193,18 +169,6 @@ def _label_names(root: Path, num_classes: int, classes_file: str | Path | None, 
         if num_classes == len(VOC_CLASSES):
             return list(VOC_CLASSES)
         raise DatasetError(f"{path}: labels from Annotations XML need the class names, and the file is missing")
-    return None
-
-
-def _read_table(root: Path, kind: str, path: Path, num_classes: int, classes_file) -> LabelTable | None:
-    """The label table of a file source (cls_txt, csv, npy); None for per-image sources (xml, masks)."""
-    if kind == "cls_txt":
-        return LabelTable(read_class_list(path, num_classes), path, kind)
-    if kind == "csv":
-        names = _label_names(root, num_classes, classes_file, kind)
-        return read_csv_labels(path, num_classes, names, str(_names_path(root, classes_file)))
-    if kind == "npy":
-        return read_npy_labels(path, num_classes)
     return None
 
 
@@ -281,17 +245,16 @@ def split_labels(
                                f"(looked for {looked})")
         raise DatasetError(f"{root}: no image-level labels for split {split!r} (looked for {looked}); "
                            "run 'l2g prepare voc' or set data.cls_list / data.labels")
-    table = _read_table(root, kind, path, num_classes, classes_file)
-    ids = _split_ids(root, split, table, tried)
-    if table is not None:
-        return ids, table
-    problems: list[str] = []
-    if kind == "xml":
+    if kind in LIST_READERS:
         names = _label_names(root, num_classes, classes_file, kind)
-        derived = derived_labels(ids, lambda i: path / f"{i}.xml", lambda p: xml_labels(p, names), problems)
-    else:
-        derived = derived_labels(ids, lambda i: path / f"{i}.png", lambda p: mask_labels(p, num_classes), problems)
-    _raise_problems(root, split, problems)
+        table = LIST_READERS[kind](path, num_classes, names, str(_names_path(root, classes_file)))
+        return _split_ids(root, split, table, tried), table
+    ids = _split_ids(root, split, None, tried)
+    names = _label_names(root, num_classes, classes_file, kind)
+    read, suffix = IMAGE_READERS[kind]
+    problems: list[str] = []
+    derived = derived_labels(ids, lambda i: path / f"{i}{suffix}", lambda p: read(p, num_classes, names), problems)
+    raise_problems(root, split, problems)
     return ids, LabelTable(derived, path, kind)
 
 
@@ -345,9 +308,9 @@ def load_split(
         if image_path is not None:
             samples.append(Sample(image_id, image_path, table.labels.get(image_id, ()), mask_path, saliency_path))
 
-    resized = _decode_check(samples, num_classes, need_masks, problems, root) if check_images == "decode" else []
-    _raise_problems(root, split, problems)
-    _warn_resized(resized)  # only for a split that loads: the error would list what matters first
+    resized = decode_check(samples, num_classes, need_masks, problems, root) if check_images == "decode" else []
+    raise_problems(root, split, problems)
+    warn_resized(resized)  # only for a split that loads: the error would list what matters first
     return samples
 
 
@@ -367,110 +330,3 @@ def _image_path(images: Path, image_id: str, table: LabelTable, problems: list[s
     return path
 
 
-def _raise_problems(root: Path, split: str, problems: list[str]) -> None:
-    """One DatasetError listing the first problems and the total count, if there are any."""
-    if not problems:
-        return
-    listed = "\n".join(f"  - {problem}" for problem in problems[:MAX_LISTED_PROBLEMS])
-    more = len(problems) - MAX_LISTED_PROBLEMS
-    tail = f"\n  ... and {more} more" if more > 0 else ""
-    raise DatasetError(f"{root}: {len(problems)} problem(s) in split {split!r}:\n{listed}{tail}")
-
-
-def _warn_resized(paths: list[Path]) -> None:
-    """One warning for all saliency maps whose size differs from their image."""
-    if not paths:
-        return
-    shown = ", ".join(str(path) for path in paths[:MAX_LISTED_WARNINGS])
-    more = f" (and {len(paths) - MAX_LISTED_WARNINGS} more)" if len(paths) > MAX_LISTED_WARNINGS else ""
-    warnings.warn(
-        f"{len(paths)} saliency map(s) differ in size from their image and will be resized bilinearly at "
-        f"load time: {shown}{more}",
-        DatasetWarning,
-        stacklevel=3,
-    )
-
-
-def _header_size(path: Path) -> tuple[int, int] | None:
-    """(H, W) from an image file's header (nothing decoded); None when it cannot be opened."""
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-    except PIL_ERRORS:
-        return None
-    return height, width
-
-
-def check_masks(samples: list[Sample], num_classes: int, split: str, root: str | Path) -> None:
-    """Decode the mask of every sample and check its values (0..C, 255) and its size against the image's
-    header (the image is not decoded); one DatasetError lists the problems. For a split whose images are
-    checked elsewhere (the training split, by ``load_split`` itself) but whose masks a later stage scores.
-    Masks are decoded in parallel and once per file version (:mod:`l2g.data.file_checks`)."""
-    cache = file_checks.DecodeCache(Path(root))
-    masks = [s for s in samples if s.mask_path is not None]
-    facts = cache.facts([(s.mask_path, lambda p: file_checks.mask_facts(p)) for s in masks])
-    cache.save()
-    problems = []
-    for sample in masks:
-        size = _header_size(sample.image_path)
-        if size is None:
-            problems.append(f"{sample.image_path}: unreadable image")
-            continue
-        problem = _mask_problem(sample.mask_path, facts[sample.mask_path], size, num_classes)
-        if problem:
-            problems.append(problem)
-    _raise_problems(Path(root), split, problems)
-
-
-def _decode_check(
-    samples: list[Sample], num_classes: int, need_masks: bool, problems: list[str], root: Path | None = None
-) -> list[Path]:
-    """Decode every file of every sample (in parallel, or read what an earlier check found about the same
-    file version: :mod:`l2g.data.file_checks`), appending problems; returns saliency maps of another size."""
-    cache = file_checks.DecodeCache(root or Path("."))
-    jobs = []
-    for sample in samples:
-        jobs.append((sample.image_path, lambda p: file_checks.image_facts(p, "image")))
-        if need_masks and sample.mask_path is not None:
-            jobs.append((sample.mask_path, lambda p: file_checks.mask_facts(p)))
-        if sample.saliency_path is not None:
-            jobs.append((sample.saliency_path, lambda p: file_checks.image_facts(p, "saliency map")))
-    facts = cache.facts(jobs)
-    cache.save()
-    resized = []
-    for sample in samples:
-        size = _decoded(sample.image_path, facts[sample.image_path], image_mode_problem, problems)
-        if need_masks and sample.mask_path is not None and size is not None:
-            problem = _mask_problem(sample.mask_path, facts[sample.mask_path], size, num_classes)
-            if problem:
-                problems.append(problem)
-        if sample.saliency_path is not None:
-            saliency_size = _decoded(sample.saliency_path, facts[sample.saliency_path], saliency_mode_problem,
-                                     problems)
-            if size is not None and saliency_size is not None and saliency_size != size:
-                resized.append(sample.saliency_path)
-    return resized
-
-
-def _mask_problem(path: Path, facts: dict, size: tuple[int, int], num_classes: int) -> str | None:
-    """What is wrong with one mask (unreadable, wrong size, bad values), or None."""
-    if "error" in facts:
-        return facts["error"]
-    if tuple(facts["size"]) != size:
-        height, width = facts["size"]
-        return f"{path}: mask is {height}x{width} (HxW) but its image is {size[0]}x{size[1]}"
-    bad = bad_mask_values(np.asarray(facts["values"], dtype=np.int64), num_classes)
-    return str(mask_value_error(path, bad, num_classes)) if bad else None
-
-
-def _decoded(path: Path, facts: dict, mode_problem, problems: list[str]) -> tuple[int, int] | None:
-    """(H, W) of a file that decodes in a usable mode; None (and a problem) otherwise."""
-    if "error" in facts:
-        problems.append(facts["error"])
-        return None
-    problem = mode_problem(path, facts["mode"])
-    if problem:
-        problems.append(problem)
-        return None
-    height, width = facts["size"]
-    return height, width
