@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
@@ -69,3 +69,43 @@ def ensure_free_space(folder: str | Path, needed: int, what: str, margin: float 
             f"(+{round(100 * (margin - 1))}% margin), {human_bytes(free)} free; free some space or "
             "choose another output folder"
         )
+
+
+def nonfinite_report(names: list[str], micro: list[tuple[dict, torch.Tensor]],
+                     batch_ids: Callable[[dict], list[str]]) -> dict:
+    """What this process knows about a step with a non-finite term: the images and terms at fault and
+    the values of the first shown micro-batch. ``micro``: (host batch, loss-term values) of each
+    micro-batch of the step; the images named are those of the micro-batches with a non-finite term
+    (all of the step's for a gradient)."""
+    reports_of = []
+    for _, values in micro:
+        terms = dict(zip(names, values.tolist(), strict=True))
+        bad = [name for name, value in terms.items() if not math.isfinite(value)]
+        reports_of.append((terms, sorted(bad, key=lambda name: name == "loss")))
+    bad_micro = [i for i, (_, bad) in enumerate(reports_of) if bad]
+    shown = bad_micro or list(range(len(micro)))
+    return {"ids": [i for m in shown for i in batch_ids(micro[m][0])],
+            "terms": sorted({t for m in shown for t in reports_of[m][1]}, key=lambda name: name == "loss"),
+            "values": reports_of[shown[0]][0], "bad": bool(bad_micro)}
+
+
+def nonfinite_error(where: str, reports: list[dict], mine: dict, gradient: bool, model: nn.Module,
+                    last_saved: Path | None) -> NonFiniteError:
+    """The error naming the step (``where``), the terms and the images of every rank's report (this
+    rank's is ``mine``), or, with ``gradient``, the parameters whose gradient is not finite."""
+    if gradient:
+        params = nonfinite_gradients(model.named_parameters())
+        ids = [i for r in reports for i in r["ids"]]
+        what = (f"non-finite gradient at {where} in {', '.join(params)}; the loss terms were finite "
+                f"({format_losses(mine['values'])}); images {ids}")
+    else:
+        bad = [(rank, r) for rank, r in enumerate(reports) if r["bad"]]
+        parts = []
+        for rank, r in bad:
+            prefix = f"rank {rank}: " if len(reports) > 1 else ""
+            parts.append(f"{prefix}{', '.join(r['terms'])} non-finite ({format_losses(r['values'])}); "
+                         f"images {r['ids']}")
+        what = f"non-finite loss at {where}: " + "; ".join(parts)
+    kept = (f"the last good checkpoint is {last_saved}" if last_saved is not None
+            else "no checkpoint was written yet")
+    return NonFiniteError(f"{what}. Training stopped before the optimiser step; {kept}.")

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import time
 from collections.abc import Callable
@@ -55,10 +54,11 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from l2g.engine import atomic, checkpoint, distributed, faults
-from l2g.engine.guards import NonFiniteError, format_losses, gradients_nonfinite, nonfinite_gradients
+from l2g.engine import atomic, distributed
+from l2g.engine.guards import format_losses, gradients_nonfinite, nonfinite_error, nonfinite_report
 from l2g.engine.loader import EpochSampler, build_loader, resolve_workers, worker_seed
 from l2g.engine.precision import resolve_precision
+from l2g.engine.resume import load_resume_state, open_log, save_state
 
 StepFn = Callable[[nn.Module, dict], dict[str, torch.Tensor]]
 LOG_FILE = "train_log.jsonl"
@@ -193,57 +193,15 @@ class Trainer:
     # --- setup ---------------------------------------------------------------------------------------
 
     def _load_resume_state(self, iterations_per_epoch: int, precision) -> tuple[int, float, Path | None]:
-        """Load the newest readable checkpoint into model, optimiser, scaler and RNGs (every rank the same
-        file, chosen by rank 0); returns (iterations done, seconds spent, path)."""
-        loaded: dict[str, Any] = {}
-
-        def choose() -> str | None:
-            found = checkpoint.load_latest(self.checkpoints, self.ctx.device)
-            if found is None:
-                return None
-            loaded["state"] = found[1]  # rank 0 keeps what it validated instead of reading it twice
-            return str(found[0])
-
-        chosen = distributed.main_first(choose)
-        if chosen is None:
-            return 0, 0.0, None
-        path = Path(chosen)
-        state = loaded.get("state") or checkpoint.load_checkpoint(path, self.ctx.device)
-        s = self.settings
-        written = (state.get("world_size"), state.get("batch_size"), state.get("accumulate_steps", 1),
-                   state.get("iterations_per_epoch"))
-        if written != (self.ctx.world_size, s.batch_size, s.accumulate_steps, iterations_per_epoch):
-            raise ValueError(
-                f"{path}: written by {written[0]} process(es) x batch {written[1]} x {written[2]} accumulated "
-                f"micro-batch(es) with {written[3]} iterations per epoch; this run has {self.ctx.world_size} x "
-                f"{s.batch_size} x {s.accumulate_steps} with {iterations_per_epoch}. Resume with the same number "
-                "of processes, batch size per process (optim.batch_size; seg.batch_size for segmentation), "
-                "optim.accumulate_steps and training images.")
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if precision.scaler is not None and state.get("scaler"):
-            precision.scaler.load_state_dict(state["scaler"])
-        checkpoint.restore_rng(state["rng"][self.ctx.rank])
-        self.last_saved = path
-        return int(state["iteration"]), float(state.get("seconds", 0.0)), path
+        """Continue from the newest readable checkpoint (:func:`l2g.engine.resume.load_resume_state`)."""
+        start, seconds, path = load_resume_state(self.checkpoints, self.model, self.optimizer, precision,
+                                                 self.settings, iterations_per_epoch)
+        if path is not None:
+            self.last_saved = path
+        return start, seconds, path
 
     def _open_log(self, start_iteration: int):
-        """The log, keeping only records of iterations before ``start_iteration`` (a resumed run rewrites
-        what the interrupted one logged after its checkpoint); rank 0 only."""
-        if not self.ctx.is_main:
-            return None
-        path = self.run_dir / LOG_FILE
-        kept = []
-        if start_iteration > 0 and path.exists():
-            for line in path.read_text().splitlines():
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue  # a line cut by the crash
-                if isinstance(record, dict) and record.get("iteration", start_iteration) < start_iteration:
-                    kept.append(line)
-        atomic.write_text(path, "".join(line + "\n" for line in kept))
-        return path.open("a")
+        return open_log(self.run_dir / LOG_FILE, start_iteration)
 
     # --- the loop ------------------------------------------------------------------------------------
 
@@ -409,54 +367,17 @@ class Trainer:
         return losses
 
     def _stop(self, iteration, epoch, step, per_epoch, names, micro, gradient) -> None:
-        """Raise NonFiniteError on every rank, naming the iteration, the terms and the images.
-
-        ``micro``: (host batch, loss-term values) of each micro-batch of the step; the images named are
-        those of the micro-batches with a non-finite term (all of the step's for a gradient)."""
-        reports_of = []
-        for _, values in micro:
-            terms = dict(zip(names, values.tolist(), strict=True))
-            bad = [name for name, value in terms.items() if not math.isfinite(value)]
-            reports_of.append((terms, sorted(bad, key=lambda name: name == "loss")))
-        bad_micro = [i for i, (_, bad) in enumerate(reports_of) if bad]
-        shown = bad_micro or list(range(len(micro)))
-        mine = {"ids": [i for m in shown for i in self.batch_ids(micro[m][0])],
-                "terms": sorted({t for m in shown for t in reports_of[m][1]}, key=lambda name: name == "loss"),
-                "values": reports_of[shown[0]][0], "bad": bool(bad_micro)}
+        """Raise NonFiniteError on every rank, naming the iteration, the terms and the images of every rank."""
+        mine = nonfinite_report(names, micro, self.batch_ids)
         reports = distributed.all_gather_object(mine)
         where = f"iteration {iteration} (epoch {epoch + 1}, step {step + 1} of {per_epoch})"
-        if gradient:
-            params = nonfinite_gradients(self.model.named_parameters())
-            ids = [i for r in reports for i in r["ids"]]
-            what = (f"non-finite gradient at {where} in {', '.join(params)}; the loss terms were finite "
-                    f"({format_losses(mine['values'])}); images {ids}")
-        else:
-            bad = [(rank, r) for rank, r in enumerate(reports) if r["bad"]]
-            parts = []
-            for rank, r in bad:
-                prefix = f"rank {rank}: " if len(reports) > 1 else ""
-                parts.append(f"{prefix}{', '.join(r['terms'])} non-finite ({format_losses(r['values'])}); "
-                             f"images {r['ids']}")
-            what = f"non-finite loss at {where}: " + "; ".join(parts)
-        kept = (f"the last good checkpoint is {self.last_saved}" if self.last_saved is not None
-                else "no checkpoint was written yet")
-        raise NonFiniteError(f"{what}. Training stopped before the optimiser step; {kept}.")
+        raise nonfinite_error(where, reports, mine, gradient, self.model, self.last_saved)
 
     def _save(self, done: int, per_epoch: int, precision, seconds: float) -> None:
-        rngs = distributed.all_gather_object(checkpoint.capture_rng())
-        if not self.ctx.is_main:
-            return
-        s = self.settings
-        payload = {
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scaler": precision.scaler.state_dict() if precision.scaler is not None else None,
-            "iteration": done, "epoch": done // per_epoch, "step": done % per_epoch,
-            "iterations_per_epoch": per_epoch, "world_size": self.ctx.world_size, "batch_size": s.batch_size,
-            "accumulate_steps": s.accumulate_steps,
-            "rng": rngs, "config": self.config, "seconds": seconds,
-        }
-        self.last_saved = checkpoint.save_checkpoint(self.checkpoints, done, payload, s.keep_checkpoints)
-        faults.reached("checkpoint", self.last_saved)
+        saved = save_state(self.checkpoints, done, per_epoch, self.model, self.optimizer, precision, self.settings,
+                           self.config, seconds)
+        if saved is not None:
+            self.last_saved = saved
 
 
 def _to_device(batch: dict, device: torch.device, channels_last: bool, host_keys: frozenset[str] = frozenset()) -> dict:

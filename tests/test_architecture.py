@@ -1,0 +1,203 @@
+"""The package's shape: imports form a tree, stages know nothing of the command line, modules stay short.
+
+The import graph is read statically (``ast``) from every module of ``l2g/``: ``import`` statements at
+module level and inside functions, ``importlib.import_module("l2g....")`` calls with a literal name, and
+string constants that name an l2g module (``"l2g.models.resnet38"`` or ``"l2g.models.resnet38:ResNet38"``),
+which is how registries point at what they build lazily. A strongly connected component of more than one
+module is a cycle: the test names it with its edges.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "l2g"
+MODULE_NAME = re.compile(r"^l2g(\.[a-z_][a-z0-9_]*)+(:[A-Za-z_][A-Za-z0-9_]*)?$")
+
+# Packages of the library proper: none of them may know about the command line.
+LIBRARY_PACKAGES = ("l2g.stages", "l2g.method", "l2g.models", "l2g.data", "l2g.engine", "l2g.evaluation",
+                    "l2g.segmentation", "l2g.report", "l2g.config", "l2g.compat", "l2g.api")
+COMMAND_LINE_MODULES = ("argparse", "l2g.cli")
+
+MAX_LINES = 400
+# Modules allowed above MAX_LINES, each with its reason (none today).
+LONG_MODULES: dict[str, str] = {}
+
+
+def module_files(package: Path) -> dict[str, Path]:
+    """{dotted module name: file} of every module under ``package`` (a package is named by its folder)."""
+    files = {}
+    for path in sorted(package.rglob("*.py")):
+        parts = path.relative_to(package.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        files[name] = path
+    return files
+
+
+def _resolve(name: str, modules: dict[str, Path]) -> str | None:
+    """The module of ``modules`` that ``name`` (a module or a name inside one) refers to, if any."""
+    while name:
+        if name in modules:
+            return name
+        name = name.rpartition(".")[0]
+    return None
+
+
+def imported_names(tree: ast.AST, module: str, is_package: bool) -> set[str]:
+    """Every dotted name ``tree`` imports, anywhere in it (module level, functions, string registries)."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = module.split(".")
+                keep = len(parts) - node.level + (1 if is_package else 0)
+                base = ".".join([*parts[:keep], *([base] if base else [])])
+            names.update(f"{base}.{alias.name}" for alias in node.names)  # a module, or a name in ``base``
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and MODULE_NAME.match(node.value):
+            names.add(node.value.partition(":")[0])  # import_module("l2g.x") or a registry's "l2g.x:attr"
+    return names
+
+
+def import_graph(package: Path) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """({module: the l2g modules it imports}, {module: every top-level or dotted name it imports})."""
+    modules = module_files(package)
+    graph, external = {}, {}
+    for module, path in modules.items():
+        names = imported_names(ast.parse(path.read_text(), str(path)), module, path.name == "__init__.py")
+        external[module] = names
+        graph[module] = {t for t in (_resolve(n, modules) for n in names) if t is not None and t != module}
+    return graph, external
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    counter = 0
+    for start in graph:
+        if start in index:
+            continue
+        work = [(start, iter(sorted(graph[start])))]
+        index[start] = low[start] = counter
+        counter += 1
+        stack.append(start)
+        on_stack.add(start)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = counter
+                    counter += 1
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph[child]))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    found.append(sorted(component))
+    return found
+
+
+def describe_cycles(graph: dict[str, set[str]], components: list[list[str]]) -> str:
+    lines = []
+    for component in components:
+        lines.append("cycle: " + ", ".join(component))
+        members = set(component)
+        lines += [f"    {a} -> {b}" for a in component for b in sorted(graph[a] & members)]
+    return "\n".join(lines)
+
+
+def _inside(module: str, packages: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(f"{p}.") for p in packages)
+
+
+# --- the checker itself, on a made-up package ---------------------------------------------------------
+
+
+def _write_package(root: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return root / "l2g"
+
+
+def test_the_graph_sees_function_level_string_and_registry_imports(tmp_path):
+    package = _write_package(tmp_path, {
+        "l2g/__init__.py": "",
+        "l2g/a.py": "def f():\n    from l2g import b\n",
+        "l2g/b.py": "import importlib\nimportlib.import_module('l2g.c')\n",
+        "l2g/c.py": "BUILDERS = {'x': 'l2g.d:Builder'}\n",
+        "l2g/d.py": "from .a import f\n",
+        "l2g/e.py": "import argparse\nfrom l2g.a import f\n",
+    })
+    graph, external = import_graph(package)
+    assert graph["l2g.a"] == {"l2g.b"} and graph["l2g.b"] == {"l2g.c"} and graph["l2g.c"] == {"l2g.d"}
+    assert graph["l2g.d"] == {"l2g.a"} and "argparse" in external["l2g.e"]
+    assert cycles(graph) == [["l2g.a", "l2g.b", "l2g.c", "l2g.d"]]
+    assert "l2g.d -> l2g.a" in describe_cycles(graph, cycles(graph))
+    graph["l2g.d"] = set()
+    assert cycles(graph) == []
+
+
+# --- the package --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def graph_and_names():
+    return import_graph(PACKAGE)
+
+
+def test_imports_form_a_tree(graph_and_names):
+    graph, _ = graph_and_names
+    assert len(graph) > 50  # the package was found
+    found = cycles(graph)
+    assert not found, "import cycles in l2g:\n" + describe_cycles(graph, found)
+
+
+def test_the_library_knows_nothing_of_the_command_line(graph_and_names):
+    _, names = graph_and_names
+    offenders = {module: sorted(n for n in imported if _inside(n, COMMAND_LINE_MODULES))
+                 for module, imported in names.items() if _inside(module, LIBRARY_PACKAGES)}
+    offenders = {module: found for module, found in offenders.items() if found}
+    assert not offenders, f"library modules that import argparse or l2g.cli: {offenders}"
+
+
+def test_modules_stay_short():
+    too_long = {}
+    for module, path in module_files(PACKAGE).items():
+        lines = len(path.read_text().splitlines())
+        if lines > MAX_LINES and module not in LONG_MODULES:
+            too_long[module] = lines
+    assert not too_long, f"modules over {MAX_LINES} lines (split them at their seams): {too_long}"
+    assert set(LONG_MODULES) <= set(module_files(PACKAGE)), "LONG_MODULES names a module that is gone"
+
+
+def test_the_command_line_package_is_separate():
+    assert (PACKAGE / "cli" / "__init__.py").is_file()
+    assert "l2g.cli" not in sys.modules or sys.modules["l2g.cli"].__file__.endswith("__init__.py")
