@@ -25,7 +25,7 @@ from benchmarks.reference_nets import build_reference_net
 from benchmarks.timing import interleaved, median
 from l2g.compat.torchvision_ops import has_compiled_ops
 from l2g.config import Config
-from l2g.data.views import sample_view_boxes
+from l2g.data.view_boxes import sample_view_boxes
 from l2g.engine.precision import cpu_bf16_support
 from l2g.method.cam import image_attention, scaled_inputs
 from l2g.method.methods import build_method

@@ -218,24 +218,25 @@ def resolve_device(device: str | torch.device | None, configured: str = "auto") 
     return torch.device("cpu")
 
 
-def to_rgb_array(image: str | Path | Image.Image | np.ndarray, read_path=None) -> np.ndarray:
-    """An (H, W, 3) uint8 RGB array from a path (read with ``read_path``), a PIL image or an array
-    (H x W x 3 uint8; H x W grey and H x W x 4 RGBA are converted as their PIL images would be)."""
+def to_rgb_array(image: str | Path | Image.Image | np.ndarray, view: str = "displayed") -> np.ndarray:
+    """An (H, W, 3) uint8 RGB array from a path, a PIL image or an array (H x W x 3 uint8; H x W grey and
+    H x W x 4 RGBA are converted as their PIL images would be), in ``view`` (``stored``: as dataset
+    images are read; ``displayed``: as a viewer shows a photo; see :mod:`l2g.data.images`)."""
     import numpy as np
     from PIL import Image
 
-    from l2g.segmentation.data import to_rgb
+    from l2g.data.images import read_image, to_rgb
 
     if isinstance(image, str | Path):
-        return read_path(Path(image))
+        return read_image(Path(image), view)
     if isinstance(image, Image.Image):
-        return to_rgb(image)
+        return to_rgb(image, view)
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8:
             raise TypeError(f"image array of dtype {image.dtype}: expected uint8 RGB values 0..255 "
                             "(e.g. (array * 255).round().astype(np.uint8) for floats in [0, 1])")
         if image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (3, 4)):
-            return image if image.ndim == 3 and image.shape[2] == 3 else to_rgb(Image.fromarray(image))
+            return image if image.ndim == 3 and image.shape[2] == 3 else to_rgb(Image.fromarray(image), view)
         raise ValueError(f"image array of shape {image.shape}: expected (H, W, 3) RGB, (H, W) grey or (H, W, 4) RGBA")
     raise TypeError(f"image: expected a path, a PIL image or a numpy array, got {type(image).__name__}")
 
@@ -245,7 +246,8 @@ class AttentionMapper:
 
     The maps are those ``l2g cams`` writes: the run's multi-scale + flip inference (``cams.*`` of its
     config), ReLU and per-class max normalisation, at the image's size, one map per tag. A path is read
-    as ``l2g cams`` reads dataset images (stored orientation, alpha dropped), so files give the same maps.
+    as ``l2g cams`` reads dataset images (stored orientation, alpha dropped), so files give the same maps;
+    PIL images and arrays are converted the same way.
 
     Example::
 
@@ -296,12 +298,11 @@ class AttentionMapper:
     def maps_by_index(self, image: str | Path | Image.Image | np.ndarray, labels: Sequence[int]
                       ) -> dict[int, np.ndarray]:
         """``{0-based class index: map}``, the dict an ``l2g cams`` file holds."""
-        from l2g.data.images import read_image
         from l2g.method.cam import image_attention, scaled_inputs
         from l2g.stages.cams import cams_precision
 
         cams = self.config.cams
-        rgb = to_rgb_array(image, read_image)
+        rgb = to_rgb_array(image, "stored")
         inputs = scaled_inputs(rgb, cams.scales, self.config.data.mean, self.config.data.std, cams.resize)
         inputs = inputs.to(self.device) if hasattr(inputs, "to") else [x.to(self.device) for x in inputs]
         with cams_precision(self.config, self.device).autocast():  # as l2g cams: cams.resize, cams.amp
@@ -323,7 +324,7 @@ class Segmenter:
 
     Inference is ``l2g predict``'s: the run's ``seg.test_scales`` / ``seg.test_flip``, the optional dense
     CRF, images above ``seg.max_side`` downscaled for the network. A path is read as ``l2g predict`` reads
-    it (EXIF rotation applied, transparency composited over white).
+    it (EXIF rotation applied, transparency composited over white); PIL images and arrays likewise.
 
     Example::
 
@@ -356,10 +357,9 @@ class Segmenter:
 
     def predict(self, image: str | Path | Image.Image | np.ndarray) -> Segmentation:
         """The mask and the class probabilities (at the size the network saw)."""
-        from l2g.segmentation.data import read_user_image
         from l2g.segmentation.inference import segment
 
-        return segment(self.model, to_rgb_array(image, read_user_image), self.config, self.device, crf=self.crf)
+        return segment(self.model, to_rgb_array(image, "displayed"), self.config, self.device, crf=self.crf)
 
     def __call__(self, image: str | Path | Image.Image | np.ndarray) -> np.ndarray:
         """(H, W) uint8 class indices at the image's size (0 = background)."""

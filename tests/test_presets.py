@@ -157,7 +157,7 @@ def test_variant_files_state_only_what_differs():
 
 
 def test_grid_preset_takes_nine_windows():
-    from l2g.data.views import sample_view_boxes
+    from l2g.data.view_boxes import sample_view_boxes
 
     c = load_config("voc12_resnet38_l2g_shape_grid")
     boxes = sample_view_boxes((c.data.global_size,) * 2, c.views.patch_size, c.views.n, c.views.strategy,

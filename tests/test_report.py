@@ -10,9 +10,10 @@ import pytest
 from PIL import Image
 
 from l2g.data.palette import save_mask
+from l2g.engine.file_names import safe_filename
 from l2g.report.document import Cell, Document, Heading, Paragraph, Table
 from l2g.report.examples import candidates, choose_examples, image_miou
-from l2g.report.formatting import best_entry, format_percent, safe_filename
+from l2g.report.formatting import best_entry, format_percent
 from l2g.report.html_report import MethodResult, ReportSample, maps_file, write_report
 from l2g.report.plots import read_train_log
 from l2g.stages.demo import DemoRow, attention_table, fit_table

@@ -12,9 +12,10 @@ import torch
 from PIL import Image
 
 from l2g.config import ConfigError, CrfConfig, SegConfig, load_config
+from l2g.data.images import read_user_image
 from l2g.data.palette import save_mask
 from l2g.segmentation.crf import PRESETS, crf_params, dense_crf, refine_labels
-from l2g.segmentation.data import SegmentationDataset, pseudo_mask_paths, read_user_image
+from l2g.segmentation.data import SegmentationDataset, pseudo_mask_paths
 from l2g.segmentation.inference import predict_probs, segment
 from l2g.segmentation.loading import build_seg_model, load_pretrained, load_seg_checkpoint, model_spec
 from l2g.segmentation.models import DeepLabSmall, vgg_fc_to_largefov

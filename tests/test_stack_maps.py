@@ -2,8 +2,8 @@
 
 import numpy as np
 
+from l2g.data.cam_files import stack_maps
 from l2g.evaluation.sweep import pseudo_label
-from l2g.stages.eval_cams import stack_maps
 
 
 def test_maps_are_stacked_in_class_order_with_mask_values():

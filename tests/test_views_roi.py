@@ -1,4 +1,5 @@
-"""Hand-computed tests for l2g.data.views (view boxes, crops) and l2g.method.roi (RoIAlign of the global map)."""
+"""Hand-computed tests for l2g.data.view_boxes and l2g.method.views (view boxes, crops) and l2g.method.roi
+(RoIAlign of the global map)."""
 
 import math
 
@@ -6,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from l2g.data.views import crop_resize_nearest, crop_views, grid_positions, sample_view_boxes
+from l2g.data.view_boxes import grid_positions, sample_view_boxes
 from l2g.method.roi import boxes_to_rois, cut_global_map
+from l2g.method.views import crop_resize_nearest, crop_views
 
 # --- sample_view_boxes ---------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from l2g.config.loading import (
     BASE_KEY,
     PRESETS_DIR,
     apply_override,
+    flatten,
     from_dict,
     load_config,
     merge_configs,
@@ -24,6 +25,7 @@ from l2g.config.loading import (
     save_config,
     shipped_preset,
     to_dict,
+    unflatten,
 )
 from l2g.config.schema import (
     CamsConfig,
@@ -58,6 +60,6 @@ __all__ = [
     "LABEL_SOURCES", "METHODS", "PRESETS_DIR", "PRETRAINED_DATASETS", "SEG_ARCH_NAMES", "VIEW_STRATEGIES",
     "CamsConfig", "Config", "ConfigError", "CrfConfig", "DataConfig", "EvalConfig", "MethodConfig", "ModelConfig",
     "OptimConfig", "PseudoCrfConfig", "RuntimeConfig", "SegConfig", "ViewsConfig", "apply_override", "check_config",
-    "from_dict", "load_config", "merge_configs", "preset_names", "read_config_file", "resolve_base_path",
-    "resolve_config_path", "save_config", "shipped_preset", "to_dict",
+    "flatten", "from_dict", "load_config", "merge_configs", "preset_names", "read_config_file", "resolve_base_path",
+    "resolve_config_path", "save_config", "shipped_preset", "to_dict", "unflatten",
 ]

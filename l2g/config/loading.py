@@ -184,6 +184,30 @@ def to_dict(config: Any) -> dict[str, Any]:
     return plain(config)
 
 
+def flatten(config: dict, prefix: str = "") -> dict[str, object]:
+    """``{"optim": {"lr": 1}}`` -> ``{"optim.lr": 1}`` (of :func:`to_dict`'s nested dicts)."""
+    flat: dict[str, object] = {}
+    for key, value in config.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{dotted}."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def unflatten(flat: dict[str, object]) -> dict:
+    """``{"optim.lr": 1}`` -> ``{"optim": {"lr": 1}}``."""
+    nested: dict = {}
+    for dotted, value in flat.items():
+        *parents, last = dotted.split(".")
+        target = nested
+        for part in parents:
+            target = target.setdefault(part, {})
+        target[last] = value
+    return nested
+
+
 def save_config(config: Config, path: str | Path) -> None:
     from l2g.engine.atomic import write_text
 

@@ -60,6 +60,32 @@ class ClassMaps:
         return {int(c): self.maps[k] for k, c in enumerate(self.classes)}
 
 
+def stack_maps(cams: Mapping[int, np.ndarray], shape: tuple[int, int], resize: bool = False
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """(K, H, W) maps of a ``{class: map}`` dict in class order and their (K,) mask values (class index
+    + 1); an image without labelled classes gives (0, *shape) float32 maps, which label every pixel
+    background. The maps are stacked as they are (they must have ``shape``), or with ``resize`` brought
+    to ``shape`` bilinearly as float32 with NaN set to 0 (the report, which shows whatever file it finds).
+    """
+    keys = sorted(cams)
+    if not keys:
+        return np.zeros((0, *shape), np.float32), np.zeros(0, np.int64)
+    if resize:
+        maps = np.stack([np.nan_to_num(_resized(np.asarray(cams[k], np.float32), shape), nan=0.0) for k in keys])
+    else:
+        maps = np.stack([cams[k] for k in keys])
+    return maps, np.array(keys, np.int64) + 1
+
+
+def _resized(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    if values.shape == shape:
+        return values
+    from PIL import Image
+
+    image = Image.fromarray(values.astype(np.float32)).resize((shape[1], shape[0]), Image.Resampling.BILINEAR)
+    return np.asarray(image, dtype=np.float32)
+
+
 def cams_filename(image_id: str, format: str = "npz") -> str:
     if format not in SUFFIXES:
         raise ValueError(f"attention-map format must be one of {', '.join(CAM_FORMATS)}, got {format!r}")

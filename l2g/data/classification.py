@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 
 from l2g.config import Config
 from l2g.data.images import read_image, read_saliency
-from l2g.data.views import sample_view_boxes
+from l2g.data.view_boxes import sample_view_boxes
 from l2g.data.voc_layout import Sample
 
 

@@ -2,8 +2,23 @@
 
 Every failure (missing, unreadable or truncated file, out-of-range mask values) is a ``DatasetError``
 whose message starts with the file path, so a broken file is found by name rather than by a stack trace
-from inside PIL. Images are read in their stored pixel orientation (EXIF rotation is not applied) so that
-they stay aligned with their masks and saliency maps.
+from inside PIL.
+
+Images: one reader, :func:`read_image`, and one conversion of every PIL mode to RGB (:func:`to_rgb`),
+for two views of a file:
+
+``stored`` (dataset images: every training and evaluation stage)
+    the pixels as stored, which is what masks, saliency maps and pseudo masks are aligned with: EXIF
+    orientation is not applied, an alpha channel is dropped (the colour under it, which the masks
+    label, is kept), 16-bit images are scaled to 8 bits, 32-bit integer and float images are refused
+    (a value range that cannot be known must not be guessed per image of a training set).
+``displayed`` (a user's photos: ``l2g predict``, :class:`l2g.api.Segmenter`)
+    the picture as a viewer shows it: EXIF orientation applied, transparency composited over white,
+    16-bit images scaled to 8 bits like stored ones, 32-bit integer and float images rescaled (0..65535
+    as 16-bit, anything else min-max), the first frame of a multi-frame file.
+
+8-bit RGB, grey, palette and CMYK files without EXIF orientation or alpha (every VOC and COCO JPEG)
+read the same in both views.
 """
 
 from __future__ import annotations
@@ -11,11 +26,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from l2g.data.errors import DatasetError
 from l2g.data.palette import bad_mask_values, load_mask, mask_value_error
-from l2g.data.pil_open import load_image
+from l2g.data.pil_open import PIL_ERRORS, load_image
 
 # Saliency modes that convert to 8-bit grey without guessing; 16-bit or float maps would not be /255.
 SALIENCY_MODES = ("L", "LA", "P", "PA", "RGB", "RGBA", "1")
@@ -40,27 +55,77 @@ def saliency_mode_problem(path: Path, mode: str) -> str | None:
     return None
 
 
-def _to_rgb(path: Path, image: Image.Image) -> np.ndarray:
-    """(H, W, 3) uint8 RGB from any 8- or 16-bit PIL mode; DatasetError for modes without a known range."""
-    problem = image_mode_problem(path, image.mode)
-    if problem:
-        raise DatasetError(problem)
-    if image.mode in SIXTEEN_BIT_MODES:
-        wide = np.asarray(image, dtype=np.uint16)
-        grey = ((wide.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)  # round(v / 257)
-        return np.repeat(grey[..., None], 3, axis=2)
+VIEWS = ("stored", "displayed")
+ALPHA_MODES = ("RGBA", "LA", "PA")
+
+
+def _grey_to_rgb(grey: np.ndarray) -> np.ndarray:
+    return np.repeat(grey[..., None], 3, axis=2)
+
+
+def _sixteen_to_eight(values: np.ndarray) -> np.ndarray:
+    """Integer values 0..65535 onto 0..255: round(v / 257), exactly (no v / 257 falls on a .5)."""
+    return ((values.astype(np.int64) * 255 + 32767) // 65535).astype(np.uint8)
+
+
+def to_rgb(image: Image.Image, view: str = "displayed", path: Path | None = None) -> np.ndarray:
+    """A PIL image of any mode as (H, W, 3) uint8 RGB, in ``view`` (see the module docstring). In the
+    ``stored`` view a 32-bit integer or float image is a DatasetError naming ``path``."""
+    if view not in VIEWS:
+        raise ValueError(f"view must be one of {', '.join(VIEWS)}, got {view!r}")
+    mode = image.mode
+    if view == "displayed" and (mode in ALPHA_MODES or (mode == "P" and "transparency" in image.info)):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"), dtype=np.uint8)
+    if mode in SIXTEEN_BIT_MODES:
+        return _grey_to_rgb(_sixteen_to_eight(np.asarray(image, dtype=np.uint16)))
+    if mode in REFUSED_IMAGE_MODES:
+        if view == "stored":
+            raise DatasetError(image_mode_problem(path or Path("image"), mode))
+        values = np.asarray(image, dtype=np.float64)
+        if mode == "I" and values.min() >= 0 and values.max() <= 65535 and values.max() > 255:
+            return _grey_to_rgb(_sixteen_to_eight(values))  # a 16-bit image stored as 32-bit
+        if values.max() > 255 or values.min() < 0:
+            low, high = values.min(), values.max()
+            values = (values - low) / max(high - low, 1e-12) * 255.0
+        return _grey_to_rgb(np.clip(np.round(values), 0, 255).astype(np.uint8))
     return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """The image at ``path`` as (H, W, 3) uint8 RGB.
+def read_image(path: str | Path, view: str = "stored") -> np.ndarray:
+    """The image at ``path`` as (H, W, 3) uint8 RGB, in ``view`` (see the module docstring).
 
-    Grey, palette and CMYK images are converted; an alpha channel is dropped (the colour under it is
-    kept, not blended with a background); 16-bit grey images are scaled to 8 bits. 32-bit integer and
-    float images are refused with a DatasetError, as is any file that cannot be decoded.
+    ``stored`` (default, dataset images): any file that cannot be decoded is a DatasetError naming it.
+    ``displayed`` (a user's photo): a missing file is a FileNotFoundError, anything else that cannot be
+    used a ValueError naming the file and what is wrong (not an image, truncated, too large).
     """
     path = Path(path)
-    return _to_rgb(path, load_image(path, "image"))
+    if view == "displayed":
+        return to_rgb(_open_displayed(path), "displayed")
+    return to_rgb(load_image(path, "image"), "stored", path)
+
+
+def read_user_image(path: str | Path) -> np.ndarray:
+    """A user's photo as displayed: :func:`read_image` with ``view="displayed"``."""
+    return read_image(path, "displayed")
+
+
+def _open_displayed(path: Path) -> Image.Image:
+    """The decoded picture of ``path`` as a viewer shows it (EXIF orientation applied, first frame)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such image file")
+    try:
+        with Image.open(path) as opened:
+            opened.load()
+            return ImageOps.exif_transpose(opened) or opened.copy()
+    except Image.DecompressionBombError as error:
+        raise ValueError(f"{path}: image too large to decode safely ({error})") from error
+    except PIL_ERRORS as error:
+        text = str(error).lower()
+        truncated = "truncated" in text or "broken" in text
+        reason = "truncated or corrupt image" if truncated else "not an image PIL can read"
+        raise ValueError(f"{path}: {reason} ({error})") from error
 
 
 def read_saliency(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarray:

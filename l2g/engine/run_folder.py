@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from l2g.config import ConfigError
+from l2g.config import ConfigError, flatten
 
 # Keys whose change does not change the experiment. optim.epochs may grow (continue training); with a
 # poly schedule the learning rate of the remaining iterations follows the new length.
@@ -55,18 +55,6 @@ SEG_RESUME_SAFE_KEYS: tuple[str, ...] = (
 )
 
 CONFIG_FILE = "config.yaml"
-
-
-def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"optim": {"lr": 1}}`` -> ``{"optim.lr": 1}``."""
-    flat = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
 
 
 def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from l2g.data.classification import normalize
+from l2g.engine.multiscale import average_passes
 from l2g.method.targets import normalize_attention
 
 RESIZES = ("pil_bicubic", "tensor_bilinear")
@@ -101,21 +102,21 @@ def multiscale_maps(net, image: torch.Tensor | Sequence[torch.Tensor], scales, f
     """
     (height, width), inputs = _scale_inputs(image, scales, size)
     index = None
-    total = None
-    for scaled in inputs:
+
+    def run_pass(batch: torch.Tensor) -> torch.Tensor:
+        nonlocal index
         if index is None and channels is not None:
-            index = torch.as_tensor(list(channels), dtype=torch.long, device=scaled.device)
-        batch = torch.cat([scaled, scaled.flip(-1)]) if flip else scaled
+            index = torch.as_tensor(list(channels), dtype=torch.long, device=batch.device)
         raw = net(batch).maps.float()
         raw = torch.softmax(raw, dim=1) if softmax else raw
-        if index is not None:
-            raw = raw.index_select(1, index)
-        summed = raw[0] + raw[1].flip(-1) if flip else raw[0]  # flipped back before resizing: same result
-        maps = F.interpolate(summed[None], size=(height, width), mode=upsample, align_corners=False)[0]
-        total = maps if total is None else total.add_(maps)
-    if total is None:
+        return raw.index_select(1, index) if index is not None else raw
+
+    def to_image_size(summed: torch.Tensor) -> torch.Tensor:  # flipped back before resizing: same result
+        return F.interpolate(summed[None], size=(height, width), mode=upsample, align_corners=False)[0]
+
+    if not len(scales):
         raise ValueError("multiscale_maps needs at least one scale")
-    return total / (len(scales) * (2 if flip else 1))
+    return average_passes(inputs, flip, run_pass, to_image_size)
 
 
 def normalized_class_maps(maps: torch.Tensor, labels: Sequence[int]) -> dict[int, np.ndarray]:

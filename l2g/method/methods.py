@@ -16,11 +16,11 @@ import torch
 from torch import nn
 
 from l2g.config import Config
-from l2g.data.views import crop_resize_nearest, crop_views
 from l2g.method.diagnostics import stuck_share
 from l2g.method.losses import attention_transfer_loss, classification_loss
 from l2g.method.roi import cut_global_map
 from l2g.method.targets import attention_targets, shape_targets
+from l2g.method.views import crop_resize_nearest, crop_views
 from l2g.models.attention_net import AttentionNet, build_attention_net
 
 

@@ -91,6 +91,6 @@ def cut_global_map(
 ) -> torch.Tensor:
     """RoIAlign the global network's map (B, K, h, w) at the view boxes (B, N, 4, in image pixels).
 
-    Returns (B * N, K, *output_size) float32, in the same order as :func:`l2g.data.views.crop_views`.
+    Returns (B * N, K, *output_size) float32, in the same order as :func:`l2g.method.views.crop_views`.
     """
     return roi_align_separable(global_map, boxes_to_rois(boxes), output_size, 1.0 / stride, sampling_ratio)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -53,12 +52,6 @@ def best_entry(sweep: dict) -> dict | None:
         return best
     entries = [e for e in sweep.get("per_threshold") or [] if number(e.get("miou")) is not None]
     return max(entries, key=lambda e: number(e["miou"])) if entries else None
-
-
-def safe_filename(text: str) -> str:
-    """``text`` reduced to letters, digits, ``.``, ``-`` and ``_`` so it is a safe file-name part."""
-    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._")
-    return cleaned or "sample"
 
 
 def hex_colour(mask_value: int) -> str:

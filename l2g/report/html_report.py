@@ -25,8 +25,11 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from l2g.config import flatten, unflatten
+from l2g.data.cam_files import stack_maps
 from l2g.data.images import read_image
 from l2g.data.palette import colorize, load_mask
+from l2g.engine.file_names import safe_filename
 from l2g.evaluation.sweep import pseudo_label
 from l2g.report.document import Block, Cell, Code, Details, Document, Figure, Heading, Paragraph, Table
 from l2g.report.examples import Example, candidates, choose_examples, image_miou
@@ -39,7 +42,6 @@ from l2g.report.formatting import (
     hex_colour,
     number,
     pick,
-    safe_filename,
 )
 from l2g.report.plots import (
     Panel,
@@ -50,7 +52,6 @@ from l2g.report.plots import (
     plot_panels,
     plot_threshold_curve,
     read_or_none,
-    stack_resized_maps,
 )
 from l2g.report.provenance import provenance_rows
 
@@ -115,7 +116,7 @@ def pseudo_mask(method: MethodResult, image_id: str, shape: tuple[int, int]) -> 
     if cams is None or threshold is None:
         return None
     try:
-        maps, values = stack_resized_maps(cams, shape)
+        maps, values = stack_maps(cams, shape, resize=True)
         return pseudo_label(maps, values, threshold)
     except (ValueError, TypeError):
         return None
@@ -168,29 +169,6 @@ def class_table(methods: list[MethodResult], class_names: list[str]) -> Table:
     return Table(["Class", *(f"{m.title}: IoU / P / R (%)" for m in methods)], rows, CLASS_TABLE_NOTE)
 
 
-def flatten(config: dict, prefix: str = "") -> dict[str, object]:
-    """``{"optim": {"lr": 1}}`` -> ``{"optim.lr": 1}``."""
-    flat: dict[str, object] = {}
-    for key, value in config.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{dotted}."))
-        else:
-            flat[dotted] = value
-    return flat
-
-
-def unflatten(flat: dict[str, object]) -> dict:
-    nested: dict = {}
-    for dotted, value in flat.items():
-        *parents, last = dotted.split(".")
-        target = nested
-        for part in parents:
-            target = target.setdefault(part, {})
-        target[last] = value
-    return nested
-
-
 def config_blocks(configs: list[tuple[str, dict]]) -> list[Block]:
     """The keys whose values differ between the runs (a table), then the settings they share (YAML)."""
     if not configs:
@@ -230,7 +208,7 @@ def _method_panels(method: MethodResult, sample: ReportSample, image: np.ndarray
         return [(None, attention_title, reason), (None, mask_title, reason)]
     threshold = number((best_entry(method.sweep) or {}).get("threshold"))
     try:
-        maps, values = stack_resized_maps(cams, shape)
+        maps, values = stack_maps(cams, shape, resize=True)
         mask = None if threshold is None else colorize(pseudo_label(maps, values, threshold))
     except (ValueError, TypeError):
         return [(None, attention_title, "unreadable"), (None, mask_title, "unreadable")]

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
-from PIL import Image
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -197,21 +196,6 @@ def read_or_none(reader: Callable[[Path], np.ndarray], path: Path | None) -> np.
         return reader(path)
     except (OSError, ValueError):
         return None
-
-
-def _resize_map(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    if values.shape == shape:
-        return values
-    image = Image.fromarray(values.astype(np.float32)).resize((shape[1], shape[0]), Image.Resampling.BILINEAR)
-    return np.asarray(image, dtype=np.float32)
-
-
-def stack_resized_maps(cams: dict[int, np.ndarray], shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """(K, H, W) maps at ``shape`` (NaN set to 0) and their (K,) mask values (class index + 1)."""
-    keys = sorted(cams)
-    maps = [np.nan_to_num(_resize_map(np.asarray(cams[k], np.float32), shape), nan=0.0) for k in keys]
-    stacked = np.stack(maps) if maps else np.zeros((0, *shape), dtype=np.float32)
-    return stacked, np.asarray([k + 1 for k in keys], dtype=np.int64)
 
 
 def attention_overlay(image: np.ndarray, maps: np.ndarray) -> np.ndarray:

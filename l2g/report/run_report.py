@@ -22,6 +22,7 @@ import torch
 import yaml
 
 from l2g.config import Config, to_dict
+from l2g.data.cam_files import stack_maps
 from l2g.data.images import read_image
 from l2g.data.palette import colorize, load_mask
 from l2g.data.voc_layout import DatasetError, Sample
@@ -35,7 +36,6 @@ from l2g.report.plots import (
     plot_panels,
     plot_threshold_curve,
     read_or_none,
-    stack_resized_maps,
 )
 from l2g.report.provenance import provenance_rows
 
@@ -107,7 +107,7 @@ def _attention(paths: RunPaths, sample: Sample, image: np.ndarray | None) -> np.
     if cams is None or image is None:
         return None
     try:
-        maps, _ = stack_resized_maps(cams, image.shape[:2])
+        maps, _ = stack_maps(cams, image.shape[:2], resize=True)
     except (ValueError, TypeError):
         return None
     return attention_overlay(image, maps)

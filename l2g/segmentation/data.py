@@ -1,5 +1,6 @@
-"""Data of the segmentation stage: training pairs (image, pseudo mask) with DeepLab's augmentation, the
-check that a pseudo-mask folder covers a split, and reading arbitrary user images for ``l2g predict``."""
+"""Data of the segmentation stage: training pairs (image, pseudo mask) with DeepLab's augmentation, and
+the check that a pseudo-mask folder covers a split. (A user's photos are read by
+:func:`l2g.data.images.read_user_image`.)"""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from torch.utils.data import Dataset
 
 from l2g.config import Config
@@ -96,51 +97,3 @@ class SegmentationDataset(Dataset):
             "mask": torch.from_numpy(np.ascontiguousarray(mask).astype(np.int64)),
             "index": index,
         }
-
-
-# --- arbitrary images for predict ----------------------------------------------------------------------
-
-
-def read_user_image(path: str | Path) -> np.ndarray:
-    """Any image file as (H, W, 3) uint8 RGB, or a ValueError naming the file and what is wrong.
-
-    Handled: grey and palette images (converted), RGBA / LA (composited over white, as a viewer shows
-    them), 16-bit and 32-bit integer or float images (rescaled to 8 bits: /257 for 16-bit, min-max for
-    others), EXIF orientation (applied, so masks line up with the image as it is displayed), multi-frame
-    files (first frame). Refused with a message: missing files, non-images, truncated files, and images
-    above PIL's decompression-bomb limit.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such image file")
-    try:
-        with Image.open(path) as opened:
-            opened.load()
-            image = ImageOps.exif_transpose(opened) or opened.copy()
-    except Image.DecompressionBombError as error:
-        raise ValueError(f"{path}: image too large to decode safely ({error})") from error
-    except PIL_ERRORS as error:
-        text = str(error).lower()
-        truncated = "truncated" in text or "broken" in text
-        reason = "truncated or corrupt image" if truncated else "not an image PIL can read"
-        raise ValueError(f"{path}: {reason} ({error})") from error
-    return to_rgb(image)
-
-
-def to_rgb(image: Image.Image) -> np.ndarray:
-    """A PIL image of any mode as (H, W, 3) uint8 RGB (see :func:`read_user_image`)."""
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"), dtype=np.uint8)
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        values = np.asarray(image, dtype=np.float64)
-        if image.mode.startswith("I;16") or (image.mode == "I" and values.min() >= 0 and values.max() <= 65535
-                                             and values.max() > 255):
-            values = values / 257.0  # 16-bit range 0..65535 onto 0..255
-        elif values.max() > 255 or values.min() < 0:
-            low, high = values.min(), values.max()
-            values = (values - low) / max(high - low, 1e-12) * 255.0
-        grey = np.clip(np.round(values), 0, 255).astype(np.uint8)
-        return np.repeat(grey[..., None], 3, axis=2)
-    return np.asarray(image.convert("RGB"), dtype=np.uint8)

@@ -1,7 +1,8 @@
 """Segmenting one image: multi-scale + flip softmax averaging, optional dense CRF, size limit.
 
 Probabilities are averaged over every scale of ``seg.test_scales`` and its horizontal flip (when
-``seg.test_flip``), each pass upsampled bilinearly to the image size first. An image whose long side
+``seg.test_flip``), each pass upsampled bilinearly to the image size first (the averaging is
+:func:`l2g.engine.multiscale.average_passes`, shared with the attention maps). An image whose long side
 exceeds ``seg.max_side`` is downscaled to that side for the network (and the CRF), and the mask is
 upscaled back to the original size with nearest-neighbour: memory and time stay bounded, at the cost
 of detail thinner than the downscaling factor.
@@ -18,6 +19,7 @@ from PIL import Image
 
 from l2g.config import Config
 from l2g.data.classification import normalize
+from l2g.engine.multiscale import average_passes
 from l2g.segmentation.crf import crf_params, dense_crf
 
 
@@ -32,19 +34,18 @@ class Segmentation:
 def predict_probs(model: torch.nn.Module, image: torch.Tensor, scales: tuple[float, ...], flip: bool) -> torch.Tensor:
     """(K, H, W) softmax probabilities of a normalised (3, H, W) image, averaged over scales and flips."""
     height, width = image.shape[1:]
-    total = None
-    for scale in scales:
-        size = (max(1, round(height * scale)), max(1, round(width * scale)))
-        batch = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False) if scale != 1 \
-            else image[None]
-        if flip:
-            batch = torch.cat([batch, batch.flip(-1)])
+
+    def scaled_inputs():
+        for scale in scales:
+            size = (max(1, round(height * scale)), max(1, round(width * scale)))
+            yield F.interpolate(image[None], size=size, mode="bilinear", align_corners=False) if scale != 1 \
+                else image[None]
+
+    def run_pass(batch: torch.Tensor) -> torch.Tensor:
         logits = F.interpolate(model(batch), size=(height, width), mode="bilinear", align_corners=False)
-        probs = logits.float().softmax(dim=1)
-        if flip:
-            probs = probs[:1] + probs[1:].flip(-1)
-        total = probs[0] if total is None else total + probs[0]
-    return total / (len(scales) * (2 if flip else 1))
+        return logits.float().softmax(dim=1)
+
+    return average_passes(scaled_inputs(), flip, run_pass)
 
 
 def segment(model: torch.nn.Module, image: np.ndarray, config: Config, device: torch.device,

@@ -21,7 +21,6 @@ import sys
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from l2g.config import Config
@@ -32,15 +31,6 @@ from l2g.stages.common import dataset_class_names, split_samples, write_json
 MAX_AUTO_WORKERS = 8
 MAX_CHUNK = 32  # images per task: large enough to amortise a task, small enough to balance the workers
 MIN_PROCESS_IMAGES = 64  # auto: below this, threads (forking workers costs more than it saves)
-
-
-def stack_maps(cams: dict[int, np.ndarray], shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """(K, H, W) maps and their mask values (class index + 1) from a cams dict; an image without
-    labelled classes gives (0, *shape) maps, which label every pixel background."""
-    keys = sorted(cams)
-    if not keys:
-        return np.zeros((0, *shape), np.float32), np.zeros(0, np.int64)
-    return np.stack([cams[k] for k in keys]), np.array(keys, np.int64) + 1
 
 
 def sweep_workers(requested: int, images: int) -> int:

@@ -4,7 +4,7 @@ For every input image ``<stem>.<ext>`` it writes ``<out>/<stem>.png`` (label mas
 image's size) and ``<out>/<stem>_overlay.jpg`` (class colours blended over the image). Folders given as
 inputs are searched (not recursively) for image files. Inputs that cannot be read (not an image,
 truncated, missing) are reported by name after the others are done; see
-:func:`l2g.segmentation.data.read_user_image` for what is converted (grey, RGBA, 16-bit, EXIF rotation)
+:func:`l2g.data.images.read_user_image` for what is converted (grey, RGBA, 16-bit, EXIF rotation)
 and :mod:`l2g.segmentation.inference` for images above ``seg.max_side`` (downscaled, mask upscaled).
 Under torchrun each process segments every world_size-th image (the files one process would write).
 """
@@ -20,10 +20,10 @@ from tqdm import tqdm
 
 from l2g.config import Config
 from l2g.data.image_files import IMAGE_SUFFIXES, image_files
+from l2g.data.images import read_user_image
 from l2g.data.palette import colorize, save_mask
 from l2g.engine import atomic, distributed
-from l2g.report.formatting import safe_filename
-from l2g.segmentation.data import read_user_image
+from l2g.engine.file_names import safe_filename
 from l2g.segmentation.inference import segment
 from l2g.segmentation.loading import load_seg_checkpoint
 from l2g.stages.common import set_threads

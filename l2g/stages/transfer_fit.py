@@ -19,11 +19,11 @@ from tqdm import tqdm
 from l2g.data.classification import ClassificationDataset
 from l2g.data.images import read_mask
 from l2g.data.synth import PARTS_DIR
-from l2g.data.views import crop_resize_nearest
 from l2g.engine.checkpoint import load_latest
 from l2g.evaluation.parts import read_parts
 from l2g.evaluation.transfer_fit import TransferFit
 from l2g.method.methods import L2GMethod, build_method
+from l2g.method.views import crop_resize_nearest
 from l2g.stages.common import run_config, set_threads, split_samples, write_json
 
 

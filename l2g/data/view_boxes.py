@@ -1,4 +1,4 @@
-"""Local views cut from the global view: where they are (boxes) and how they are cut.
+"""Where the local views of a global view are: integer boxes, drawn per training image.
 
 Boxes are integer pixel boxes ``(x1, y1, x2, y2)`` in global-view coordinates, ``x2 - x1 == patch``.
 Three strategies:
@@ -7,12 +7,17 @@ Three strategies:
 - ``random`` (the paper, Sec. 3.3): ``n`` uniform random positions.
 - ``grid`` (the paper's ablation, Sec. 4.2): every window of a sliding window with ``stride``; 448/320/64
   gives 9 views. ``n`` is not used.
+
+Box sampling lives with the data, not the method: the boxes are drawn from each training item's own
+random stream (seeded by (seed, epoch, index), in :class:`l2g.data.classification.ClassificationDataset`,
+inside the DataLoader workers), so that they are reproducible, resumable mid-epoch and independent of
+the number of workers and processes; they travel with the batch. Cutting the views out of the batch is
+tensor work of the method: :mod:`l2g.method.views`.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 
 def grid_positions(view: int, patch: int, stride: int) -> list[int]:
@@ -51,29 +56,3 @@ def sample_view_boxes(
     else:
         raise ValueError(f"unknown view strategy {strategy!r}")
     return np.array([(x, y, x + patch, y + patch) for y, x in tops], dtype=np.int64).reshape(-1, 4)
-
-
-def crop_views(images: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-    """Cut the local views out of a batch of global views.
-
-    ``images`` (B, C, H, W); ``boxes`` (B, N, 4) integer boxes of equal size. Returns (B * N, C, p, p)
-    ordered view-major within each image (image 0's N views, then image 1's, ...). The boxes become
-    Python slice bounds: keep them on the host (the trainer does) so that reading them does not wait for
-    the GPU.
-    """
-    crops = [
-        images[b, :, int(y1) : int(y2), int(x1) : int(x2)]
-        for b, image_boxes in enumerate(boxes.tolist())
-        for x1, y1, x2, y2 in image_boxes
-    ]
-    return torch.stack(crops) if crops else images.new_zeros((0, images.shape[1], 0, 0))
-
-
-def crop_resize_nearest(maps: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Cut ``maps`` (B, C, H, W) at ``boxes`` (B, N, 4) and resize each crop (nearest) to ``size``.
-
-    Used for the saliency crops of shape transfer: the release resizes them with nearest neighbour to
-    the local attention map's size.
-    """
-    crops = crop_views(maps, boxes)
-    return torch.nn.functional.interpolate(crops, size=size, mode="nearest")
