@@ -124,9 +124,10 @@ def _predict(args: argparse.Namespace) -> int:
         for source, mask, summary in result.written:
             print(f"{source} -> {mask}: {summary}")
     if result.failed:
-        listed = "\n".join(f"  - {message}" for message in result.failed)
+        from l2g.data.errors import listed
+
         raise ValueError(f"{len(result.failed)} of {len(result.failed) + len(result.written)} input(s) could not "
-                         f"be segmented:\n{listed}")
+                         f"be segmented:\n{listed(result.failed)}")
     return 0
 
 

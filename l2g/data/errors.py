@@ -1,7 +1,9 @@
 """The two dataset exceptions, in a module of their own so that every reader can raise them without
-import cycles (``l2g.data.voc_layout`` re-exports both)."""
+import cycles (``l2g.data.voc_layout`` re-exports both), and the list of problems their messages show."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 
 class DatasetError(ValueError):
@@ -10,3 +12,13 @@ class DatasetError(ValueError):
 
 class DatasetWarning(UserWarning):
     """Something in the dataset is tolerated but worth knowing (e.g. a saliency map that gets resized)."""
+
+
+def listed(items: Sequence[str], limit: int | None = None) -> str:
+    """``items`` as an indented list for an error message, one ``  - item`` line each: the first
+    ``limit`` of them, then ``  ... and N more`` for the rest."""
+    shown = items if limit is None else items[:limit]
+    lines = [f"  - {item}" for item in shown]
+    if len(items) > len(shown):
+        lines.append(f"  ... and {len(items) - len(shown)} more")
+    return "\n".join(lines)

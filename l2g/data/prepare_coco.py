@@ -48,7 +48,7 @@ import numpy as np
 from tqdm import tqdm
 
 from l2g.data.coco_json import MAX_LISTED_PROBLEMS, CocoImage, Instance, read_instances
-from l2g.data.errors import DatasetError
+from l2g.data.errors import DatasetError, listed
 from l2g.data.labels import write_class_list, write_id_list
 from l2g.data.palette import IGNORE_INDEX, save_mask
 from l2g.data.pool import map_tasks
@@ -142,9 +142,8 @@ def _check_images(root: Path, image_dir: str, split: str, images: list[CocoImage
     folder = root / image_dir.replace("{split}", split)
     missing = [str(folder / image.file_name) for image in images if not (folder / image.file_name).is_file()]
     if missing:
-        shown = "\n".join(f"  - {path}: image not found" for path in missing[:MAX_LISTED_PROBLEMS])
-        more = f"\n  ... and {len(missing) - MAX_LISTED_PROBLEMS} more" if len(missing) > MAX_LISTED_PROBLEMS else ""
-        raise DatasetError(f"{folder}: {len(missing)} image(s) of split {split!r} missing:\n{shown}{more}")
+        shown = listed([f"{path}: image not found" for path in missing], MAX_LISTED_PROBLEMS)
+        raise DatasetError(f"{folder}: {len(missing)} image(s) of split {split!r} missing:\n{shown}")
 
 
 def _check_disk(folder: Path, count: int) -> None:

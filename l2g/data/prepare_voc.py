@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from l2g.data.errors import DatasetError
+from l2g.data.errors import DatasetError, listed
 from l2g.data.label_sources import LABEL_SOURCES
 from l2g.data.labels import (
     VOC_CLASSES,
@@ -117,9 +117,7 @@ def _derive(ids: list[str], path_of, read, desc: str, progress: bool) -> dict[st
     problems: list[str] = []
     labels = derived_labels(ids, path_of, read, problems, progress, desc)
     if problems:
-        listed = "\n".join(f"  - {problem}" for problem in problems[:20])
-        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
-        raise DatasetError(f"{len(problems)} problem(s) while deriving labels ({desc}):\n{listed}{more}")
+        raise DatasetError(f"{len(problems)} problem(s) while deriving labels ({desc}):\n{listed(problems, 20)}")
     return labels
 
 

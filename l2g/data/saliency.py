@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from l2g.data.errors import DatasetError
+from l2g.data.errors import DatasetError, listed
 from l2g.data.image_files import IMAGE_SUFFIXES, find_image, image_files
 from l2g.data.images import read_image
 from l2g.data.pool import map_tasks
@@ -211,8 +211,6 @@ def write_saliency_maps(
                    disable=not progress)
     problems = [problem for problem in results if problem is not None]
     if problems:
-        listed = "\n".join(f"  - {problem}" for problem in problems[:MAX_LISTED_PROBLEMS])
-        more = f"\n  ... and {len(problems) - MAX_LISTED_PROBLEMS} more" if len(problems) > MAX_LISTED_PROBLEMS else ""
         raise DatasetError(f"{images_dir}: {len(problems)} image(s) could not be read (the others were written):\n"
-                           f"{listed}{more}")
+                           f"{listed(problems, MAX_LISTED_PROBLEMS)}")
     return SaliencySummary(len(paths), len(tasks), len(paths) - len(tasks))

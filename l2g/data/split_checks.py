@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from l2g.data import file_checks
-from l2g.data.errors import DatasetError, DatasetWarning
+from l2g.data.errors import DatasetError, DatasetWarning, listed
 from l2g.data.images import image_mode_problem, saliency_mode_problem
 from l2g.data.palette import bad_mask_values, mask_value_error
 from l2g.data.pil_open import PIL_ERRORS
@@ -26,10 +26,8 @@ def raise_problems(root: Path, split: str, problems: list[str]) -> None:
     """One DatasetError listing the first problems and the total count, if there are any."""
     if not problems:
         return
-    listed = "\n".join(f"  - {problem}" for problem in problems[:MAX_LISTED_PROBLEMS])
-    more = len(problems) - MAX_LISTED_PROBLEMS
-    tail = f"\n  ... and {more} more" if more > 0 else ""
-    raise DatasetError(f"{root}: {len(problems)} problem(s) in split {split!r}:\n{listed}{tail}")
+    raise DatasetError(f"{root}: {len(problems)} problem(s) in split {split!r}:\n"
+                       f"{listed(problems, MAX_LISTED_PROBLEMS)}")
 
 
 def warn_resized(paths: list[Path]) -> None:

@@ -12,9 +12,10 @@ are taken by rank 0 with :func:`main_first` and shared; an error on any rank is 
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -183,6 +184,18 @@ def agree(error: BaseException | None) -> None:
             lineage, message = report  # the error's class names, most specific first
             kind = next((k for name in lineage for k in _reported_errors() if k.__name__ == name), RuntimeError)
             raise kind(f"(rank {rank}) {message}")
+
+
+@contextlib.contextmanager
+def agreed() -> Iterator[None]:
+    """Run the block on this rank; an error in it, on any rank, is raised on every rank (:func:`agree`),
+    so that no rank waits forever for another at the next collective. Every rank must enter it."""
+    error = None
+    try:
+        yield
+    except Exception as caught:  # every rank must learn about it, or the others would wait forever
+        error = caught
+    agree(error)
 
 
 def main_first(fn: Callable[[], T]) -> T:

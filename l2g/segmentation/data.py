@@ -13,6 +13,7 @@ from torch.utils.data import Dataset
 
 from l2g.config import Config
 from l2g.data.classification import normalize
+from l2g.data.errors import listed
 from l2g.data.images import read_image, read_mask
 from l2g.data.palette import IGNORE_INDEX
 from l2g.data.voc_layout import PIL_ERRORS, DatasetError, Sample
@@ -41,10 +42,8 @@ def pseudo_mask_paths(samples: list[Sample], pseudo_dir: str | Path) -> list[Pat
         except PIL_ERRORS as error:
             problems.append(f"{path}: unreadable ({error})")
     if problems:
-        listed = "\n".join(f"  - {p}" for p in problems[:MAX_LISTED])
-        more = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
         raise DatasetError(f"{pseudo_dir}: {len(problems)} problem(s) with the pseudo masks of "
-                           f"{len(samples)} images:\n{listed}{more}")
+                           f"{len(samples)} images:\n{listed(problems, MAX_LISTED)}")
     return paths
 
 

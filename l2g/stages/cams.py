@@ -158,12 +158,8 @@ def infer_cams(config: Config, run_dir: str | Path, split: str | None = None, ou
     shares = distributed.all_gather_object((estimate_cams_bytes(todo, per_value), len(todo)))
     needed, count = sum(b for b, _ in shares), sum(n for _, n in shares)
     distributed.main_first(lambda: ensure_free_space(out_dir, needed, f"the attention maps of {count} images"))
-    error = None
-    try:
+    with distributed.agreed():
         _write_maps(net, todo, config, out_dir, ctx, precision, progress, split)
-    except Exception as caught:  # every rank must learn about it, or the others would wait forever
-        error = caught
-    distributed.agree(error)
     atomic.fsync_folder(out_dir)  # the renames of this rank's files, before the done marker
     distributed.barrier()
     distributed.main_first(lambda: markers.mark_done(out_dir, "cams", inputs, files))

@@ -94,8 +94,7 @@ def predict_images(config: Config, run_dir: str | Path, inputs: list[str | Path]
     out_dir.mkdir(parents=True, exist_ok=True)
     items = list(enumerate(zip(images, _unique_stems(images), strict=True)))
     done: list[tuple[int, tuple[Path, Path, str] | str]] = []  # (input index, written entry or failure)
-    error = None
-    try:
+    with distributed.agreed():
         for index, (path, stem) in tqdm(distributed.shard(items, ctx), desc="predict",
                                         disable=not (progress and ctx.is_main)):
             try:
@@ -108,9 +107,6 @@ def predict_images(config: Config, run_dir: str | Path, inputs: list[str | Path]
             save_mask(mask_path, mask)
             atomic.save_image(out_dir / f"{stem}_overlay.jpg", Image.fromarray(overlay(image, mask)), quality=90)
             done.append((index, (path, mask_path, describe(mask, saved["class_names"]))))
-    except Exception as caught:  # every rank must learn about it, or the others would wait forever
-        error = caught
-    distributed.agree(error)
     result = PredictResult()
     for _, entry in sorted(item for share in distributed.all_gather_object(done) for item in share):
         if isinstance(entry, str):

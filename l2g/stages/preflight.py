@@ -23,7 +23,7 @@ import sys
 from collections.abc import Callable, Collection
 
 from l2g.config import Config
-from l2g.data.errors import DatasetError
+from l2g.data.errors import DatasetError, listed
 from l2g.data.voc_layout import check_masks
 from l2g.segmentation.loading import check_seg_weights, scratch_warning
 from l2g.stages.common import dataset_class_names, split_samples
@@ -75,9 +75,8 @@ def check_later_inputs(config: Config, stages: Collection[str], strict: bool = T
     problems = later_input_problems(config, stages)
     names_bad = any(problem.startswith("class names") for problem in problems)
     if problems and (strict or names_bad):
-        listed = "\n".join(f"  - {problem}" for problem in problems)
         raise DatasetError(f"{len(problems)} problem(s) with files that later stages read (checked before "
-                           f"training starts):\n{listed}")
+                           f"training starts):\n{listed(problems)}")
     for problem in problems:
         print(f"warning: a later stage will fail: {problem}", file=sys.stderr)
     if "seg_train" in stages:

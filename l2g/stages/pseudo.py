@@ -43,8 +43,7 @@ def write_pseudo_masks(config: Config, cams_dir: str | Path, out_dir: str | Path
         return out_dir
     todo = [s for s in distributed.shard(samples, ctx)
             if state == "fresh" or not (out_dir / f"{s.image_id}.png").exists()]
-    error = None
-    try:
+    with distributed.agreed():
         for sample in tqdm(todo, desc=f"pseudo @ {threshold:.2f}", disable=not (progress and ctx.is_main)):
             cams = load_cams(cams_dir, sample.image_id)
             maps = cams.maps
@@ -52,9 +51,6 @@ def write_pseudo_masks(config: Config, cams_dir: str | Path, out_dir: str | Path
                 maps = np.zeros((0, *decoded_size(sample.image_path)), np.float32)
             mask = pseudo_label(maps, cams.mask_values, threshold)
             save_mask(out_dir / f"{sample.image_id}.png", mask, sync_folder=False)
-    except Exception as caught:  # every rank must learn about it, or the others would wait forever
-        error = caught
-    distributed.agree(error)
     atomic.fsync_folder(out_dir)  # the renames of this rank's masks, before the done marker
     distributed.barrier()
     distributed.main_first(lambda: markers.mark_done(out_dir, "pseudo", inputs, files))

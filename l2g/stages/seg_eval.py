@@ -39,16 +39,12 @@ def evaluate_segmentation(config: Config, run_dir: str | Path, split: str | None
     use_crf = config.seg.crf.enabled if crf is None else crf
     matrix = ConfusionMatrix(config.data.num_classes + 1)
     predictions = run_dir / "predictions" / split
-    error = None
-    try:
+    with distributed.agreed():
         for sample in tqdm(distributed.shard(samples, ctx), desc=f"seg eval {split}",
                            disable=not (progress and ctx.is_main)):
             result = segment(model, read_image(sample.image_path), config, ctx.device, crf=use_crf)
             matrix.update(result.mask, read_mask(sample.mask_path, config.data.num_classes))
             save_mask(predictions / f"{sample.image_id}.png", result.mask)
-    except Exception as caught:  # every rank must learn about it, or the others would wait forever
-        error = caught
-    distributed.agree(error)
     matrix.matrix = sum(distributed.all_gather_object(matrix.matrix))  # counts of every rank's images
     metrics = matrix.metrics(saved["class_names"])
     metrics.update({

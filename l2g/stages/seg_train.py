@@ -75,16 +75,12 @@ def refine_pseudo_masks(config: Config, samples: list[Sample], masks: list[Path]
     params, gt_prob = crf_params(config.seg.pseudo_crf), config.seg.pseudo_crf.gt_prob
     pairs = list(zip(samples, masks, strict=True))
     ctx = distributed.current()
-    error = None
-    try:
+    with distributed.agreed():
         mine = [(s, p) for s, p in distributed.shard(pairs, ctx) if not (out_dir / p.name).exists()]
         for sample, path in tqdm(mine, desc="pseudo-mask CRF", disable=not (progress and ctx.is_main)):
             mask = refine_labels(read_image(sample.image_path), read_mask(path, config.data.num_classes), params,
                                  gt_prob)
             save_mask(out_dir / path.name, mask)  # atomic
-    except Exception as caught:  # every rank must learn about it, or the others would wait forever
-        error = caught
-    distributed.agree(error)
     return [out_dir / path.name for _, path in pairs]
 
 

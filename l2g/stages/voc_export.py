@@ -21,6 +21,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from l2g.config import Config
+from l2g.data.errors import listed
 from l2g.data.image_files import find_image
 from l2g.data.images import read_image
 from l2g.data.palette import save_mask
@@ -57,10 +58,8 @@ def split_images(config: Config, split: str) -> list[tuple[str, Path]]:
         else:
             found.append((image_id, path))
     if missing:
-        listed = "\n".join(f"  - {m}" for m in missing[:MAX_LISTED])
-        more = f"\n  ... and {len(missing) - MAX_LISTED} more" if len(missing) > MAX_LISTED else ""
         raise DatasetError(f"{len(missing)} image(s) of split {split!r} not found (the server needs every one):"
-                           f"\n{listed}{more}")
+                           f"\n{listed(missing, MAX_LISTED)}")
     return found
 
 
@@ -92,14 +91,10 @@ def export_voc(config: Config, run_dir: str | Path, out: str | Path, split: str 
     if state != "done":
         todo = [(i, p) for i, p in distributed.shard(images, ctx)
                 if state == "fresh" or not (staging / folder / f"{i}.png").exists()]
-        error = None
-        try:
+        with distributed.agreed():
             for image_id, path in tqdm(todo, desc=f"export-voc {split}", disable=not (progress and ctx.is_main)):
                 mask = segment(model, read_image(path), config, ctx.device, crf=use_crf).mask
                 save_mask(staging / folder / f"{image_id}.png", mask)  # indexed PNG, VOC palette, atomic
-        except Exception as caught:  # every rank must learn about it, or the others would wait forever
-            error = caught
-        distributed.agree(error)
         distributed.main_first(lambda: markers.mark_done(staging, "voc-export", inputs, files))
     if ctx.is_main:
         write_archive(out, staging, files)
