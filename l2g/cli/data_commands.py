@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from l2g.cli.options import Command, add_quiet, comma_list
+from l2g.data.image_files import IMAGE_SUFFIXES
 
 # --- l2g synth ------------------------------------------------------------------------------------------
 
@@ -137,8 +138,6 @@ image's name works."""
 
 
 def saliency_arguments(parser: argparse.ArgumentParser) -> None:
-    from l2g.data.image_files import IMAGE_SUFFIXES
-
     parser.add_argument("--images", required=True, help=f"folder of images ({' '.join(IMAGE_SUFFIXES)})")
     parser.add_argument("--out", required=True, help="folder to write <name>.png maps to")
     parser.add_argument("--method", default="mbd", choices=("mbd", "fine_grained", "spectral_residual"),

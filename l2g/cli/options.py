@@ -149,5 +149,4 @@ def one_of(choices: Sequence[str], what: str) -> Callable[[str], str]:
             raise argparse.ArgumentTypeError(f"{text!r}: not a {what} (choose from {', '.join(choices)})")
         return text
 
-    check.__name__ = what  # argparse names the type in some messages
     return check
