@@ -12,8 +12,9 @@ is the same for every seed) and each variant it runs ``l2g train``, ``l2g cams``
 into ``<out>/seed<k>/<label>/`` and reads the pseudo-label mIoU at the variant's best background
 threshold. It prints and writes (``<out>/seeds.json``, ``<out>/seeds.md``):
 
-- per variant: mean +- std (sample standard deviation, n - 1) of mIoU over the seeds, and the seeds
-  on which ``l2g train`` warned that attention transfer was stuck;
+- per variant: mean +- std (sample standard deviation, n - 1) of mIoU over the seeds, the seeds on
+  which ``l2g train`` warned that attention transfer was stuck, and (on data that mark the objects'
+  parts, like the synthetic set) the mean own-class attention on parts, bodies and background;
 - per variant against the reference (``--reference``, default ``cam``): the paired difference
   ``mIoU(variant, seed) - mIoU(reference, seed)`` per seed, its mean +- std, and on how many seeds the
   variant wins (difference > 0).
@@ -107,6 +108,10 @@ def summarize(runs: list[SeedRun], labels: list[str], reference: str | None) -> 
                "thresholds": [r.threshold for r in runs if r.label == label],
                "train_minutes": mean_std([r.train_minutes for r in runs if r.label == label])[0],
                "stuck_seeds": [r.seed for r in runs if r.label == label and r.stuck_warning]}
+        attention = [r.extra["attention"] for r in runs if r.label == label and r.extra.get("attention")]
+        if attention:  # mean own-class attention on parts / bodies / background (see l2g.evaluation.parts)
+            row["attention"] = {key: mean_std([a[key] for a in attention if a[key] is not None])[0]
+                                for key in ("part", "body", "background")}
         if reference is not None and label != reference:
             row["vs_reference"] = paired_differences(runs, label, reference)
         summary[label] = row
@@ -117,8 +122,8 @@ def format_markdown(summary: dict, reference: str | None, title: str = "") -> st
     """The table (mIoU in points): mean +- std, per seed, paired difference to the reference, wins."""
     lines = [title, ""] if title else []
     ref = f" − {reference} (mean ± std)" if reference else ""
-    lines += [f"| variant | pseudo-label mIoU, mean ± std | per seed | paired{ref} | wins | stuck warnings |",
-              "| --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| variant | pseudo-label mIoU, mean ± std | per seed | paired{ref} | wins | stuck warnings "
+              "| attention part / body / background |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for label, row in summary.items():
         per_seed = " / ".join(f"{100 * v:.1f}" for v in row["miou"])
         paired, wins = "-", "-"
@@ -127,14 +132,18 @@ def format_markdown(summary: dict, reference: str | None, title: str = "") -> st
             paired = f"{100 * diff['mean']:+.1f} ± {100 * diff['std']:.1f}"
             wins = f"{diff['wins']}/{diff['n']}"
         stuck = ", ".join(f"seed {s}" for s in row["stuck_seeds"]) or "none"
+        attention = " / ".join(f"{row['attention'][k]:.2f}" for k in ("part", "body", "background")) \
+            if "attention" in row else "-"
         lines.append(f"| {label} | {100 * row['mean']:.1f} ± {100 * row['std']:.1f} | {per_seed} | {paired} "
-                     f"| {wins} | {stuck} |")
+                     f"| {wins} | {stuck} | {attention} |")
     return "\n".join(lines)
 
 
 def run_one(config, run_dir: Path, progress: bool) -> SeedRun:
     """Train (unless finished), infer maps and sweep thresholds of one run; its row of the table."""
     from l2g.stages.cams import infer_cams
+    from l2g.stages.common import split_samples
+    from l2g.stages.demo import attention_on_parts
     from l2g.stages.eval_cams import evaluate_cams
     from l2g.stages.train import train
 
@@ -144,8 +153,10 @@ def run_one(config, run_dir: Path, progress: bool) -> SeedRun:
     sweep = evaluate_cams(config, run_dir / "cams", progress=progress)  # seconds: always redone
     metrics = json.loads((run_dir / "train_metrics.json").read_text())
     warnings = [w for w in metrics.get("warnings", []) if "stuck" in w]
+    samples = split_samples(config, config.cams.split, need_masks=True, check_images="exists")
+    attention = attention_on_parts(config, samples, run_dir / "cams")  # None unless the data mark parts
     return SeedRun("", config.seed, sweep["best"]["miou"], sweep["best"]["threshold"], metrics["minutes"],
-                   warnings[0] if warnings else None)
+                   warnings[0] if warnings else None, {"attention": attention} if attention else {})
 
 
 def run_seeds(out: str | Path, variants: list[Variant], seeds: list[int], config: str = "synth",
@@ -176,7 +187,7 @@ def run_seeds(out: str | Path, variants: list[Variant], seeds: list[int], config
             print(f"seed {seed}  {variant.label:<24} mIoU {100 * run.miou:5.1f}  threshold {run.threshold:.2f}  "
                   f"train {run.train_minutes:.1f} min{'  STUCK' if run.stuck_warning else ''}", flush=True)
     summary = summarize(runs, labels, reference)
-    title = (f"Seed benchmark: config {config}, {len(seeds)} seeds ({', '.join(map(str, seeds))}), data {data_root}"
+    title = (f"Seed benchmark: config {config}, {len(seeds)} seed(s) ({', '.join(map(str, seeds))}), data {data_root}"
              + (f", overrides {' '.join(overrides)}" if overrides else ""))
     table = format_markdown(summary, reference, title)
     payload = {"config": config, "data": str(data_root), "overrides": list(overrides or []), "seeds": seeds,

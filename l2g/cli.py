@@ -113,8 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "torchrun for several GPUs/nodes (optim.batch_size is per process; see "
                                    "docs/distributed.md). The log holds every loss term; L2G runs also log "
                                    "kt_stuck, the share of class pixels where the global network is stuck on "
-                                   "another channel, and warn when it stays at 0.5 or more (README: "
-                                   "'Attention transfer that gets stuck').",
+                                   "another channel, and warn when it stays at 0.5 or more, saying what to "
+                                   "change (docs/synthetic-benchmark.md).",
                        epilog=EPILOG + TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", help="YAML config file or preset name (e.g. synth, voc12_resnet38_l2g_shape)")
     add_training_run(p, "optim.epochs, data.root, runtime.*")

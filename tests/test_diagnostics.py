@@ -80,7 +80,7 @@ def test_the_warning_says_what_to_change():
     from l2g.method.diagnostics import stuck_advice
 
     advice = stuck_advice("mse", 0.0)
-    assert "method.transfer_loss=kl" in advice and "pretrained_l2g" in advice
+    assert "--set method.transfer_loss=kl" in advice and "pretrained_l2g" in advice
     monitor = StuckMonitor(threshold=0.5, window=1, advice=advice)
     assert monitor.update({"iteration": 7, "kt_stuck": 1.0}).endswith(advice)
     # a run that already has the remedy is told something else than to switch to it

@@ -75,6 +75,13 @@ def test_two_seeds_end_to_end(tiny_root, tmp_path, capsys):
         assert summary[label]["miou"] == pytest.approx([miou[label, 0], miou[label, 1]])
         assert summary[label]["mean"] == pytest.approx((miou[label, 0] + miou[label, 1]) / 2)
         assert summary[label]["std"] == pytest.approx(abs(miou[label, 0] - miou[label, 1]) / math.sqrt(2))
+    # the synthetic set marks parts: each variant gets the part / body / background attention, averaged
+    per_run = {(r["label"], r["seed"]): r["extra"]["attention"] for r in report["runs"]}
+    for label in ("cam", "kl"):
+        for key in ("part", "body", "background"):
+            values = [per_run[label, s][key] for s in (0, 1)]
+            assert 0 <= summary[label]["attention"][key] <= 1
+            assert summary[label]["attention"][key] == pytest.approx(sum(values) / 2)
     diffs = [miou["kl", s] - miou["cam", s] for s in (0, 1)]
     assert summary["kl"]["vs_reference"]["differences"] == pytest.approx(diffs)
     assert summary["kl"]["vs_reference"]["wins"] == sum(d > 0 for d in diffs)
