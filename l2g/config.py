@@ -26,6 +26,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # data.mean / data.std left unset (null) follow the backbone.
 BACKBONE_NORMALIZATION = {"efficientnet_lite0": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))}
 VIEW_STRATEGIES = ("corners+random", "random", "grid")
+TRANSFER_LOSSES = ("mse", "kl")  # = l2g.method.losses.TRANSFER_LOSSES
 # data.format -> default (image folder, mask folder); "{split}" is replaced by the split's name.
 DATA_FORMATS = {
     "voc": ("JPEGImages", "SegmentationClassAug"),  # PASCAL VOC 2012 + SBD (l2g prepare voc)
@@ -113,6 +114,13 @@ class MethodConfig:
     # A_bg*(1-S) (release COCO script).
     shape_background: str = "binary"
     global_cls_weight: float = 0.0  # paper ablation: a global classification loss hurts; logged anyway
+    # Transfer loss: "mse" (Eq. 6, the paper and the release) or "kl" (soft cross-entropy with Eq. 6's fixed
+    # point and its gradient at a uniform softmax, but none of its dead zone where the softmax saturates;
+    # l2g.method.losses.soft_transfer_loss). The paper presets keep "mse".
+    transfer_loss: str = "mse"
+    # Linear warm-up of lambda from 0 over this many epochs (0: none): the local network's targets form
+    # before the global network is pushed hard towards them (l2g.method.methods.L2GMethod).
+    lam_warmup_epochs: float = 0.0
 
 
 @dataclass
@@ -287,6 +295,9 @@ class Config:
         _choice("method.background", self.method.background, ("release", "complement"))
         _choice("method.shape_form", self.method.shape_form, ("release", "paper"))
         _choice("method.shape_background", self.method.shape_background, ("binary", "attention"))
+        _choice("method.transfer_loss", self.method.transfer_loss, TRANSFER_LOSSES)
+        if self.method.lam_warmup_epochs < 0:
+            raise ConfigError(f"method.lam_warmup_epochs = {self.method.lam_warmup_epochs}: must be >= 0")
         _choice("views.strategy", self.views.strategy, VIEW_STRATEGIES)
         _choice("optim.schedule", self.optim.schedule, ("step", "poly"))
         _choice("cams.source", self.cams.source, ("auto", "logits", "softmax"))
