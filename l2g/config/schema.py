@@ -85,6 +85,13 @@ class MethodConfig:
     # A_bg*(1-S) (release COCO script).
     shape_background: str = "binary"
     global_cls_weight: float = 0.0  # paper ablation: a global classification loss hurts; logged anyway
+    # Transfer loss: "mse" (Eq. 6, the paper and the release) or "kl" (soft cross-entropy with Eq. 6's fixed
+    # point and its gradient at a uniform softmax, but none of its dead zone where the softmax saturates;
+    # l2g.method.losses.soft_transfer_loss). The paper presets keep "mse".
+    transfer_loss: str = "mse"
+    # Linear warm-up of lambda from 0 over this many epochs (0: none): the local network's targets form
+    # before the global network is pushed hard towards them (l2g.method.methods.L2GMethod).
+    lam_warmup_epochs: float = 0.0
 
 
 @dataclass

@@ -20,6 +20,7 @@ class ConfigError(ValueError):
 
 METHODS = ("cam", "local", "l2g", "l2g_shape")
 VIEW_STRATEGIES = ("corners+random", "random", "grid")
+TRANSFER_LOSSES = ("mse", "kl")  # = l2g.method.losses.TRANSFER_LOSSES
 # data.format -> default (image folder, mask folder); "{split}" is replaced by the split's name.
 DATA_FORMATS = {
     "voc": ("JPEGImages", "SegmentationClassAug"),  # PASCAL VOC 2012 + SBD (l2g prepare voc)
@@ -46,6 +47,9 @@ def check_config(config: Any) -> None:
     _choice("method.background", config.method.background, ("release", "complement"))
     _choice("method.shape_form", config.method.shape_form, ("release", "paper"))
     _choice("method.shape_background", config.method.shape_background, ("binary", "attention"))
+    _choice("method.transfer_loss", config.method.transfer_loss, TRANSFER_LOSSES)
+    if config.method.lam_warmup_epochs < 0:
+        raise ConfigError(f"method.lam_warmup_epochs = {config.method.lam_warmup_epochs}: must be >= 0")
     _choice("views.strategy", config.views.strategy, VIEW_STRATEGIES)
     _choice("optim.schedule", config.optim.schedule, ("step", "poly"))
     _choice("cams.source", config.cams.source, ("auto", "logits", "softmax"))

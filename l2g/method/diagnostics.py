@@ -52,9 +52,10 @@ class StuckMonitor:
     EfficientNet-Lite0 run logs 1.0 from iteration 10 on.
     """
 
-    def __init__(self, threshold: float = 0.5, window: int = 5) -> None:
+    def __init__(self, threshold: float = 0.5, window: int = 5, advice: str = "") -> None:
         self.threshold = threshold
         self.window = window
+        self.advice = advice  # what to change, appended to the warning (see stuck_advice)
         self.recent: deque[float] = deque(maxlen=window)
         self.warning: str | None = None
 
@@ -71,6 +72,19 @@ class StuckMonitor:
             f"{STUCK_CONFIDENCE} sure of another channel (mean of the last {self.window} logged values of "
             "kt_stuck in train_log.jsonl). Eq. 6 compares softmax outputs, whose gradient vanishes where they "
             "saturate, so the global network is unlikely to recover and its attention maps will miss the "
-            "objects. See 'Attention transfer that gets stuck' in the README for what was measured and tried."
+            "objects." + (f" {self.advice}" if self.advice else "")
         )
         return self.warning
+
+
+def stuck_advice(transfer_loss: str, lam_warmup_epochs: float) -> str:
+    """What a user whose transfer got stuck should change, given the run's ``method`` settings."""
+    if transfer_loss == "mse":
+        return ("To fix it: --set method.transfer_loss=kl (a soft cross-entropy with Eq. 6's fixed point, whose "
+                "gradient does not vanish there). For pretrained backbones the preset pretrained_l2g also sets "
+                "method.lam=100 with method.lam_warmup_epochs=1, so that the global network fits its targets "
+                "within a short schedule. What was measured: docs/synthetic-benchmark.md.")
+    warmup = "" if lam_warmup_epochs > 0 else " and method.lam_warmup_epochs=1"
+    return ("This run already uses method.transfer_loss=kl, which keeps a gradient there, so it may still recover "
+            f"(watch kt_stuck in train_log.jsonl); if it does not, try a lower optim.lr{warmup}. "
+            "What was measured: docs/synthetic-benchmark.md.")

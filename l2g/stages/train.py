@@ -19,7 +19,7 @@ from l2g.engine import distributed
 from l2g.engine.run_folder import start_run
 from l2g.engine.tensorboard import require_tensorboard
 from l2g.engine.trainer import LoopSettings, Trainer
-from l2g.method.diagnostics import StuckMonitor
+from l2g.method.diagnostics import StuckMonitor, stuck_advice
 from l2g.method.methods import build_method
 from l2g.optim import build_optimizer, learning_rate
 from l2g.report.provenance import git_commit
@@ -60,12 +60,16 @@ def train(config: Config, run_dir: str | Path, resume: bool = False, progress: b
                   for p in m.pretrained_parameters()]
     optimizer = build_optimizer(method, pretrained, config.optim)
     settings = LoopSettings.from_config(config, progress, f"train {config.method.name}")
-    monitor = StuckMonitor()
+    monitor = StuckMonitor(advice=stuck_advice(config.method.transfer_loss, config.method.lam_warmup_epochs))
 
     def watch(record: dict) -> None:
         warning = monitor.update(record)
         if warning is not None:
             tqdm.write(f"{run_dir}: warning: {warning}", file=sys.stderr)
+
+    def schedule(iteration: int, per_epoch: int, total: int) -> float:
+        method.set_progress(iteration, per_epoch, total)  # loss-weight schedules (method.lam_warmup_epochs)
+        return learning_rate(config.optim, iteration, total, per_epoch)
 
     hooks = training_hooks(config, run_dir, settings.batch_size * ctx.world_size, on_log=watch,
                            inference_net=method.inference_net, samples=samples)
@@ -73,7 +77,7 @@ def train(config: Config, run_dir: str | Path, resume: bool = False, progress: b
         run_dir, to_dict(config), method, optimizer, dataset,
         step=lambda model, batch: model.losses(batch),
         settings=settings,
-        lr_schedule=lambda iteration, per_epoch, total: learning_rate(config.optim, iteration, total, per_epoch),
+        lr_schedule=schedule,
         batch_ids=lambda batch: [samples[i].image_id for i in batch["index"].tolist()],
         resume=plan == "resume",
         on_log=hooks.on_log,

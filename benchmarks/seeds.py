@@ -1,0 +1,234 @@
+"""The seed benchmark: every method trained over K seeds on the same dataset, compared per seed.
+
+    python -m benchmarks.seeds                                      # synth preset, 4 methods, 3 seeds
+    python -m benchmarks.seeds --config synth_efficientnet --out runs/seeds_eff
+    python -m benchmarks.seeds --seeds 3 --variant "cam=cam" \\
+        --variant "l2g_kl=l2g method.transfer_loss=kl method.lam_warmup_epochs=1"
+
+A single run of the synthetic benchmark does not carry a one-point conclusion (the same seeded demo
+differs by 2-3 points between two machines), so every claim that one method beats another comes from
+here. For each seed (``seed`` = the seed of initialisation, data order and augmentation; the dataset
+is the same for every seed) and each variant it runs ``l2g train``, ``l2g cams`` and ``l2g eval-cams``
+into ``<out>/seed<k>/<label>/`` and reads the pseudo-label mIoU at the variant's best background
+threshold. It prints and writes (``<out>/seeds.json``, ``<out>/seeds.md``):
+
+- per variant: mean +- std (sample standard deviation, n - 1) of mIoU over the seeds, the seeds on
+  which ``l2g train`` warned that attention transfer was stuck, and (on data that mark the objects'
+  parts, like the synthetic set) the mean own-class attention on parts, bodies and background;
+- per variant against the reference (``--reference``, default ``cam``): the paired difference
+  ``mIoU(variant, seed) - mIoU(reference, seed)`` per seed, its mean +- std, and on how many seeds the
+  variant wins (difference > 0).
+
+Finished steps are skipped (a checkpoint, maps or sweep already there), so an interrupted benchmark
+continues where it stopped. It is a benchmark (minutes to tens of minutes on a CPU), not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from l2g.config import METHODS, load_config
+
+DEFAULT_SEEDS = 3
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of the comparison: a label, a method and the overrides it adds to the shared config."""
+
+    label: str
+    method: str
+    overrides: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> Variant:
+        """``"label=method key=value key=value"`` (or ``"method ..."``, labelled by the method's name)."""
+        words = shlex.split(text)
+        if not words:
+            raise ValueError(f"--variant {text!r}: expected 'label=method [key=value ...]'")
+        label, _, method = words[0].rpartition("=") if "=" in words[0] else (words[0], "", words[0])
+        overrides = tuple(words[1:])
+        if not label:
+            raise ValueError(f"--variant {text!r}: empty label (expected 'label=method [key=value ...]')")
+        if method not in METHODS:
+            raise ValueError(f"--variant {text!r}: unknown method {method!r} (choose from {', '.join(METHODS)})")
+        bad = [o for o in overrides if "=" not in o]
+        if bad:
+            raise ValueError(f"--variant {text!r}: {bad[0]!r} is not a key=value override")
+        return cls(label, method, overrides)
+
+
+@dataclass
+class SeedRun:
+    label: str
+    seed: int
+    miou: float
+    threshold: float
+    train_minutes: float
+    stuck_warning: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (n - 1; 0.0 for a single value)."""
+    n = len(values)
+    if n == 0:
+        return math.nan, math.nan
+    mean = sum(values) / n
+    if n == 1:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+
+
+def paired_differences(runs: list[SeedRun], label: str, reference: str) -> dict:
+    """``label``'s mIoU minus ``reference``'s on each seed both ran: per seed, mean, std, wins."""
+    mine = {r.seed: r.miou for r in runs if r.label == label}
+    theirs = {r.seed: r.miou for r in runs if r.label == reference}
+    seeds = sorted(set(mine) & set(theirs))
+    diffs = [mine[s] - theirs[s] for s in seeds]
+    mean, std = mean_std(diffs)
+    return {"seeds": seeds, "differences": diffs, "mean": mean, "std": std,
+            "wins": sum(d > 0 for d in diffs), "n": len(diffs)}
+
+
+def summarize(runs: list[SeedRun], labels: list[str], reference: str | None) -> dict:
+    """Per label: values, mean, std, stuck seeds; and the paired differences to ``reference``."""
+    summary = {}
+    for label in labels:
+        values = [r.miou for r in runs if r.label == label]
+        mean, std = mean_std(values)
+        row = {"seeds": [r.seed for r in runs if r.label == label], "miou": values, "mean": mean, "std": std,
+               "thresholds": [r.threshold for r in runs if r.label == label],
+               "train_minutes": mean_std([r.train_minutes for r in runs if r.label == label])[0],
+               "stuck_seeds": [r.seed for r in runs if r.label == label and r.stuck_warning]}
+        attention = [r.extra["attention"] for r in runs if r.label == label and r.extra.get("attention")]
+        if attention:  # mean own-class attention on parts / bodies / background (see l2g.evaluation.parts)
+            row["attention"] = {key: mean_std([a[key] for a in attention if a[key] is not None])[0]
+                                for key in ("part", "body", "background")}
+        if reference is not None and label != reference:
+            row["vs_reference"] = paired_differences(runs, label, reference)
+        summary[label] = row
+    return summary
+
+
+def format_markdown(summary: dict, reference: str | None, title: str = "") -> str:
+    """The table (mIoU in points): mean +- std, per seed, paired difference to the reference, wins."""
+    lines = [title, ""] if title else []
+    ref = f" − {reference} (mean ± std)" if reference else ""
+    lines += [f"| variant | pseudo-label mIoU, mean ± std | per seed | paired{ref} | wins | stuck warnings "
+              "| attention part / body / background |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for label, row in summary.items():
+        per_seed = " / ".join(f"{100 * v:.1f}" for v in row["miou"])
+        paired, wins = "-", "-"
+        if "vs_reference" in row and row["vs_reference"]["n"]:
+            diff = row["vs_reference"]
+            paired = f"{100 * diff['mean']:+.1f} ± {100 * diff['std']:.1f}"
+            wins = f"{diff['wins']}/{diff['n']}"
+        stuck = ", ".join(f"seed {s}" for s in row["stuck_seeds"]) or "none"
+        attention = " / ".join(f"{row['attention'][k]:.2f}" for k in ("part", "body", "background")) \
+            if "attention" in row else "-"
+        lines.append(f"| {label} | {100 * row['mean']:.1f} ± {100 * row['std']:.1f} | {per_seed} | {paired} "
+                     f"| {wins} | {stuck} | {attention} |")
+    return "\n".join(lines)
+
+
+def run_one(config, run_dir: Path, progress: bool) -> SeedRun:
+    """Train (unless finished), infer maps and sweep thresholds of one run; its row of the table."""
+    from l2g.stages.cams import infer_cams
+    from l2g.stages.common import split_samples
+    from l2g.stages.demo import attention_on_parts
+    from l2g.stages.eval_cams import evaluate_cams
+    from l2g.stages.train import train
+
+    if not (run_dir / "checkpoints" / "final.pt").exists():
+        train(config, run_dir, resume=True, progress=progress)
+    infer_cams(config, run_dir, progress=progress)  # skipped when the maps of this checkpoint are complete
+    sweep = evaluate_cams(config, run_dir / "cams", progress=progress)  # seconds: always redone
+    metrics = json.loads((run_dir / "train_metrics.json").read_text())
+    warnings = [w for w in metrics.get("warnings", []) if "stuck" in w]
+    samples = split_samples(config, config.cams.split, need_masks=True, check_images="exists")
+    attention = attention_on_parts(config, samples, run_dir / "cams")  # None unless the data mark parts
+    return SeedRun("", config.seed, sweep["best"]["miou"], sweep["best"]["threshold"], metrics["minutes"],
+                   warnings[0] if warnings else None, {"attention": attention} if attention else {})
+
+
+def run_seeds(out: str | Path, variants: list[Variant], seeds: list[int], config: str = "synth",
+              data_root: str | Path = "data/synth", overrides: list[str] | None = None,
+              reference: str | None = "cam", progress: bool = True) -> dict:
+    """Run every variant on every seed into ``out`` and write ``seeds.json`` and ``seeds.md`` there."""
+    from l2g.data.synth import SynthSpec, write_dataset
+
+    out, data_root = Path(out), Path(data_root)
+    labels = [v.label for v in variants]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"variant labels must differ: {labels}")
+    if reference is not None and reference not in labels:
+        reference = None
+    configs = {(v.label, seed): load_config(config, [f"data.root={data_root}", f"method.name={v.method}",
+                                                     *(overrides or []), *v.overrides, f"seed={seed}"])
+               for v in variants for seed in seeds}  # every config is checked before the first run
+    if not (data_root / "COMPLETE").exists():
+        print(f"writing the synthetic dataset to {data_root}")
+        write_dataset(data_root, SynthSpec(), progress=progress)
+    runs: list[SeedRun] = []
+    started = time.time()
+    for seed in seeds:
+        for variant in variants:
+            run = run_one(configs[(variant.label, seed)], out / f"seed{seed}" / variant.label, progress)
+            run.label = variant.label
+            runs.append(run)
+            print(f"seed {seed}  {variant.label:<24} mIoU {100 * run.miou:5.1f}  threshold {run.threshold:.2f}  "
+                  f"train {run.train_minutes:.1f} min{'  STUCK' if run.stuck_warning else ''}", flush=True)
+    summary = summarize(runs, labels, reference)
+    title = (f"Seed benchmark: config {config}, {len(seeds)} seed(s) ({', '.join(map(str, seeds))}), data {data_root}"
+             + (f", overrides {' '.join(overrides)}" if overrides else ""))
+    table = format_markdown(summary, reference, title)
+    payload = {"config": config, "data": str(data_root), "overrides": list(overrides or []), "seeds": seeds,
+               "reference": reference, "variants": [asdict(v) for v in variants],
+               "runs": [asdict(r) for r in runs], "summary": summary, "minutes": (time.time() - started) / 60}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "seeds.json").write_text(json.dumps(payload, indent=1))
+    (out / "seeds.md").write_text(table + "\n")
+    print("\n" + table)
+    return payload
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.seeds", description=__doc__.split("\n\n")[0],
+                                     epilog=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="synth", help="preset or YAML shared by every run (default: synth)")
+    parser.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, help=f"number of seeds (default: {DEFAULT_SEEDS})")
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed .. first-seed + K - 1")
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help="comma-separated methods, each a variant without overrides (default: all four)")
+    parser.add_argument("--variant", action="append", default=[], metavar="'LABEL=METHOD [KEY=VALUE ...]'",
+                        help="a labelled method with its own overrides (repeatable; replaces --methods)")
+    parser.add_argument("--reference", default="cam", help="label the paired differences are taken against")
+    parser.add_argument("--out", default="runs/seeds", help="output folder (default: runs/seeds)")
+    parser.add_argument("--data", default="data/synth", help="synthetic dataset root (written if absent)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override for every run (repeatable)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    if args.seeds < 1:
+        parser.error("--seeds must be >= 1")
+    try:
+        variants = ([Variant.parse(v) for v in args.variant] if args.variant
+                    else [Variant.parse(m.strip()) for m in args.methods.split(",") if m.strip()])
+    except ValueError as error:
+        parser.error(str(error))
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    run_seeds(args.out, variants, seeds, args.config, args.data, args.overrides, args.reference, not args.quiet)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

