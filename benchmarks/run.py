@@ -15,7 +15,6 @@ peak resident memory of the demo; (5) the demo's wall time.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -27,6 +26,7 @@ from pathlib import Path
 import torch
 
 from benchmarks import figures
+from benchmarks.output import write_report
 from benchmarks.timing import matmul_peak, median
 from l2g.config import Config, ConfigError, load_config
 from l2g.data.synth import SynthSpec, voc_sized_spec, write_dataset
@@ -346,13 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeats is not None and args.repeats < 1:
         raise SystemExit("benchmarks.run: --repeats must be >= 1")
     report = run(args)
-    table = format_table(report)
-    print("\n" + table)
-    report["table"] = table
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1))
-    print(f"\nwrote {out} ({report['seconds']:.0f} s)")
+    write_report(report, format_table(report), args.out, note=f" ({report['seconds']:.0f} s)")
     return 0
 
 

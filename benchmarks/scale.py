@@ -32,6 +32,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from benchmarks.output import write_report
 from l2g.data.synth import voc_sized_spec, write_dataset
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -336,13 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         args.images, args.side, args.sides, args.side_images, args.steps = [3, 6], 48, [32, 48], 2, 2
         IN_PROCESS["on"] = True
     report = run_in_process(args) if IN_PROCESS["on"] else run(args)
-    table = format_table(report)
-    print("\n" + table)
-    report["table"] = table
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1))
-    print(f"\nwrote {out}")
+    write_report(report, format_table(report), args.out)
     return 0
 
 

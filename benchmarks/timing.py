@@ -50,3 +50,4 @@ def matmul_peak(device: torch.device, size: int, dtype: torch.dtype = torch.floa
     seconds = median(times)
     return {"size": size, "dtype": str(dtype).replace("torch.", ""), "seconds": seconds,
             "flops_per_s": 2 * size**3 / seconds}
+
