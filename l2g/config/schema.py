@@ -72,6 +72,9 @@ class ModelConfig:
     pretrained: str | None = None
     width_mult: float = 1.0  # resnet38 channel multiplier (1.0 = the release; tests shrink it to 1/16)
     freeze_bn: bool = True  # BatchNorm in eval mode, not trained (the release's ResNet-38); small_cnn ignores it
+    # Initialisation of the 1x1 classifier head: "xavier" (the release's), "torch" (PyTorch's conv default,
+    # smaller) or "zero" (uniform softmax at the start); l2g.models.attention_net.AttentionNet.
+    head_init: str = "xavier"
 
 
 @dataclass

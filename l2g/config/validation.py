@@ -43,6 +43,7 @@ def check_config(config: Any) -> None:
     if config.model.width_mult != 1.0 and not BACKBONES[config.model.backbone].scales:
         raise ConfigError(f"model.width_mult applies to resnet38 only, not {config.model.backbone} "
                           "(small_cnn's width is model.width)")
+    _choice("model.head_init", config.model.head_init, ("xavier", "torch", "zero"))
     _choice("method.name", config.method.name, METHODS)
     _choice("method.background", config.method.background, ("release", "complement"))
     _choice("method.shape_form", config.method.shape_form, ("release", "paper"))
