@@ -100,6 +100,28 @@ def test_release_initialisation_distributions():
             assert 0.035 < float((weight.abs() > 2 * std).float().mean()) < 0.06
 
 
+def test_head_init_options_torch_and_zero():
+    """model.head_init: "torch" keeps nn.Conv2d's default (uniform, bound 1 / sqrt(fan_in)); "zero" starts
+    every pixel at the uniform softmax; anything else is refused by the net and by the config."""
+    torch.manual_seed(4)
+    backbone = SmallCNN(4)
+    backbone.out_channels = 320  # EfficientNet-Lite0's stride-8 width
+    head = AttentionNet(backbone, 6, head_init="torch").head.weight.detach()
+    bound = 1 / math.sqrt(320)
+    assert float(head.abs().max()) <= bound and float(head.max()) > 0.99 * bound
+    assert float(head.std()) == pytest.approx(bound / math.sqrt(3), rel=0.05)
+    zero = AttentionNet(SmallCNN(4), 6, head_init="zero")
+    out = zero(torch.rand(2, 3, 32, 32))
+    probabilities = out.maps.softmax(dim=1)
+    assert torch.allclose(probabilities, torch.full_like(probabilities, 1 / 7))
+    with pytest.raises(ValueError, match="head_init 'kaiming'"):
+        AttentionNet(SmallCNN(4), 6, head_init="kaiming")
+    from l2g.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="model.head_init"):
+        load_config("synth", ["model.head_init=kaiming"])
+
+
 # --- the PCM's normalisation and propagation -----------------------------------------------------------------
 
 
