@@ -46,3 +46,26 @@ def test_api_page_examples_run(tiny_root, tmp_path, monkeypatch, capsys):
     assert "best threshold" in out and "segmentation mIoU" in out
     assert (tmp_path / "runs" / "pipeline" / "report" / "index.html").is_file()
     assert (tmp_path / "results.tar.gz").is_file() and len(list((tmp_path / "masks").glob("*.png"))) == 12
+
+
+def heading_anchors(page: Path) -> set[str]:
+    """GitHub's anchors of a Markdown page's headings: lower case, punctuation dropped, spaces to dashes."""
+    headings = (line.lstrip("#").strip().lower() for line in page.read_text().splitlines() if line.startswith("#"))
+    return {re.sub(r"[^\w\- ]", "", heading).replace(" ", "-") for heading in headings}
+
+
+def test_every_relative_link_of_the_readme_and_docs_resolves():
+    """Moving material between the README and docs/ must not leave a link to a missing file or heading."""
+    repo = Path(__file__).resolve().parent.parent
+    broken = []
+    for page in [repo / "README.md", *sorted((repo / "docs").glob("*.md"))]:
+        for link in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            if link.startswith(("http://", "https://", "mailto:")):
+                continue
+            file, _, anchor = link.partition("#")
+            target = (page.parent / file) if file else page
+            if not target.exists():
+                broken.append(f"{page.name}: {link} (no such file)")
+            elif anchor and target.suffix == ".md" and anchor not in heading_anchors(target):
+                broken.append(f"{page.name}: {link} (no such heading)")
+    assert not broken, broken
