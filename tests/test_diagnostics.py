@@ -87,3 +87,6 @@ def test_the_warning_says_what_to_change():
     already = stuck_advice("kl", 1.0)
     assert "already uses method.transfer_loss=kl" in already and "lam_warmup_epochs=1" not in already
     assert "lam_warmup_epochs=1" in stuck_advice("kl", 0.0)
+    # a kl run with the release's head is told to start the head at zero; one that has it is not
+    assert "--set model.head_init=zero" in stuck_advice("kl", 1.0, "xavier")
+    assert "head_init" not in stuck_advice("kl", 1.0, "zero")

@@ -77,14 +77,17 @@ class StuckMonitor:
         return self.warning
 
 
-def stuck_advice(transfer_loss: str, lam_warmup_epochs: float) -> str:
-    """What a user whose transfer got stuck should change, given the run's ``method`` settings."""
+def stuck_advice(transfer_loss: str, lam_warmup_epochs: float, head_init: str = "xavier") -> str:
+    """What a user whose transfer got stuck should change, given the run's ``method`` and head settings."""
     if transfer_loss == "mse":
         return ("To fix it: --set method.transfer_loss=kl (a soft cross-entropy with Eq. 6's fixed point, whose "
                 "gradient does not vanish there). For pretrained backbones the preset pretrained_l2g also sets "
-                "method.lam=100 with method.lam_warmup_epochs=1, so that the global network fits its targets "
-                "within a short schedule. What was measured: docs/synthetic-benchmark.md.")
-    warmup = "" if lam_warmup_epochs > 0 else " and method.lam_warmup_epochs=1"
+                "model.head_init=zero (uniform softmax at the start), method.lam=100 and "
+                "method.lam_warmup_epochs=1, so that the global network fits its targets within a short "
+                "schedule. What was measured: docs/synthetic-benchmark.md.")
+    changes = [*([] if head_init == "zero" else ["--set model.head_init=zero (the release's Xavier head made the "
+                                                 "kl transfer oscillate with a pretrained backbone)"]),
+               "a lower optim.lr", *([] if lam_warmup_epochs > 0 else ["method.lam_warmup_epochs=1"])]
     return ("This run already uses method.transfer_loss=kl, which keeps a gradient there, so it may still recover "
-            f"(watch kt_stuck in train_log.jsonl); if it does not, try a lower optim.lr{warmup}. "
+            f"(watch kt_stuck in train_log.jsonl); if it does not, try {'; or '.join(changes)}. "
             "What was measured: docs/synthetic-benchmark.md.")

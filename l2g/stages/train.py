@@ -60,7 +60,8 @@ def train(config: Config, run_dir: str | Path, resume: bool = False, progress: b
                   for p in m.pretrained_parameters()]
     optimizer = build_optimizer(method, pretrained, config.optim)
     settings = LoopSettings.from_config(config, progress, f"train {config.method.name}")
-    monitor = StuckMonitor(advice=stuck_advice(config.method.transfer_loss, config.method.lam_warmup_epochs))
+    monitor = StuckMonitor(advice=stuck_advice(config.method.transfer_loss, config.method.lam_warmup_epochs,
+                                                config.model.head_init))
 
     def watch(record: dict) -> None:
         warning = monitor.update(record)
