@@ -151,3 +151,11 @@ def test_l2g_trains_with_the_configured_transfer_loss():
     losses = method.losses(batch)
     step = method.transfer(batch)
     torch.testing.assert_close(losses["loss_kt"], soft_transfer_loss(step.crops, step.targets).detach())
+
+
+def test_the_configs_transfer_losses_are_the_losses_that_exist():
+    """The torch-free config lists the choices itself; they must stay the losses l2g.method.losses has."""
+    from l2g.config.validation import TRANSFER_LOSSES as CONFIG_CHOICES
+    from l2g.method.losses import TRANSFER_LOSSES
+
+    assert tuple(TRANSFER_LOSSES) == CONFIG_CHOICES

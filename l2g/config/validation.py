@@ -20,7 +20,8 @@ class ConfigError(ValueError):
 
 METHODS = ("cam", "local", "l2g", "l2g_shape")
 VIEW_STRATEGIES = ("corners+random", "random", "grid")
-TRANSFER_LOSSES = ("mse", "kl")  # = l2g.method.losses.TRANSFER_LOSSES
+TRANSFER_LOSSES = ("mse", "kl")  # = l2g.method.losses.TRANSFER_LOSSES (tests/test_transfer_remedies.py)
+HEAD_INITS = ("xavier", "torch", "zero")  # model.head_init, read by l2g.models.attention_net
 # data.format -> default (image folder, mask folder); "{split}" is replaced by the split's name.
 DATA_FORMATS = {
     "voc": ("JPEGImages", "SegmentationClassAug"),  # PASCAL VOC 2012 + SBD (l2g prepare voc)
@@ -43,7 +44,7 @@ def check_config(config: Any) -> None:
     if config.model.width_mult != 1.0 and not BACKBONES[config.model.backbone].scales:
         raise ConfigError(f"model.width_mult applies to resnet38 only, not {config.model.backbone} "
                           "(small_cnn's width is model.width)")
-    _choice("model.head_init", config.model.head_init, ("xavier", "torch", "zero"))
+    _choice("model.head_init", config.model.head_init, HEAD_INITS)
     _choice("method.name", config.method.name, METHODS)
     _choice("method.background", config.method.background, ("release", "complement"))
     _choice("method.shape_form", config.method.shape_form, ("release", "paper"))

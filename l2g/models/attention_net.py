@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from l2g.config.validation import HEAD_INITS
 from l2g.models.backbones import build_backbone
 from l2g.models.pcm import PixelCorrelation
 
@@ -15,9 +16,6 @@ from l2g.models.pcm import PixelCorrelation
 class NetOutput:
     maps: torch.Tensor  # (B, C+1, h, w): class maps + background channel (last), incl. PCM when on
     logits: torch.Tensor  # (B, C): global average pool of the C class channels of ``maps``
-
-
-HEAD_INITS = ("xavier", "torch", "zero")
 
 
 class AttentionNet(nn.Module):
