@@ -116,3 +116,27 @@ def test_shape_background_option_reaches_the_targets():
         targets[form] = method.transfer(tiny_batch(with_saliency=True)).targets
     torch.testing.assert_close(targets["binary"][:, :-1], targets["attention"][:, :-1])
     assert not torch.allclose(targets["binary"][:, -1], targets["attention"][:, -1])
+
+
+def test_view_gate_option_reaches_the_targets():
+    """method.view_gate=hard: a class the local classifier scores below 0 on a view teaches nothing there.
+
+    The local network's output is replaced by hand-made maps and logits, so the gate's effect is exact."""
+    from l2g.method.targets import attention_targets
+    from l2g.models.attention_net import NetOutput
+
+    config = tiny_config("l2g", "method.background=complement", "method.view_gate=hard")
+    method = build_method(config)
+    batch = tiny_batch(with_saliency=False)
+    torch.manual_seed(5)
+    maps = torch.rand(8, 4, 3, 3)  # 2 images x 4 views, C + 1 = 4 channels
+    logits = torch.tensor([[1.0, -1.0, 2.0]] * 4 + [[-1.0, -2.0, 1.0]] * 4)
+    method.local.forward = lambda views: NetOutput(maps=maps, logits=logits)
+    gated = method.transfer(batch).targets
+    labels = batch["labels"].repeat_interleave(4, dim=0)
+    presence = (logits > 0).float()
+    torch.testing.assert_close(gated, attention_targets(maps, labels, "complement", presence=presence))
+    # image 1 is labelled class 1 only, which its views score < 0: all its views teach background alone
+    assert (gated[4:, :3] == 0).all() and (gated[4:, 3] > 0).all()
+    method.config.method.view_gate = "off"
+    torch.testing.assert_close(method.transfer(batch).targets, attention_targets(maps, labels, "complement"))

@@ -7,7 +7,13 @@ Values used against thresholds are dyadic (exact in float32) so "strictly greate
 import pytest
 import torch
 
-from l2g.method.targets import attention_targets, keep_the_max, normalize_attention, shape_targets
+from l2g.method.targets import (
+    attention_targets,
+    keep_the_max,
+    normalize_attention,
+    shape_targets,
+    view_presence,
+)
 
 
 def t(values):
@@ -240,3 +246,54 @@ def test_targets_from_half_precision_maps_are_float32_and_finite(dtype):
     assert shaped.dtype == torch.float32
     torch.testing.assert_close(shaped, shape_targets(out.to(dtype).float(), torch.ones(2, 1, 1, 3), 0.001,
                                                      form="release"))
+
+
+# --- view gating (method.view_gate) ---------------------------------------------------------------
+
+
+def test_view_presence_off_soft_hard():
+    # logits [0, ln 3, -ln 3]: sigmoid = [0.5, 0.75, 0.25]; hard keeps only strictly positive logits
+    logits = t([[0.0, 1.0986123, -1.0986123]])
+    assert view_presence(logits, "off") is None
+    torch.testing.assert_close(view_presence(logits, "soft"), t([[0.5, 0.75, 0.25]]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(view_presence(logits, "hard"), t([[0.0, 1.0, 0.0]]))
+    with pytest.raises(ValueError, match="unknown view gate"):
+        view_presence(logits, "maybe")
+
+
+def test_view_presence_is_detached():
+    logits = t([[2.0, -2.0]]).requires_grad_(True)
+    assert not view_presence(logits, "soft").requires_grad
+
+
+def test_presence_soft_scales_the_class_then_complement_background():
+    # labels [1, 1], presence [0.5, 1]: class 0 [1, .25, 0] -> [.5, .125, 0]; class 1 [.25, 1, .5] unchanged
+    # bg = 1 - max = [.5, 0, .5]
+    # p0: [.5, .25, .5] -> tie c0 vs bg -> c0 keeps .5; p1: [.125, 1, 0] -> c1 1; p2: [0, .5, .5] -> c1 .5
+    out = attention_targets(LOCAL, t([[1.0, 1.0]]), background="complement", presence=t([[0.5, 1.0]]))
+    expected = t([[[[0.5, 0.0, 0.0]], [[0.0, 1.0, 0.5]], [[0.0, 0.0, 0.0]]]])
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
+
+
+def test_presence_hard_zero_hands_the_class_pixels_to_background():
+    # labels [1, 0] with presence [0, 1]: the view's classifier says class 0 is absent, so the view teaches
+    # background everywhere (complement: 1 - 0), where ungated it taught class 0 at p0 with 1.0.
+    out = attention_targets(LOCAL, t([[1.0, 0.0]]), background="complement", presence=t([[0.0, 1.0]]))
+    expected = t([[[[0.0, 0.0, 0.0]], [[0.0, 0.0, 0.0]], [[1.0, 1.0, 1.0]]]])
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
+
+
+def test_presence_with_release_background():
+    # labels [1, 1], presence [0.25, 1]: class 0 -> [.25, .0625, 0]; class 1 [.25, 1, .5]; bg [.25, .5, 1]
+    # p0: [.25, .25, .25] -> three-way tie -> c0 keeps .25; p1 -> c1 1; p2 -> bg 1
+    out = attention_targets(LOCAL, t([[1.0, 1.0]]), background="release", presence=t([[0.25, 1.0]]))
+    expected = t([[[[0.25, 0.0, 0.0]], [[0.0, 1.0, 0.0]], [[0.0, 0.0, 1.0]]]])
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
+
+
+def test_presence_of_ones_changes_nothing_and_wrong_shape_raises():
+    labels = t([[1.0, 0.0]])
+    torch.testing.assert_close(attention_targets(LOCAL, labels, "complement", presence=torch.ones(1, 2)),
+                               attention_targets(LOCAL, labels, "complement"))
+    with pytest.raises(ValueError, match="presence"):
+        attention_targets(LOCAL, labels, presence=torch.ones(1, 3))

@@ -95,6 +95,10 @@ class MethodConfig:
     # Linear warm-up of lambda from 0 over this many epochs (0: none): the local network's targets form
     # before the global network is pushed hard towards them (l2g.method.methods.L2GMethod).
     lam_warmup_epochs: float = 0.0
+    # Gate each view's class targets by the local classifier's own score for the class on that view: "off"
+    # (the release: every view inherits every image label), "soft" (x sigmoid score) or "hard" (score > 0.5).
+    # l2g.method.targets.view_presence; beyond the release, measured in docs/synthetic-benchmark.md.
+    view_gate: str = "off"
 
 
 @dataclass

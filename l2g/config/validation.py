@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from l2g.data.label_sources import LABEL_SOURCES
+from l2g.method.registry import VIEW_GATES
 from l2g.models.registry import BACKBONE_NAMES, BACKBONES
 from l2g.segmentation.registry import SEG_ARCH_NAMES
 
@@ -50,6 +51,7 @@ def check_config(config: Any) -> None:
     _choice("method.shape_form", config.method.shape_form, ("release", "paper"))
     _choice("method.shape_background", config.method.shape_background, ("binary", "attention"))
     _choice("method.transfer_loss", config.method.transfer_loss, TRANSFER_LOSSES)
+    _choice("method.view_gate", config.method.view_gate, VIEW_GATES)
     if config.method.lam_warmup_epochs < 0:
         raise ConfigError(f"method.lam_warmup_epochs = {config.method.lam_warmup_epochs}: must be >= 0")
     _choice("views.strategy", config.views.strategy, VIEW_STRATEGIES)

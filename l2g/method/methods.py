@@ -19,7 +19,7 @@ from l2g.config import Config
 from l2g.method.diagnostics import stuck_share
 from l2g.method.losses import classification_loss, transfer_loss
 from l2g.method.roi import cut_global_map
-from l2g.method.targets import attention_targets, shape_targets
+from l2g.method.targets import attention_targets, shape_targets, view_presence
 from l2g.method.views import crop_resize_nearest, crop_views
 from l2g.models.attention_net import AttentionNet, build_attention_net
 
@@ -115,7 +115,8 @@ class L2GMethod(LocalMethod):
         """One batch's attention transfer: the local network's targets and the global map's crops."""
         method = self.config.method
         local_out, labels, loss_cls = self.local_forward(batch)
-        targets = attention_targets(local_out.maps, labels, method.background)
+        presence = view_presence(local_out.logits, method.view_gate)
+        targets = attention_targets(local_out.maps, labels, method.background, presence=presence)
         size = tuple(targets.shape[2:])
         if self.shape:
             saliency = crop_resize_nearest(batch["saliency"], batch["boxes"], size)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from l2g.method.registry import VIEW_GATES
+
 
 def normalize_attention(maps: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """Eq. 2: ``A^c = ReLU(F^c) / max(ReLU(F^c))`` per sample and channel. ``maps`` (B, K, h, w)."""
@@ -27,8 +29,24 @@ def keep_the_max(maps: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(maps).scatter_(1, best, maps.gather(1, best))
 
 
+def view_presence(local_logits: torch.Tensor, gate: str) -> torch.Tensor | None:
+    """How present the local classifier finds each class on each view, for ``method.view_gate``.
+
+    ``local_logits`` (V, C) are the local network's pooled class scores of V views. ``gate``:
+    ``"off"`` -> None (no gating, the release); ``"soft"`` -> ``sigmoid(s)``; ``"hard"`` -> 1 where
+    ``sigmoid(s) > 0.5`` (``s > 0``), else 0. Detached: gating says where to teach, it is not trained.
+    """
+    if gate not in VIEW_GATES:
+        raise ValueError(f"unknown view gate {gate!r} (one of {', '.join(VIEW_GATES)})")
+    if gate == "off":
+        return None
+    scores = local_logits.detach().float()
+    return torch.sigmoid(scores) if gate == "soft" else (scores > 0).float()
+
+
 def attention_targets(
-    local_maps: torch.Tensor, labels: torch.Tensor, background: str = "release", eps: float = 1e-8
+    local_maps: torch.Tensor, labels: torch.Tensor, background: str = "release", eps: float = 1e-8,
+    presence: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The attention target A of each local view (detached), as in the authors' release.
 
@@ -36,6 +54,12 @@ def attention_targets(
     multi-hot image labels each view inherits. Steps: ReLU and per-channel max normalisation (Eq. 2);
     channels of classes absent from the label zeroed (the background channel is never zeroed);
     then :func:`keep_the_max`.
+
+    ``presence`` (V, C) in [0, 1], optional (:func:`view_presence`): each view's class channels are
+    multiplied by it after the label zeroing. Why: every view inherits all image labels, so a view that
+    holds no object of a labelled class still gets that class's max-normalised value 1.0 somewhere
+    (on background or on another object); the local classifier's own score on the view says whether
+    the class is there. With ``complement`` the background then takes the pixels the gated class loses.
 
     ``background`` chooses the background channel before keep-the-max:
     - ``"release"``: the local network's own background channel, normalised like the others. No loss
@@ -49,7 +73,12 @@ def attention_targets(
     if local_maps.shape[1] != num_classes + 1:
         raise ValueError(f"local maps have {local_maps.shape[1]} channels, expected C + 1 = {num_classes + 1}")
     maps = normalize_attention(local_maps.detach().float(), eps)
-    classes = maps[:, :num_classes] * labels[:, :, None, None].to(maps.dtype)
+    weights = labels.to(maps.dtype)
+    if presence is not None:
+        if presence.shape != labels.shape:
+            raise ValueError(f"presence {tuple(presence.shape)} does not match labels {tuple(labels.shape)}")
+        weights = weights * presence.to(maps.dtype)
+    classes = maps[:, :num_classes] * weights[:, :, None, None]
     if background == "release":
         back = maps[:, num_classes:]
     elif background == "complement":
