@@ -17,7 +17,11 @@ threshold. It prints and writes (``<out>/seeds.json``, ``<out>/seeds.md``):
   parts, like the synthetic set) the mean own-class attention on parts, bodies and background;
 - per variant against the reference (``--reference``, default ``cam``): the paired difference
   ``mIoU(variant, seed) - mIoU(reference, seed)`` per seed, its mean +- std, and on how many seeds the
-  variant wins (difference > 0).
+  variant wins (difference > 0);
+- the mIoU at one fixed threshold (``--fixed-threshold``, default 0.25: the release reports VOC at 0.25
+  instead of each method's best), when that threshold is among the swept ones;
+- for runs with attention transfer, how well the global network fits its targets (``l2g transfer-fit``
+  on ``--fit-images`` training images): target A^c / global G^c on parts, bodies and background.
 
 Finished steps are skipped (a checkpoint, maps or sweep already there), so an interrupted benchmark
 continues where it stopped. It is a benchmark (minutes to tens of minutes on a CPU), not a test.
@@ -37,6 +41,8 @@ from pathlib import Path
 from l2g.config import METHODS, load_config
 
 DEFAULT_SEEDS = 3
+FIXED_THRESHOLD = 0.25  # the release's reported VOC threshold (evaluate_mthr_voc.py sweeps 0.10-0.30)
+FIT_IMAGES = 120
 
 
 @dataclass(frozen=True)
@@ -112,6 +118,16 @@ def summarize(runs: list[SeedRun], labels: list[str], reference: str | None) -> 
         if attention:  # mean own-class attention on parts / bodies / background (see l2g.evaluation.parts)
             row["attention"] = {key: mean_std([a[key] for a in attention if a[key] is not None])[0]
                                 for key in ("part", "body", "background")}
+        fixed = [r.extra["fixed"]["miou"] for r in runs if r.label == label and r.extra.get("fixed")]
+        if fixed:
+            row["fixed"] = {"threshold": next(r.extra["fixed"]["threshold"] for r in runs
+                                              if r.label == label and r.extra.get("fixed")),
+                            "miou": fixed, "mean": mean_std(fixed)[0]}
+        fits = [r.extra["fit"] for r in runs if r.label == label and r.extra.get("fit")]
+        if fits:  # mean over seeds of target A^c and global G^c per region
+            row["fit"] = {region: {key: mean_std([f[region][key] for f in fits if region in f])[0]
+                                   for key in ("target", "global")}
+                          for region in FIT_REGIONS if any(region in f for f in fits)}
         if reference is not None and label != reference:
             row["vs_reference"] = paired_differences(runs, label, reference)
         summary[label] = row
@@ -122,8 +138,11 @@ def format_markdown(summary: dict, reference: str | None, title: str = "") -> st
     """The table (mIoU in points): mean +- std, per seed, paired difference to the reference, wins."""
     lines = [title, ""] if title else []
     ref = f" − {reference} (mean ± std)" if reference else ""
-    lines += [f"| variant | pseudo-label mIoU, mean ± std | per seed | paired{ref} | wins | stuck warnings "
-              "| attention part / body / background |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    fixed_at = next((row["fixed"]["threshold"] for row in summary.values() if "fixed" in row), None)
+    fixed_head = f" | mIoU at {fixed_at:.2f}" if fixed_at is not None else ""
+    lines += [f"| variant | pseudo-label mIoU, mean ± std | per seed | paired{ref} | wins{fixed_head} | stuck warnings "
+              "| attention part / body / background | fit part / body / background (target → global) |",
+              "| --- " * (8 + (fixed_at is not None)) + "|"]
     for label, row in summary.items():
         per_seed = " / ".join(f"{100 * v:.1f}" for v in row["miou"])
         paired, wins = "-", "-"
@@ -134,12 +153,41 @@ def format_markdown(summary: dict, reference: str | None, title: str = "") -> st
         stuck = ", ".join(f"seed {s}" for s in row["stuck_seeds"]) or "none"
         attention = " / ".join(f"{row['attention'][k]:.2f}" for k in ("part", "body", "background")) \
             if "attention" in row else "-"
+        fixed = "" if fixed_at is None else (f" | {100 * row['fixed']['mean']:.1f}" if "fixed" in row else " | -")
+        fit = ", ".join(f"{row['fit'][k]['target']:.2f} → {row['fit'][k]['global']:.2f}"
+                        for k in FIT_REGIONS if k in row["fit"]) if "fit" in row else "-"
         lines.append(f"| {label} | {100 * row['mean']:.1f} ± {100 * row['std']:.1f} | {per_seed} | {paired} "
-                     f"| {wins} | {stuck} | {attention} |")
+                     f"| {wins}{fixed} | {stuck} | {attention} | {fit} |")
     return "\n".join(lines)
 
 
-def run_one(config, run_dir: Path, progress: bool) -> SeedRun:
+def miou_at(sweep: dict, threshold: float) -> float | None:
+    """The swept mIoU at ``threshold`` (None when it was not swept)."""
+    for value, miou in zip(sweep["thresholds"], sweep["miou"], strict=True):
+        if abs(value - threshold) < 1e-9:
+            return miou
+    return None
+
+
+def fit_summary(run_dir: Path, images: int, progress: bool) -> dict | None:
+    """Target A^c and global G^c of each region (part / body / background) of an L2G run, or None."""
+    from l2g.stages.transfer_fit import measure_transfer_fit
+
+    if images < 1:
+        return None
+    cached = run_dir / "transfer_fit.json"
+    result = json.loads(cached.read_text()) if cached.exists() else None
+    if result is None or result.get("images") != images:
+        result = measure_transfer_fit(run_dir, images, progress=progress)
+    return {region: {"target": row["target"], "global": row["global"]}
+            for region, row in result["regions"].items() if row is not None and region in FIT_REGIONS}
+
+
+FIT_REGIONS = ("part", "body", "background")
+
+
+def run_one(config, run_dir: Path, progress: bool, fixed_threshold: float = FIXED_THRESHOLD,
+            fit_images: int = FIT_IMAGES) -> SeedRun:
     """Train (unless finished), infer maps and sweep thresholds of one run; its row of the table."""
     from l2g.stages.cams import infer_cams
     from l2g.stages.common import split_samples
@@ -155,13 +203,22 @@ def run_one(config, run_dir: Path, progress: bool) -> SeedRun:
     warnings = [w for w in metrics.get("warnings", []) if "stuck" in w]
     samples = split_samples(config, config.cams.split, need_masks=True, check_images="exists")
     attention = attention_on_parts(config, samples, run_dir / "cams")  # None unless the data mark parts
+    extra: dict = {"attention": attention} if attention else {}
+    fixed = miou_at(sweep, fixed_threshold)
+    if fixed is not None:
+        extra["fixed"] = {"threshold": fixed_threshold, "miou": fixed}
+    if config.method.name in ("l2g", "l2g_shape"):
+        fit = fit_summary(run_dir, fit_images, progress)
+        if fit:
+            extra["fit"] = fit
     return SeedRun("", config.seed, sweep["best"]["miou"], sweep["best"]["threshold"], metrics["minutes"],
-                   warnings[0] if warnings else None, {"attention": attention} if attention else {})
+                   warnings[0] if warnings else None, extra)
 
 
 def run_seeds(out: str | Path, variants: list[Variant], seeds: list[int], config: str = "synth",
               data_root: str | Path = "data/synth", overrides: list[str] | None = None,
-              reference: str | None = "cam", progress: bool = True) -> dict:
+              reference: str | None = "cam", progress: bool = True, fixed_threshold: float = FIXED_THRESHOLD,
+              fit_images: int = FIT_IMAGES) -> dict:
     """Run every variant on every seed into ``out`` and write ``seeds.json`` and ``seeds.md`` there."""
     from l2g.data.synth import SynthSpec, write_dataset
 
@@ -181,7 +238,8 @@ def run_seeds(out: str | Path, variants: list[Variant], seeds: list[int], config
     started = time.time()
     for seed in seeds:
         for variant in variants:
-            run = run_one(configs[(variant.label, seed)], out / f"seed{seed}" / variant.label, progress)
+            run = run_one(configs[(variant.label, seed)], out / f"seed{seed}" / variant.label, progress,
+                          fixed_threshold, fit_images)
             run.label = variant.label
             runs.append(run)
             print(f"seed {seed}  {variant.label:<24} mIoU {100 * run.miou:5.1f}  threshold {run.threshold:.2f}  "
@@ -216,6 +274,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default="data/synth", help="synthetic dataset root (written if absent)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="config override for every run (repeatable)")
+    parser.add_argument("--fixed-threshold", type=float, default=FIXED_THRESHOLD,
+                        help=f"also report mIoU at this swept threshold (default: {FIXED_THRESHOLD}, the release's)")
+    parser.add_argument("--fit-images", type=int, default=FIT_IMAGES,
+                        help=f"training images for the target fit of transfer runs (0: off; default {FIT_IMAGES})")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     if args.seeds < 1:
@@ -226,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         parser.error(str(error))
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
-    run_seeds(args.out, variants, seeds, args.config, args.data, args.overrides, args.reference, not args.quiet)
+    run_seeds(args.out, variants, seeds, args.config, args.data, args.overrides, args.reference, not args.quiet,
+              args.fixed_threshold, args.fit_images)
     return 0
 
 

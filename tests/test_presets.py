@@ -34,7 +34,7 @@ COCO = "coco14_resnet38_l2g_shape"
 VARIANTS = {
     "voc12_resnet38_cam": {"method.name": "cam"},
     "voc12_resnet38_local": {"method.name": "local"},
-    "voc12_resnet38_l2g": {"method.name": "l2g", "data.resize_short": [448, 672]},
+    "voc12_resnet38_l2g": {"method.name": "l2g"},
     "voc12_resnet38_l2g_shape_shared": {"model.shared_backbone": True},
     "voc12_resnet38_l2g_shape_global_cls": {"method.global_cls_weight": 1.0},
     "voc12_resnet38_l2g_shape_grid": {"views.strategy": "grid"},

@@ -95,6 +95,27 @@ def test_two_seeds_end_to_end(tiny_root, tmp_path, capsys):
     assert cells[2] == f"{100 * miou['kl', 0]:.1f} / {100 * miou['kl', 1]:.1f}"
     assert cells[3].startswith(f"{100 * (diffs[0] + diffs[1]) / 2:+.1f} ± ")
     assert cells[4] == f"{sum(d > 0 for d in diffs)}/2"
+    # the release's fixed threshold (0.25) is read from each run's sweep; the transfer run gets its target fit
+    for label in ("cam", "kl"):
+        sweeps = [json.loads((out / f"seed{s}" / label / "sweep.json").read_text()) for s in (0, 1)]
+        at = [sw["miou"][[round(t, 2) for t in sw["thresholds"]].index(0.25)] for sw in sweeps]
+        assert summary[label]["fixed"]["miou"] == pytest.approx(at)
+        assert cells_of(markdown, label)[5] == f"{100 * sum(at) / 2:.1f}"
+    assert "fit" not in summary["cam"] and cells_of(markdown, "cam")[-1] == "-"
+    fit = summary["kl"]["fit"]
+    assert set(fit) == {"part", "body", "background"}
+    assert all(0 <= fit[r][k] <= 1 for r in fit for k in ("target", "global"))
+    saved = json.loads((out / "seed0" / "kl" / "transfer_fit.json").read_text())
+    assert per_run_fit(report, "kl", 0)["body"]["global"] == pytest.approx(saved["regions"]["body"]["global"])
     # a rerun finds every step done and reproduces the table
     assert main(args) == 0
     assert (out / "seeds.md").read_text() == markdown
+
+
+def cells_of(markdown: str, label: str) -> list[str]:
+    row = next(line for line in markdown.splitlines() if line.startswith(f"| {label} |"))
+    return [c.strip() for c in row.strip("|").split("|")]
+
+
+def per_run_fit(report: dict, label: str, seed: int) -> dict:
+    return next(r["extra"]["fit"] for r in report["runs"] if r["label"] == label and r["seed"] == seed)
