@@ -34,7 +34,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from l2g.config import METHODS, load_config
+from l2g.config import load_config
+from l2g.method.registry import METHODS
 
 DEFAULT_SEEDS = 3
 

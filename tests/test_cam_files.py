@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from l2g import atomic
 from l2g.cli import main
 from l2g.data.cam_files import FLOAT16_MAX_ERROR, class_maps, find_cams_file, load_cams, read_cams_file, save_cams
-from l2g.engine import atomic
 
 
 def maps_of(rng, shape=(7, 9), classes=(4, 1, 11)):

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from l2g import atomic
 from l2g.config import Config, load_config
 from l2g.data.voc_layout import Sample, class_names, load_split
-from l2g.engine import atomic
 
 
 def pick_device(config: Config) -> torch.device:
@@ -72,5 +72,5 @@ def dataset_class_names(config: Config) -> list[str]:
 
 
 def write_json(path: str | Path, payload: dict) -> None:
-    """Write JSON atomically (see l2g.engine.atomic), so a reader never sees half a file."""
+    """Write JSON atomically (see l2g.atomic), so a reader never sees half a file."""
     atomic.write_json(path, payload)
