@@ -142,8 +142,8 @@ def format_markdown(summary: dict, reference: str | None, title: str = "") -> st
 
 def run_one(config, run_dir: Path, progress: bool) -> SeedRun:
     """Train (unless finished), infer maps and sweep thresholds of one run; its row of the table."""
+    from l2g.data.splits import split_samples
     from l2g.stages.cams import infer_cams
-    from l2g.stages.common import split_samples
     from l2g.stages.demo import attention_on_parts
     from l2g.stages.eval_cams import evaluate_cams
     from l2g.stages.train import train

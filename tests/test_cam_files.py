@@ -148,8 +148,8 @@ def test_export_cams_both_ways(tmp_path, capsys):
 def test_eval_cams_pseudo_and_report_read_both_formats_alike(tiny_root, tmp_path):
     from l2g.config import load_config
     from l2g.data.images import read_mask
+    from l2g.data.splits import split_samples
     from l2g.report.html_report import read_maps
-    from l2g.stages.common import split_samples
     from l2g.stages.eval_cams import evaluate_cams
     from l2g.stages.pseudo import write_pseudo_masks
 
