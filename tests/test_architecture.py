@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -259,6 +261,16 @@ def test_imports_run_down_the_layers(graph_and_names):
     graph, _ = graph_and_names
     found = upward_imports(graph)
     assert not found, "imports from a lower package to a higher one (see LAYERS):\n    " + "\n    ".join(found)
+
+
+def test_the_name_tables_and_the_config_import_no_torch_numpy_or_pil():
+    """The registries are torch-free so that validating a config imports none of what does the work."""
+    light = sorted(m for m in module_files(PACKAGE) if m.endswith(".registry")) + ["l2g.errors", "l2g.config"]
+    code = (f"import importlib, sys; [importlib.import_module(m) for m in {light!r}]; "
+            "print(sorted(m for m in ('torch', 'numpy', 'PIL') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["[]"], f"{light} import {result.stdout.strip()}"
 
 
 def test_the_library_knows_nothing_of_the_command_line(graph_and_names):

@@ -10,7 +10,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from l2g.data.registry import CAM_DTYPES, CAM_FORMATS, CHECK_MODES, INTERPOLATIONS, LABEL_SOURCE_NAMES, RESIZE_MODES
+from l2g.data.registry import (
+    CAM_DTYPES,
+    CAM_FORMATS,
+    CHECK_MODES,
+    INTERPOLATIONS,
+    LABEL_SOURCE_NAMES,
+    RESIZE_MODES,
+    VIEW_STRATEGIES,
+)
 from l2g.errors import ConfigError
 from l2g.method.registry import (
     BACKGROUNDS,
@@ -24,7 +32,6 @@ from l2g.method.registry import (
 from l2g.models.registry import BACKBONE_NAMES, BACKBONES, HEAD_INITS
 from l2g.segmentation.registry import CRF_PRESETS, SEG_ARCH_NAMES
 
-VIEW_STRATEGIES = ("corners+random", "random", "grid")
 # data.format -> default (image folder, mask folder); "{split}" is replaced by the split's name.
 DATA_FORMATS = {
     "voc": ("JPEGImages", "SegmentationClassAug"),  # PASCAL VOC 2012 + SBD (l2g prepare voc)

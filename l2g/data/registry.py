@@ -1,7 +1,7 @@
 """The data domain's choice lists and label sources, torch-, numpy- and PIL-free, so the config validates
 them without importing what reads the data. Each list lives here only: the modules that implement it
 (:mod:`l2g.data.cam_files`, :mod:`l2g.data.classification`, :mod:`l2g.data.voc_layout`,
-:mod:`l2g.data.label_sources`) and :mod:`l2g.config.validation` read it.
+:mod:`l2g.data.label_sources`, :mod:`l2g.data.view_boxes`) and :mod:`l2g.config.validation` read it.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ CAM_DTYPES = ("float16", "float32")  # cams.dtype: what an npz file stores
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
 RESIZE_MODES = ("short_side", "square")  # data.resize_mode (l2g.data.classification)
 CHECK_MODES = ("exists", "decode")  # data.check_images: how images are checked before a stage runs
+VIEW_STRATEGIES = ("corners+random", "random", "grid")  # views.strategy (l2g.data.view_boxes)
 
 # The VOC layout's folders and files that label sources default to (l2g.data.voc_layout reads the rest).
 SPLIT_FOLDER = "ImageSets/Segmentation"  # <split>.txt id lists and <split>_cls.txt label lists
