@@ -9,17 +9,18 @@ module is a cycle: the test names it with its edges.
 The packages stand in layers, lowest first (``LAYERS``); a module imports its own package and the
 packages of its layer or below, never one above (the test names each upward edge):
 
-    ground floor   l2g.errors (the user-facing errors), l2g.atomic (file writes), l2g.faults, l2g.compat,
-                   and every package's torch-free name table, l2g.<package>.registry
-    config         typed configuration, validated against the registries
-    data, models   datasets and files on disk; networks
-    engine, optim  the training loop, checkpoints, runs, distributed helpers; optimisers and schedules
-    method         the training methods (L2G and its baselines) and their losses, targets and maps
+    ground floor         l2g.errors (the user-facing errors), l2g.atomic (file writes), l2g.faults, l2g.compat,
+                         and every package's torch-free name table, l2g.<package>.registry
+    config               typed configuration, validated against the registries
+    data, models, optim  datasets and files on disk; networks; optimisers and lr schedules
+    engine               the training loop, checkpoints, runs, distributed helpers
+    method               the training methods (L2G and its baselines) and their losses, targets and maps
     evaluation, segmentation
-    report         documents, plots and run reports
-    stages         what one command does, end to end
-    api, l2g       the Python API (``import l2g``)
-    cli            the command line (``l2g ...``, ``python -m l2g``)
+                         metrics and threshold sweeps; segmentation networks, CRF, inference
+    report               documents, plots and run reports
+    stages               what one command does, end to end
+    api, l2g             the Python API (``import l2g``)
+    cli                  the command line (``l2g ...``, ``python -m l2g``)
 
 A registry is read from anywhere (it counts as the ground floor for its importers) and builds from its
 own package or below (its own imports count at its package's layer).
@@ -47,8 +48,8 @@ COMMAND_LINE_MODULES = ("argparse", "l2g.cli")
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("l2g.errors", "l2g.atomic", "l2g.faults", "l2g.compat"),
     ("l2g.config",),
-    ("l2g.data", "l2g.models"),
-    ("l2g.engine", "l2g.optim"),
+    ("l2g.data", "l2g.models", "l2g.optim"),
+    ("l2g.engine",),
     ("l2g.method",),
     ("l2g.evaluation", "l2g.segmentation"),
     ("l2g.report",),
