@@ -23,6 +23,7 @@ from l2g.errors import ConfigError
 from l2g.method.registry import (
     BACKGROUNDS,
     MAP_RESIZES,
+    MAP_UPSAMPLES,
     METHOD_NAMES,
     SHAPE_BACKGROUNDS,
     SHAPE_FORMS,
@@ -64,7 +65,7 @@ def check_config(config: Any) -> None:
     _choice("views.strategy", config.views.strategy, VIEW_STRATEGIES)
     _choice("optim.schedule", config.optim.schedule, ("step", "poly"))
     _choice("cams.source", config.cams.source, ("auto", "logits", "softmax"))
-    _choice("cams.upsample", config.cams.upsample, ("bicubic", "bilinear"))
+    _choice("cams.upsample", config.cams.upsample, MAP_UPSAMPLES)
     _choice("cams.resize", config.cams.resize, MAP_RESIZES)
     _choice("cams.format", config.cams.format, CAM_FORMATS)
     _choice("cams.dtype", config.cams.dtype, CAM_DTYPES)

@@ -43,8 +43,10 @@ BACKGROUNDS = ("release", "complement")
 # method.shape_form / method.shape_background: shape transfer's variants (l2g.method.targets.shape_targets).
 SHAPE_FORMS = ("release", "paper")
 SHAPE_BACKGROUNDS = ("binary", "attention")
-# cams.resize: how a test image is resized per scale (l2g.method.cam.scaled_inputs).
+# cams.resize: how a test image is resized per scale (l2g.method.cam.scaled_inputs); cams.upsample: the
+# torch interpolation mode that brings each scale's maps to the image size (l2g.method.cam.multiscale_maps).
 MAP_RESIZES = ("pil_bicubic", "tensor_bilinear")
+MAP_UPSAMPLES = ("bicubic", "bilinear")
 
 # method.view_gate: how the local classifier's own score for a class on a view gates that class's target
 # on the view (l2g.method.targets.view_presence): "off" (the release: every view inherits every image label
