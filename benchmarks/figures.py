@@ -244,7 +244,7 @@ def sweep_speed(config: Config, workdir: Path, thresholds: tuple[float, ...], re
     """
     from l2g.data.cam_files import save_cams
     from l2g.data.images import read_mask
-    from l2g.stages.common import split_samples
+    from l2g.data.splits import split_samples
     from l2g.stages.eval_cams import evaluate_cams, sweep_workers
 
     config = copy.deepcopy(config)

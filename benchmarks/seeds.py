@@ -38,7 +38,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from l2g.config import METHODS, load_config
+from l2g.config import load_config
+from l2g.method.registry import METHODS
 
 DEFAULT_SEEDS = 3
 FIXED_THRESHOLD = 0.25  # the release's reported VOC threshold (evaluate_mthr_voc.py sweeps 0.10-0.30)
@@ -189,8 +190,8 @@ FIT_REGIONS = ("part", "body", "background")
 def run_one(config, run_dir: Path, progress: bool, fixed_threshold: float = FIXED_THRESHOLD,
             fit_images: int = FIT_IMAGES) -> SeedRun:
     """Train (unless finished), infer maps and sweep thresholds of one run; its row of the table."""
+    from l2g.data.splits import split_samples
     from l2g.stages.cams import infer_cams
-    from l2g.stages.common import split_samples
     from l2g.stages.demo import attention_on_parts
     from l2g.stages.eval_cams import evaluate_cams
     from l2g.stages.train import train

@@ -38,7 +38,7 @@ def run_stage(stage: str, run: str, split: str, out: str, cams: str, overrides: 
             train(config, run_dir, progress=False)
             extra["iterations"] = json.loads((run_dir / "train_metrics.json").read_text())["iterations"]
     elif stage in ("check", "check_cached"):
-        from l2g.stages.common import split_samples
+        from l2g.data.splits import split_samples
 
         if stage == "check":
             cache = os.environ.get("L2G_CACHE_DIR")

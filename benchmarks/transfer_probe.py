@@ -32,11 +32,12 @@ import torch
 
 from l2g.config import load_config
 from l2g.data.classification import ClassificationDataset
+from l2g.data.splits import split_samples
 from l2g.engine.loader import EpochSampler
 from l2g.method.diagnostics import stuck_share
 from l2g.method.methods import L2GMethod, build_method
 from l2g.optim import build_optimizer, learning_rate
-from l2g.stages.common import seed_everything, set_threads, split_samples
+from l2g.stages.common import seed_everything, set_threads
 
 COLUMNS = ("bg_share", "target_class", "margin_bg", "margin_taught", "pmax", "sat", "kt_stuck", "grad_head",
            "grad_backbone", "feat_sq", "feat_shared", "loss_kt")

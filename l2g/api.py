@@ -267,9 +267,9 @@ class AttentionMapper:
                  checkpoint: str | Path | None = None, overrides: Overrides = None) -> AttentionMapper:
         """The inference network of ``<run>/checkpoints/final.pt`` (or ``checkpoint``) with the run's
         config; ``overrides`` change inference settings, e.g. ``{"cams.scales": [1.0]}``."""
+        from l2g.data.splits import dataset_class_names
         from l2g.data.voc_layout import DatasetError
         from l2g.stages.cams import load_inference_net
-        from l2g.stages.common import dataset_class_names
 
         config = load_run_config(run_dir, overrides)
         chosen = resolve_device(device, config.device)

@@ -44,5 +44,6 @@ def learning_rate(cfg: OptimConfig, iteration: int, total: int, iters_per_epoch:
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, base_lr: float) -> None:
+    """Set every parameter group's lr to ``base_lr`` x its ``lr_mult`` (1 for a group without one)."""
     for group in optimizer.param_groups:
-        group["lr"] = base_lr * group["lr_mult"]
+        group["lr"] = base_lr * group.get("lr_mult", 1.0)

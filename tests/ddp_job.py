@@ -12,8 +12,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from l2g import atomic
 from l2g.config import load_config
-from l2g.engine import atomic, distributed
+from l2g.engine import distributed
 from l2g.stages.cams import infer_cams
 from l2g.stages.predict import predict_images
 from l2g.stages.pseudo import write_pseudo_masks

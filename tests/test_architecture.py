@@ -5,12 +5,33 @@ module level and inside functions, ``importlib.import_module("l2g....")`` calls 
 string constants that name an l2g module (``"l2g.models.resnet38"`` or ``"l2g.models.resnet38:ResNet38"``),
 which is how registries point at what they build lazily. A strongly connected component of more than one
 module is a cycle: the test names it with its edges.
+
+The packages stand in layers, lowest first (``LAYERS``); a module imports its own package and the
+packages of its layer or below, never one above (the test names each upward edge):
+
+    ground floor         l2g.errors (the user-facing errors), l2g.atomic (file writes), l2g.faults, l2g.compat,
+                         and every package's torch-free name table, l2g.<package>.registry
+    config               typed configuration, validated against the registries
+    data, models, optim  datasets and files on disk; networks; optimisers and lr schedules
+    engine               the training loop, checkpoints, runs, distributed helpers
+    method               the training methods (L2G and its baselines) and their losses, targets and maps
+    evaluation, segmentation
+                         metrics and threshold sweeps; segmentation networks, CRF, inference
+    report               documents, plots and run reports
+    stages               what one command does, end to end
+    api, l2g             the Python API (``import l2g``)
+    cli                  the command line (``l2g ...``, ``python -m l2g``)
+
+A registry is read from anywhere (it counts as the ground floor for its importers) and builds from its
+own package or below (its own imports count at its package's layer).
 """
 
 from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,6 +44,19 @@ MODULE_NAME = re.compile(r"^l2g(\.[a-z_][a-z0-9_]*)+(:[A-Za-z_][A-Za-z0-9_]*)?$"
 LIBRARY_PACKAGES = ("l2g.stages", "l2g.method", "l2g.models", "l2g.data", "l2g.engine", "l2g.evaluation",
                     "l2g.segmentation", "l2g.report", "l2g.config", "l2g.compat", "l2g.api")
 COMMAND_LINE_MODULES = ("argparse", "l2g.cli")
+
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("l2g.errors", "l2g.atomic", "l2g.faults", "l2g.compat"),
+    ("l2g.config",),
+    ("l2g.data", "l2g.models", "l2g.optim"),
+    ("l2g.engine",),
+    ("l2g.method",),
+    ("l2g.evaluation", "l2g.segmentation"),
+    ("l2g.report",),
+    ("l2g.stages",),
+    ("l2g.api", "l2g"),
+    ("l2g.cli", "l2g.__main__"),
+)
 
 MAX_LINES = 400
 # Modules allowed above MAX_LINES, each with its reason (none today).
@@ -131,6 +165,29 @@ def describe_cycles(graph: dict[str, set[str]], components: list[list[str]]) -> 
     return "\n".join(lines)
 
 
+def package_of(module: str, layers: tuple[tuple[str, ...], ...] = LAYERS) -> str | None:
+    """The entry of ``layers`` that ``module`` belongs to (the longest that contains it), if any."""
+    found = [p for layer in layers for p in layer if module == p or (p != "l2g" and module.startswith(f"{p}."))]
+    return max(found, key=len) if found else None
+
+
+def layer_of(module: str, importing: bool, layers: tuple[tuple[str, ...], ...] = LAYERS) -> int:
+    """The layer of ``module`` as an importer (``importing``) or as what is imported: a registry is on
+    the ground floor for those who import it, at its package's layer for what it imports."""
+    if not importing and module.rpartition(".")[2] == "registry":
+        return 0
+    package = package_of(module, layers)
+    return next(i for i, layer in enumerate(layers) if package in layer)
+
+
+def upward_imports(graph: dict[str, set[str]], layers: tuple[tuple[str, ...], ...] = LAYERS) -> list[str]:
+    """``a -> b`` for every import of ``graph`` from a package to one in a higher layer."""
+    return [f"{a} -> {b} (layer {layer_of(a, True, layers)} imports layer {layer_of(b, False, layers)})"
+            for a in sorted(graph) for b in sorted(graph[a])
+            if package_of(a, layers) != package_of(b, layers)
+            and layer_of(a, True, layers) < layer_of(b, False, layers)]
+
+
 def _inside(module: str, packages: tuple[str, ...]) -> bool:
     return any(module == p or module.startswith(f"{p}.") for p in packages)
 
@@ -164,6 +221,22 @@ def test_the_graph_sees_function_level_string_and_registry_imports(tmp_path):
     assert cycles(graph) == []
 
 
+def test_the_layer_check_names_an_upward_import(tmp_path):
+    package = _write_package(tmp_path, {
+        "l2g/__init__.py": "",
+        "l2g/low/__init__.py": "",
+        "l2g/low/registry.py": "def build():\n    from l2g.low import impl\n",
+        "l2g/low/impl.py": "from l2g.high import use\n",
+        "l2g/high/__init__.py": "",
+        "l2g/high/use.py": "from l2g.low.registry import build\nfrom l2g.low import impl\n",
+    })
+    layers = (("l2g.low",), ("l2g.high", "l2g"))
+    graph, _ = import_graph(package)
+    assert upward_imports(graph, layers) == ["l2g.low.impl -> l2g.high.use (layer 0 imports layer 1)"]
+    graph["l2g.low.impl"] = set()
+    assert upward_imports(graph, layers) == []
+
+
 # --- the package --------------------------------------------------------------------------------------
 
 
@@ -177,6 +250,28 @@ def test_imports_form_a_tree(graph_and_names):
     assert len(graph) > 50  # the package was found
     found = cycles(graph)
     assert not found, "import cycles in l2g:\n" + describe_cycles(graph, found)
+
+
+def test_every_module_has_a_layer(graph_and_names):
+    graph, _ = graph_and_names
+    assert not [m for m in graph if package_of(m) is None], "modules outside LAYERS"
+    assert all(package_of(p) == p for layer in LAYERS for p in layer if p != "l2g")
+
+
+def test_imports_run_down_the_layers(graph_and_names):
+    graph, _ = graph_and_names
+    found = upward_imports(graph)
+    assert not found, "imports from a lower package to a higher one (see LAYERS):\n    " + "\n    ".join(found)
+
+
+def test_the_name_tables_and_the_config_import_no_torch_numpy_or_pil():
+    """The registries are torch-free so that validating a config imports none of what does the work."""
+    light = sorted(m for m in module_files(PACKAGE) if m.endswith(".registry")) + ["l2g.errors", "l2g.config"]
+    code = (f"import importlib, sys; [importlib.import_module(m) for m in {light!r}]; "
+            "print(sorted(m for m in ('torch', 'numpy', 'PIL') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["[]"], f"{light} import {result.stdout.strip()}"
 
 
 def test_the_library_knows_nothing_of_the_command_line(graph_and_names):

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from l2g import atomic
 from l2g.cli import main
 from l2g.data.cam_files import FLOAT16_MAX_ERROR, class_maps, find_cams_file, load_cams, read_cams_file, save_cams
-from l2g.engine import atomic
 
 
 def maps_of(rng, shape=(7, 9), classes=(4, 1, 11)):
@@ -148,8 +148,8 @@ def test_export_cams_both_ways(tmp_path, capsys):
 def test_eval_cams_pseudo_and_report_read_both_formats_alike(tiny_root, tmp_path):
     from l2g.config import load_config
     from l2g.data.images import read_mask
+    from l2g.data.splits import split_samples
     from l2g.report.html_report import read_maps
-    from l2g.stages.common import split_samples
     from l2g.stages.eval_cams import evaluate_cams
     from l2g.stages.pseudo import write_pseudo_masks
 

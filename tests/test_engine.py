@@ -15,8 +15,9 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from l2g import atomic
 from l2g.config import ConfigError, load_config, to_dict
-from l2g.engine import atomic, checkpoint, markers
+from l2g.engine import checkpoint, markers
 from l2g.engine.guards import NonFiniteError, ensure_free_space, human_bytes
 from l2g.engine.loader import EpochSampler, epoch_permutation
 from l2g.engine.precision import resolve_precision
@@ -68,7 +69,7 @@ def test_remove_partials_deletes_only_temporaries(tmp_path):
 def test_os_replace_lives_in_the_one_atomic_helper():
     users = [p.relative_to(ROOT).as_posix() for p in (ROOT / "l2g").rglob("*.py")
              if re.search(r"\bos\.replace\(", p.read_text())]
-    assert users == ["l2g/engine/atomic.py"]
+    assert users == ["l2g/atomic.py"]
 
 
 # --- checkpoints --------------------------------------------------------------------------------------

@@ -12,8 +12,8 @@ import pytest
 
 from l2g.config import ConfigError, load_config
 from l2g.data.images import read_mask
+from l2g.data.splits import split_samples
 from l2g.stages import eval_cams
-from l2g.stages.common import split_samples
 from l2g.stages.eval_cams import evaluate_cams, sweep_workers
 
 

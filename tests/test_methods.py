@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from l2g.config import load_config
-from l2g.method.methods import CamMethod, L2GMethod, LocalMethod, build_method
+from l2g.method.methods import CamMethod, L2GMethod, LocalMethod, Method, build_method, method_class
+from l2g.method.registry import METHODS
 
 
 def tiny_config(method: str, *extra: str):
@@ -40,6 +41,15 @@ def test_build_method_and_losses_are_finite(name, cls):
     assert torch.isfinite(losses["loss"])
     assert losses["loss"].requires_grad
     assert method.uses_saliency == (name == "l2g_shape")
+
+
+def test_every_method_row_resolves_to_a_method_class():
+    """The torch-free table (l2g.method.registry) names each method's class; l2g.method.methods resolves it."""
+    for name, entry in METHODS.items():
+        cls = method_class(name)
+        assert issubclass(cls, Method) and cls.__name__ == entry.cls
+    with pytest.raises(ValueError, match="unknown method"):
+        method_class("nope")
 
 
 def grads(loss: torch.Tensor, module: torch.nn.Module) -> list[torch.Tensor]:

@@ -18,8 +18,8 @@ from l2g.data.errors import DatasetError
 from l2g.data.labels import read_class_list
 from l2g.data.palette import IGNORE_INDEX, load_mask
 from l2g.data.prepare_coco import MASK_DIR, prepare_coco, semantic_mask
+from l2g.data.splits import dataset_class_names, split_samples
 from l2g.data.voc_layout import read_id_list
-from l2g.stages.common import dataset_class_names, split_samples
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """What happens when things go wrong, end to end through the ``l2g`` command on the tiny dataset.
 
 Processes that must die are real subprocesses killed with SIGKILL; ``L2G_FAULT_HOLD`` (see
-l2g/engine/faults.py) parks them at a known point first so the kill lands mid-epoch / mid-write every
+l2g/faults.py) parks them at a known point first so the kill lands mid-epoch / mid-write every
 time. Everything else runs in-process through ``l2g.cli.main``.
 """
 

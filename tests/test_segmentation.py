@@ -14,12 +14,12 @@ from PIL import Image
 from l2g.config import ConfigError, CrfConfig, SegConfig, load_config
 from l2g.data.images import read_user_image
 from l2g.data.palette import save_mask
+from l2g.data.splits import split_samples
 from l2g.segmentation.crf import PRESETS, crf_params, dense_crf, refine_labels
 from l2g.segmentation.data import SegmentationDataset, pseudo_mask_paths
 from l2g.segmentation.inference import predict_probs, segment
 from l2g.segmentation.loading import build_seg_model, load_pretrained, load_seg_checkpoint, model_spec
 from l2g.segmentation.models import DeepLabSmall, vgg_fc_to_largefov
-from l2g.stages.common import split_samples
 from l2g.stages.seg_train import segmentation_loss
 
 SMALL = SegConfig(arch="deeplab_small", width=4, aspp_rates=(1, 2))

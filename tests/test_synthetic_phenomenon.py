@@ -13,10 +13,10 @@ from PIL import Image
 from l2g.config import load_config
 from l2g.data.cam_files import load_cams
 from l2g.data.images import read_mask
+from l2g.data.splits import split_samples
 from l2g.data.synth import PARTS_DIR, SynthSpec, write_dataset
 from l2g.evaluation.parts import PartBodyAttention
 from l2g.stages.cams import infer_cams
-from l2g.stages.common import split_samples
 from l2g.stages.train import train
 
 

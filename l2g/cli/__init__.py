@@ -106,18 +106,15 @@ def _main(argv: list[str] | None) -> int:
         error.parser.print_usage(sys.stderr)
         print(f"{error.parser.prog}: error: {error.message}", file=sys.stderr)
         return 2
-    from l2g.config import ConfigError
-    from l2g.data.errors import DatasetError
     from l2g.engine import distributed
-    from l2g.engine.guards import NonFiniteError, NotEnoughDiskSpace
+    from l2g.errors import MESSAGE_ERRORS
 
     failed = True
     try:
         code = int(args.handler(args))
         failed = False
         return code
-    except (ConfigError, DatasetError, FileNotFoundError, FileExistsError, ValueError, NonFiniteError,
-            NotEnoughDiskSpace) as error:
+    except MESSAGE_ERRORS as error:
         print(f"l2g {args.command}: error: {error}", file=sys.stderr)
         return 2
     finally:

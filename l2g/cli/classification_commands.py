@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 
 from l2g.cli.options import Command, add_overrides, add_quiet, add_run, add_training_run
-from l2g.data.cam_files import CAM_DTYPES, CAM_FORMATS
+from l2g.data.registry import CAM_DTYPES, CAM_FORMATS
 
 TRAIN_EPILOG = """examples:
   l2g train synth --out runs/l2g_shape --set method.name=l2g_shape --set optim.epochs=4

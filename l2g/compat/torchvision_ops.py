@@ -1,11 +1,12 @@
 """torchvision on a CPU-only torch whose torchvision wheel is a CUDA build.
 
-On this project's CPU machines the only torchvision 0.28 wheel is built for CUDA: its compiled
-extension does not load, and ``import torchvision`` then fails because its meta registrations refer to
-``torchvision::nms``. When (and only when) the extension is missing, this module declares the missing
-operator schemas so the import succeeds, and routes ``roi_align`` to torchvision's pure-PyTorch
-reference. With a working torchvision (a normal GPU install) nothing is patched and the real op runs.
-Without torchvision at all, ``roi_align_op`` raises an ImportError saying what to install.
+Where the only torchvision wheel that matches the installed torch is a CUDA build (torchvision 0.28 next
+to a CPU-only torch), its compiled extension does not load, and ``import torchvision`` then fails because
+its meta registrations refer to ``torchvision::nms``. When (and only when) the extension is missing,
+this module declares the missing operator schemas so the import succeeds, and routes ``roi_align`` to
+torchvision's pure-PyTorch reference. With a working torchvision (a normal GPU install) nothing is
+patched and the real op runs. Without torchvision at all, ``roi_align_op`` raises an ImportError saying
+what to install.
 """
 
 from __future__ import annotations

@@ -42,11 +42,7 @@ from l2g.config.schema import (
     ViewsConfig,
 )
 from l2g.config.validation import (
-    CRF_PRESETS,
     DATA_FORMATS,
-    INTERPOLATIONS,
-    LABEL_SOURCES,
-    METHODS,
     PRETRAINED_DATASETS,
     VIEW_STRATEGIES,
     ConfigError,
@@ -56,8 +52,8 @@ from l2g.models.registry import BACKBONE_NAMES, IMAGENET_MEAN, IMAGENET_STD
 from l2g.segmentation.registry import SEG_ARCH_NAMES
 
 __all__ = [
-    "BACKBONE_NAMES", "BASE_KEY", "CRF_PRESETS", "DATA_FORMATS", "IMAGENET_MEAN", "IMAGENET_STD", "INTERPOLATIONS",
-    "LABEL_SOURCES", "METHODS", "PRESETS_DIR", "PRETRAINED_DATASETS", "SEG_ARCH_NAMES", "VIEW_STRATEGIES",
+    "BACKBONE_NAMES", "BASE_KEY", "DATA_FORMATS", "IMAGENET_MEAN", "IMAGENET_STD", "PRESETS_DIR",
+    "PRETRAINED_DATASETS", "SEG_ARCH_NAMES", "VIEW_STRATEGIES",
     "CamsConfig", "Config", "ConfigError", "CrfConfig", "DataConfig", "EvalConfig", "MethodConfig", "ModelConfig",
     "OptimConfig", "PseudoCrfConfig", "RuntimeConfig", "SegConfig", "ViewsConfig", "apply_override", "check_config",
     "flatten", "from_dict", "load_config", "merge_configs", "preset_names", "read_config_file", "resolve_base_path",

@@ -209,7 +209,7 @@ def unflatten(flat: dict[str, object]) -> dict:
 
 
 def save_config(config: Config, path: str | Path) -> None:
-    from l2g.engine.atomic import write_text
+    from l2g.atomic import write_text
 
     write_text(path, yaml.safe_dump(to_dict(config), sort_keys=False))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from l2g.config.validation import DATA_FORMATS, check_config
+from l2g.method.registry import METHODS
 from l2g.models.registry import BACKBONES, IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -264,9 +265,10 @@ class Config:
 
     @property
     def cams_use_softmax(self) -> bool:
-        if self.cams.source == "auto":
-            return self.method.name in ("l2g", "l2g_shape")
-        return self.cams.source == "softmax"
+        """Whether attention maps are read through the softmax: ``cams.source``, or with ``auto`` the way
+        the method's own row says (l2g.method.registry.METHODS)."""
+        source = METHODS[self.method.name].maps if self.cams.source == "auto" else self.cams.source
+        return source == "softmax"
 
     @property
     def shape_threshold(self) -> float:

@@ -2,27 +2,37 @@
 
 :func:`check_config` runs on every config loaded (``Config.validate``); a value that breaks a rule is a
 :class:`ConfigError` naming the key, before anything runs. Torch-free: the backbone and segmentation
-network names and the label sources come from their registries, which import no torch.
+lists come from the registries of the packages that implement them (``l2g.<package>.registry``), which
+import no torch; the lists below are the config's own.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from l2g.data.label_sources import LABEL_SOURCES
-from l2g.method.registry import VIEW_GATES
-from l2g.models.registry import BACKBONE_NAMES, BACKBONES
-from l2g.segmentation.registry import SEG_ARCH_NAMES
+from l2g.data.registry import (
+    CAM_DTYPES,
+    CAM_FORMATS,
+    CHECK_MODES,
+    INTERPOLATIONS,
+    LABEL_SOURCE_NAMES,
+    RESIZE_MODES,
+    VIEW_STRATEGIES,
+)
+from l2g.errors import ConfigError
+from l2g.method.registry import (
+    BACKGROUNDS,
+    MAP_RESIZES,
+    MAP_UPSAMPLES,
+    METHOD_NAMES,
+    SHAPE_BACKGROUNDS,
+    SHAPE_FORMS,
+    TRANSFER_LOSSES,
+    VIEW_GATES,
+)
+from l2g.models.registry import BACKBONE_NAMES, BACKBONES, HEAD_INITS
+from l2g.segmentation.registry import CRF_PRESETS, SEG_ARCH_NAMES
 
-
-class ConfigError(ValueError):
-    """A configuration value or key that cannot be used."""
-
-
-METHODS = ("cam", "local", "l2g", "l2g_shape")
-VIEW_STRATEGIES = ("corners+random", "random", "grid")
-TRANSFER_LOSSES = ("mse", "kl")  # = l2g.method.losses.TRANSFER_LOSSES (tests/test_transfer_remedies.py)
-HEAD_INITS = ("xavier", "torch", "zero")  # model.head_init, read by l2g.models.attention_net
 # data.format -> default (image folder, mask folder); "{split}" is replaced by the split's name.
 DATA_FORMATS = {
     "voc": ("JPEGImages", "SegmentationClassAug"),  # PASCAL VOC 2012 + SBD (l2g prepare voc)
@@ -30,9 +40,7 @@ DATA_FORMATS = {
     "coco": ("{split}", "SegmentationClass"),  # COCO's train2014/ val2014/ + masks of l2g prepare coco
     "custom": ("images", "masks"),  # a folder of images + a label list (CSV or train_cls.txt form)
 }
-CRF_PRESETS = ("deeplab", "deeplab_largefov", "psa", "irn")
 PRETRAINED_DATASETS = ("imagenet", "coco", "other")
-INTERPOLATIONS = ("nearest", "bilinear", "bicubic")  # PIL filters (l2g.data.classification.INTERPOLATIONS)
 SWITCH_VALUES = ("auto", "on", "off")  # amp, cams.amp, runtime.channels_last / pin_memory / persistent_workers
 
 
@@ -46,26 +54,26 @@ def check_config(config: Any) -> None:
         raise ConfigError(f"model.width_mult applies to resnet38 only, not {config.model.backbone} "
                           "(small_cnn's width is model.width)")
     _choice("model.head_init", config.model.head_init, HEAD_INITS)
-    _choice("method.name", config.method.name, METHODS)
-    _choice("method.background", config.method.background, ("release", "complement"))
-    _choice("method.shape_form", config.method.shape_form, ("release", "paper"))
-    _choice("method.shape_background", config.method.shape_background, ("binary", "attention"))
-    _choice("method.transfer_loss", config.method.transfer_loss, TRANSFER_LOSSES)
+    _choice("method.name", config.method.name, METHOD_NAMES)
+    _choice("method.background", config.method.background, BACKGROUNDS)
+    _choice("method.shape_form", config.method.shape_form, SHAPE_FORMS)
+    _choice("method.shape_background", config.method.shape_background, SHAPE_BACKGROUNDS)
+    _choice("method.transfer_loss", config.method.transfer_loss, tuple(TRANSFER_LOSSES))
     _choice("method.view_gate", config.method.view_gate, VIEW_GATES)
     if config.method.lam_warmup_epochs < 0:
         raise ConfigError(f"method.lam_warmup_epochs = {config.method.lam_warmup_epochs}: must be >= 0")
     _choice("views.strategy", config.views.strategy, VIEW_STRATEGIES)
     _choice("optim.schedule", config.optim.schedule, ("step", "poly"))
     _choice("cams.source", config.cams.source, ("auto", "logits", "softmax"))
-    _choice("cams.upsample", config.cams.upsample, ("bicubic", "bilinear"))
-    _choice("cams.resize", config.cams.resize, ("pil_bicubic", "tensor_bilinear"))
-    _choice("cams.format", config.cams.format, ("npz", "dict"))
-    _choice("cams.dtype", config.cams.dtype, ("float16", "float32"))
+    _choice("cams.upsample", config.cams.upsample, MAP_UPSAMPLES)
+    _choice("cams.resize", config.cams.resize, MAP_RESIZES)
+    _choice("cams.format", config.cams.format, CAM_FORMATS)
+    _choice("cams.dtype", config.cams.dtype, CAM_DTYPES)
     _choice("eval.parallel", config.eval.parallel, ("auto", "processes", "threads"))
-    _choice("data.check_images", config.data.check_images, ("exists", "decode"))
+    _choice("data.check_images", config.data.check_images, CHECK_MODES)
     _choice("data.format", config.data.format, tuple(DATA_FORMATS))
     _validate_resize(config.data)
-    _choice("data.labels", config.data.labels, LABEL_SOURCES)
+    _choice("data.labels", config.data.labels, LABEL_SOURCE_NAMES)
     _choice("device", config.device, ("auto", "cpu", "cuda"))
     if config.views.strategy == "corners+random" and config.views.n < 4:
         raise ConfigError("views.n must be >= 4 with strategy corners+random (four corners come first)")
@@ -102,7 +110,7 @@ def check_config(config: Any) -> None:
 
 
 def _validate_resize(data: Any) -> None:
-    _choice("data.resize_mode", data.resize_mode, ("short_side", "square"))
+    _choice("data.resize_mode", data.resize_mode, RESIZE_MODES)
     _choice("data.resize_interpolation", data.resize_interpolation, INTERPOLATIONS)
     _choice("data.saliency_interpolation", data.saliency_interpolation, INTERPOLATIONS)
     short = data.resize_short

@@ -29,12 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
+from l2g.atomic import atomic_open
+from l2g.data.registry import CAM_DTYPES, CAM_FORMATS
+from l2g.data.registry import CAM_SUFFIXES as SUFFIXES
 from l2g.data.safe_npy import READ_ERRORS, load_npy_object
-from l2g.engine.atomic import atomic_open
 
-CAM_FORMATS = ("npz", "dict")
-CAM_DTYPES = ("float16", "float32")
-SUFFIXES = {"npz": ".npz", "dict": ".npy"}
 # float16 of a value in [0, 1]: at most half a unit in the last place of [0.5, 1), 2^-11 / 2.
 FLOAT16_MAX_ERROR = 2.0**-12
 
@@ -107,7 +106,7 @@ def class_maps(cams: ClassMaps | Mapping[int, np.ndarray], shape: tuple[int, int
 def save_cams(path: str | Path, cams: ClassMaps | Mapping[int, np.ndarray], format: str = "npz",
               dtype: str = "float16", sync_folder: bool = True) -> None:
     """Write one image's maps atomically in ``format`` (``npz`` stores ``dtype``; ``dict`` is always
-    float32, as the tools that read it expect). See :mod:`l2g.engine.atomic` for ``sync_folder``."""
+    float32, as the tools that read it expect). See :mod:`l2g.atomic` for ``sync_folder``."""
     if dtype not in CAM_DTYPES:
         raise ValueError(f"attention-map dtype must be one of {', '.join(CAM_DTYPES)}, got {dtype!r}")
     maps = class_maps(cams)

@@ -26,6 +26,7 @@ from torch.utils.data import Dataset
 
 from l2g.config import Config
 from l2g.data.images import read_image, read_saliency
+from l2g.data.registry import INTERPOLATIONS
 from l2g.data.view_boxes import sample_view_boxes
 from l2g.data.voc_layout import Sample
 
@@ -51,17 +52,15 @@ def color_jitter(image: Image.Image, jitter: tuple[float, float, float, float], 
     return image
 
 
-INTERPOLATIONS = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
-                  "bicubic": Image.Resampling.BICUBIC}
-RESIZE_MODES = ("short_side", "square")
+PIL_FILTERS = {name: Image.Resampling[name.upper()] for name in INTERPOLATIONS}
 
 
 def _resample(resample: int | str) -> int:
     """A PIL resampling filter from its name (``INTERPOLATIONS``) or PIL's own constant."""
     if isinstance(resample, str):
-        if resample not in INTERPOLATIONS:
+        if resample not in PIL_FILTERS:
             raise ValueError(f"unknown interpolation {resample!r} (one of {', '.join(INTERPOLATIONS)})")
-        return INTERPOLATIONS[resample]
+        return PIL_FILTERS[resample]
     return resample
 
 

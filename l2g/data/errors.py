@@ -1,13 +1,12 @@
-"""The two dataset exceptions, in a module of their own so that every reader can raise them without
-import cycles (``l2g.data.voc_layout`` re-exports both), and the list of problems their messages show."""
+"""The dataset warning, in a module of its own so that every reader can raise it (and ``DatasetError``,
+whose home is :mod:`l2g.errors`) without import cycles (``l2g.data.voc_layout`` re-exports both), and the
+list of problems their messages show."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-
-class DatasetError(ValueError):
-    """A dataset on disk does not match the expected layout; the message names the file(s) at fault."""
+from l2g.errors import DatasetError as DatasetError  # its home is l2g.errors; imported from here by the readers
 
 
 class DatasetWarning(UserWarning):

@@ -131,7 +131,7 @@ class DecodeCache:
         """Write the cache with what was decoded (atomically; merged with what another run wrote)."""
         if self.path is None or not self.fresh:
             return
-        from l2g.engine.atomic import write_text
+        from l2g.atomic import write_text
 
         with contextlib.suppress(OSError):
             merged = self._read(self.path)

@@ -30,11 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
+from l2g.atomic import write_text
 from l2g.data.errors import DatasetError
 from l2g.data.image_files import IMAGE_SUFFIXES
 from l2g.data.palette import IGNORE_INDEX, bad_mask_values, load_mask, mask_value_error
 from l2g.data.safe_npy import READ_ERRORS, load_npy_object
-from l2g.engine.atomic import write_text
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",

@@ -35,10 +35,10 @@ def colorize(mask: np.ndarray) -> np.ndarray:
 
 def save_mask(path: str | Path, mask: np.ndarray, sync_folder: bool = True) -> None:
     """Write an (H, W) uint8 label mask as a palette PNG (what VOC's SegmentationClass uses), atomically
-    (``sync_folder``: see :mod:`l2g.engine.atomic`)."""
+    (``sync_folder``: see :mod:`l2g.atomic`)."""
     if mask.ndim != 2:
         raise ValueError(f"{path}: a label mask must be 2-D, got shape {mask.shape}")
-    from l2g.engine.atomic import save_image
+    from l2g.atomic import save_image
 
     image = Image.fromarray(mask.astype(np.uint8), mode="P")
     image.putpalette(voc_palette().reshape(-1).tolist())

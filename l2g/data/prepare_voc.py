@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from l2g.data.errors import DatasetError, listed
-from l2g.data.label_sources import LABEL_SOURCES
 from l2g.data.labels import (
     VOC_CLASSES,
     LabelTable,
@@ -36,11 +35,10 @@ from l2g.data.labels import (
     write_id_list,
     xml_labels,
 )
+from l2g.data.registry import ANNOTATIONS_DIR, LABEL_SOURCE_NAMES, NPY_LABELS_FILE
 from l2g.data.voc_layout import (
-    ANNOTATIONS_DIR,
     CLASS_NAMES_FILE,
     IMAGE_DIR,
-    NPY_LABELS_FILE,
     SPLIT_DIR,
     load_split,
     read_id_list,
@@ -210,7 +208,7 @@ def prepare_voc(
     and for every problem ``load_split`` finds (missing images, unreadable files with ``check_images=
     "decode"``).
     """
-    if labels not in LABEL_SOURCES or labels == "csv":
+    if labels not in LABEL_SOURCE_NAMES or labels == "csv":
         raise ValueError(f"labels must be one of auto, cls_txt, npy, xml, masks for VOC, got {labels!r}")
     voc = find_voc_root(root)
     masks = voc / mask_dir

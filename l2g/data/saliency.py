@@ -31,11 +31,11 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from l2g.atomic import remove_partials, save_image
 from l2g.data.errors import DatasetError, listed
 from l2g.data.image_files import IMAGE_SUFFIXES, find_image, image_files
 from l2g.data.images import read_image
 from l2g.data.pool import map_tasks
-from l2g.engine.atomic import remove_partials, save_image
 
 METHODS = ("mbd", "fine_grained", "spectral_residual")
 MBD_MAX_SIDE = 300

@@ -40,7 +40,7 @@ from pathlib import Path
 
 from l2g.data.errors import DatasetError, DatasetWarning
 from l2g.data.image_files import IMAGE_SUFFIXES, find_image
-from l2g.data.label_sources import IMAGE_READERS, LABEL_SOURCES, LIST_READERS, NAMED_SOURCES
+from l2g.data.label_sources import label_reader
 from l2g.data.labels import (
     VOC_CLASSES,
     LabelTable,
@@ -52,6 +52,12 @@ from l2g.data.labels import (
 )
 from l2g.data.palette import bad_mask_values, mask_value_error
 from l2g.data.pil_open import PIL_ERRORS, decoded_size
+from l2g.data.registry import (
+    CHECK_MODES,
+    LABEL_SOURCE_NAMES,
+    LABEL_SOURCES,
+    SPLIT_FOLDER,
+)
 from l2g.data.sample import Sample
 from l2g.data.split_checks import check_masks, decode_check, raise_problems, warn_resized
 
@@ -63,11 +69,8 @@ __all__ = [
 ]
 
 IMAGE_DIR = "JPEGImages"
-SPLIT_DIR = Path("ImageSets") / "Segmentation"
+SPLIT_DIR = Path(SPLIT_FOLDER)
 CLASS_NAMES_FILE = "classes.txt"
-ANNOTATIONS_DIR = "Annotations"
-NPY_LABELS_FILE = "cls_labels.npy"
-CHECK_MODES = ("exists", "decode")
 
 
 def read_id_list(path: str | Path) -> list[str]:
@@ -128,26 +131,19 @@ def _label_source(root: Path, split: str, labels: str, cls_list: str | Path | No
     str | None, Path | None, list[Path]
 ]:
     """(source kind, path, paths tried) of the split's labels; kind None when ``auto`` finds nothing."""
-    if labels not in LABEL_SOURCES:
-        raise ValueError(f"labels must be one of {', '.join(LABEL_SOURCES)}, got {labels!r}")
+    if labels not in LABEL_SOURCE_NAMES:
+        raise ValueError(f"labels must be one of {', '.join(LABEL_SOURCE_NAMES)}, got {labels!r}")
     if cls_list is not None:
         path = _resolve(root, _fill(cls_list, split))
         kind = _file_kind(path) if labels == "auto" else labels
-        if kind in ("xml", "masks"):
+        if LABEL_SOURCES[kind].suffix is not None:
             raise ValueError(f"a label file (cls_list={cls_list}) cannot be used with labels={kind}")
         return kind, path, [path]
-    defaults = {
-        "cls_txt": [SPLIT_DIR / f"{split}_cls.txt", Path(f"{split}_cls.txt")],
-        "csv": [Path(f"{split}.csv")],
-        "npy": [Path(NPY_LABELS_FILE)],
-        "xml": [Path(ANNOTATIONS_DIR)],
-        "masks": [Path(mask_dir)],
-    }
-    kinds = [labels] if labels != "auto" else list(defaults)
+    kinds = [labels] if labels != "auto" else list(LABEL_SOURCES)
     tried = []
     for kind in kinds:
-        for candidate in defaults[kind]:
-            path = _resolve(root, candidate)
+        for candidate in LABEL_SOURCES[kind].defaults:
+            path = _resolve(root, candidate.format(split=split, mask_dir=mask_dir))
             tried.append(path)
             if path.exists():
                 return kind, path, tried
@@ -159,7 +155,7 @@ def _label_source(root: Path, split: str, labels: str, cls_list: str | Path | No
 def _label_names(root: Path, num_classes: int, classes_file: str | Path | None, kind: str) -> list[str] | None:
     """Class names for sources that label by name (csv, xml); None where indices are used instead."""
     path = _names_path(root, classes_file)
-    if kind not in NAMED_SOURCES:
+    if not LABEL_SOURCES[kind].named:
         return None
     if path.exists():
         return read_class_names(path, num_classes)
@@ -245,13 +241,13 @@ def split_labels(
                                f"(looked for {looked})")
         raise DatasetError(f"{root}: no image-level labels for split {split!r} (looked for {looked}); "
                            "run 'l2g prepare voc' or set data.cls_list / data.labels")
-    if kind in LIST_READERS:
+    if LABEL_SOURCES[kind].suffix is None:
         names = _label_names(root, num_classes, classes_file, kind)
-        table = LIST_READERS[kind](path, num_classes, names, str(_names_path(root, classes_file)))
+        table = label_reader(kind)(path, num_classes, names, str(_names_path(root, classes_file)))
         return _split_ids(root, split, table, tried), table
     ids = _split_ids(root, split, None, tried)
     names = _label_names(root, num_classes, classes_file, kind)
-    read, suffix = IMAGE_READERS[kind]
+    read, suffix = label_reader(kind), LABEL_SOURCES[kind].suffix
     problems: list[str] = []
     derived = derived_labels(ids, lambda i: path / f"{i}{suffix}", lambda p: read(p, num_classes, names), problems)
     raise_problems(root, split, problems)

@@ -1,6 +1,6 @@
 """Training checkpoints: ``<run>/checkpoints/step-<iterations done, 8 digits>.pt``, newest M kept.
 
-A checkpoint is written atomically (:mod:`l2g.engine.atomic`) and loaded with
+A checkpoint is written atomically (:mod:`l2g.atomic`) and loaded with
 ``torch.load(weights_only=True)``, so it holds only tensors and plain Python values: model and optimiser
 state dicts, the AMP scaler's state, the position (epoch, step in epoch, iterations done), the random
 number generators' states of every process, the config, and the elapsed time. A checkpoint that cannot
@@ -19,15 +19,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from l2g.engine import atomic
+from l2g import atomic
 from l2g.engine.guards import ensure_free_space
+from l2g.errors import CheckpointError
 
 FORMAT = 1
 _NAME = re.compile(r"^step-(\d+)\.pt$")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be used (truncated, corrupted, or not an l2g training state)."""
 
 
 def step_path(folder: str | Path, iteration: int) -> Path:

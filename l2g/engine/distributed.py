@@ -160,13 +160,9 @@ def all_reduce_max(values: torch.Tensor) -> torch.Tensor:
 def _reported_errors() -> tuple[type[BaseException], ...]:
     """Errors that cli.main reports as a message, most specific first; another rank's error is raised
     as the first of these in its class lineage (others as RuntimeError)."""
-    from l2g.config import ConfigError
-    from l2g.data.voc_layout import DatasetError
-    from l2g.engine.checkpoint import CheckpointError
-    from l2g.engine.guards import NonFiniteError, NotEnoughDiskSpace
+    from l2g.errors import USER_ERRORS
 
-    return (ConfigError, DatasetError, CheckpointError, NonFiniteError, NotEnoughDiskSpace, FileNotFoundError,
-            FileExistsError, ValueError, FloatingPointError, OSError)
+    return (*USER_ERRORS, FileNotFoundError, FileExistsError, ValueError, FloatingPointError, OSError)
 
 
 def agree(error: BaseException | None) -> None:

@@ -10,13 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-
-class NonFiniteError(FloatingPointError):
-    """A loss term or a gradient became NaN or infinite; training stopped before the optimiser step."""
-
-
-class NotEnoughDiskSpace(OSError):
-    """The disk holding an output folder has less free space than the output is estimated to need."""
+from l2g.errors import NonFiniteError, NotEnoughDiskSpace
 
 
 def nonfinite_gradients(named_parameters: Iterable[tuple[str, nn.Parameter]], limit: int = 5) -> list[str]:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from l2g.engine import atomic
+from l2g import atomic
 from l2g.engine.run_folder import config_changes
 
 STARTED = ".l2g-started.json"

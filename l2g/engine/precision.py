@@ -9,8 +9,8 @@ checkpoints). Weights, gradients and the optimiser stay in float32.
 (on CPUs it changes the convolution kernels and thus the last bits of results).
 
 bf16 on a CPU is fast only with native bf16 instructions (x86: AVX512-BF16 or AMX-BF16; Arm: the BF16
-extension). Elsewhere (e.g. an AVX2-only AMD EPYC, where a bf16 matmul was measured ~50x slower than
-fp32) torch emulates it: :func:`cpu_bf16_support` tells, and turning AMP on for such a CPU warns.
+extension). Elsewhere (e.g. an AVX2-only CPU) torch emulates it, far slower than float32 (docs/benchmarks.md):
+:func:`cpu_bf16_support` tells, and turning AMP on for such a CPU warns.
 """
 
 from __future__ import annotations

@@ -16,7 +16,8 @@ from typing import IO, Any
 import torch
 from torch import nn
 
-from l2g.engine import atomic, checkpoint, distributed, faults
+from l2g import atomic, faults
+from l2g.engine import checkpoint, distributed
 
 
 def load_resume_state(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, precision, settings,

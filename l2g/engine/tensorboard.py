@@ -29,7 +29,6 @@ from l2g.config import ConfigError
 
 TENSORBOARD_DIR = "tensorboard"
 INSTALL_HINT = "pip install 'l2g[tensorboard]' (or pip install tensorboard)"
-INDEX_KEYS = ("epoch", "iteration")
 
 
 def tensorboard_available() -> bool:

@@ -54,11 +54,13 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from l2g.engine import atomic, distributed
+from l2g import atomic
+from l2g.engine import distributed
 from l2g.engine.guards import format_losses, gradients_nonfinite, nonfinite_error, nonfinite_report
 from l2g.engine.loader import EpochSampler, build_loader, resolve_workers, worker_seed
 from l2g.engine.precision import resolve_precision
 from l2g.engine.resume import load_resume_state, open_log, save_state
+from l2g.optim import set_learning_rate
 
 StepFn = Callable[[nn.Module, dict], dict[str, torch.Tensor]]
 LOG_FILE = "train_log.jsonl"
@@ -311,9 +313,7 @@ class Trainer:
         (term names, their mean over the micro-batches as a device tensor, base lr)."""
         s, device = self.settings, self.ctx.device
         if self.lr_schedule is not None:
-            base = self.lr_schedule(iteration, per_epoch, total)
-            for group in self.optimizer.param_groups:
-                group["lr"] = base * group.get("lr_mult", 1.0)
+            set_learning_rate(self.optimizer, self.lr_schedule(iteration, per_epoch, total))
         group = self.optimizer.param_groups[0]
         lr = group["lr"] / group.get("lr_mult", 1.0)
         accumulate = s.accumulate_steps

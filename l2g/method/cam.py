@@ -34,9 +34,8 @@ from PIL import Image
 
 from l2g.data.classification import normalize
 from l2g.engine.multiscale import average_passes
+from l2g.method.registry import MAP_RESIZES
 from l2g.method.targets import normalize_attention
-
-RESIZES = ("pil_bicubic", "tensor_bilinear")
 
 
 def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
@@ -56,7 +55,7 @@ def scaled_inputs(image: np.ndarray, scales: Sequence[float], mean, std,
     if resize == "tensor_bilinear":
         return normalize(image, mean, std)
     if resize != "pil_bicubic":
-        raise ValueError(f"resize must be one of {', '.join(RESIZES)}, got {resize!r}")
+        raise ValueError(f"resize must be one of {', '.join(MAP_RESIZES)}, got {resize!r}")
     height, width = image.shape[:2]
     picture = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8))
     inputs = []

@@ -4,11 +4,10 @@ Eq. 6 regresses the global network's *softmax* onto the local targets. The gradi
 with respect to the scores is ``p_k (delta_kj - p_j)``: once one channel holds nearly all the
 probability at a pixel, every entry is tiny, so a global network that is confidently wrong there gets
 almost no gradient to become right. A cross-entropy loss (the CAM baseline's) has no such dead zone,
-which is why a backbone can train fine as CAM and still collapse under L2G. The collapse we measured:
-with ImageNet EfficientNet-Lite0 features (about 2,200 squared norm per pixel, half of it shared by all
-pixels), the first optimiser step moved every pixel's background score up by about 9 over the class
-scores; the early targets are mostly background, so the global network then predicted background
-everywhere with p > 0.999 and never followed the local network's class maps (pseudo-label mIoU 11.6).
+which is why a backbone can train fine as CAM and still collapse under L2G: large pretrained features let
+the first optimiser steps, taught mostly background by the early targets, push every pixel's background
+score far above the class scores, and the global network then never follows the local network's class
+maps (measured in docs/synthetic-benchmark.md, "Why the pretrained global network collapses").
 """
 
 from __future__ import annotations

@@ -5,8 +5,12 @@ Every loss is computed in float32, whatever the dtype of its inputs (float16 or 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
+
+from l2g.method.registry import TRANSFER_LOSSES
 
 
 def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -76,12 +80,8 @@ def soft_transfer_loss(global_crops: torch.Tensor, targets: torch.Tensor) -> tor
     return kl.mean() * (2.0 / channels**2)
 
 
-TRANSFER_LOSSES = {"mse": attention_transfer_loss, "kl": soft_transfer_loss}
-
-
-def transfer_loss(name: str):
-    """The transfer loss called ``name`` (``method.transfer_loss``): ``mse`` (Eq. 6) or ``kl``."""
-    try:
-        return TRANSFER_LOSSES[name]
-    except KeyError:
-        raise ValueError(f"unknown transfer loss {name!r} (choose from {', '.join(TRANSFER_LOSSES)})") from None
+def transfer_loss(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The transfer loss called ``name`` (``method.transfer_loss``, a key of TRANSFER_LOSSES)."""
+    if name not in TRANSFER_LOSSES:
+        raise ValueError(f"unknown transfer loss {name!r} (choose from {', '.join(TRANSFER_LOSSES)})")
+    return globals()[TRANSFER_LOSSES[name]]

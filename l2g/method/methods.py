@@ -18,6 +18,7 @@ from torch import nn
 from l2g.config import Config
 from l2g.method.diagnostics import stuck_share
 from l2g.method.losses import classification_loss, transfer_loss
+from l2g.method.registry import METHODS
 from l2g.method.roi import cut_global_map
 from l2g.method.targets import attention_targets, shape_targets, view_presence
 from l2g.method.views import crop_resize_nearest, crop_views
@@ -36,9 +37,11 @@ class Transfer:
 
 
 class Method(nn.Module):
-    """Networks + the loss of one batch. Subclasses name the network used for inference."""
+    """Networks + the loss of one batch. Subclasses name the network used for inference; what the stages
+    need to know of a method without building it is its row of :data:`l2g.method.registry.METHODS`."""
 
-    uses_saliency = False
+    uses_saliency = False  # its batches carry saliency maps
+    transfers = False  # it trains a global network by attention transfer (what l2g transfer-fit measures)
 
     def __init__(self, config: Config) -> None:
         super().__init__()
@@ -89,12 +92,13 @@ class LocalMethod(Method):
 
 
 class L2GMethod(LocalMethod):
+    transfers = True
+
     def __init__(self, config: Config) -> None:
         super().__init__(config)
         shared = self.local.backbone if config.model.shared_backbone else None
         self.global_net = build_attention_net(config.model, self.num_classes, backbone=shared)
-        self.shape = config.method.name == "l2g_shape"
-        self.uses_saliency = self.shape
+        self.uses_saliency = METHODS[config.method.name].shape_transfer  # l2g or l2g_shape
         self.transfer_loss = transfer_loss(config.method.transfer_loss)
         self.lam_factor = 1.0 if config.method.lam_warmup_epochs <= 0 else 0.0
 
@@ -104,9 +108,8 @@ class L2GMethod(LocalMethod):
         ``method.lam_warmup_epochs = E`` ramps the transfer weight linearly from ``lambda / (E x
         iterations per epoch)`` at the first iteration to ``lambda`` after E epochs. Why: at the start
         the local network has learnt only the most discriminative parts, so its targets are background
-        almost everywhere (measured: 96-99% of target pixels in the first iterations on the synthetic
-        benchmark); pushed hard towards them, the global network becomes sure of background everywhere
-        before the local network has anything else to teach.
+        almost everywhere (docs/synthetic-benchmark.md); pushed hard towards them, the global network
+        becomes sure of background everywhere before the local network has anything else to teach.
         """
         warmup = self.config.method.lam_warmup_epochs * iterations_per_epoch
         self.lam_factor = 1.0 if warmup <= 0 else min(1.0, (iteration + 1) / warmup)
@@ -118,7 +121,7 @@ class L2GMethod(LocalMethod):
         presence = view_presence(local_out.logits, method.view_gate)
         targets = attention_targets(local_out.maps, labels, method.background, presence=presence)
         size = tuple(targets.shape[2:])
-        if self.shape:
+        if self.uses_saliency:  # shape transfer (Eq. 7)
             saliency = crop_resize_nearest(batch["saliency"], batch["boxes"], size)
             targets = shape_targets(targets, saliency, self.config.shape_threshold, method.shape_form,
                                     method.shape_background)
@@ -138,7 +141,8 @@ class L2GMethod(LocalMethod):
             "loss": loss,
             "loss_cls": step.loss_cls.detach(),
             "loss_kt": loss_kt.detach(),
-            "loss_cls_global": loss_cls_global.detach(),  # logged, not trained (paper Sec. 4.2)
+            # trained only with method.global_cls_weight > 0 (the paper, Sec. 4.2, logs it without training it)
+            "loss_cls_global": loss_cls_global.detach(),
             "kt_stuck": stuck_share(step.crops, step.targets),  # see l2g.method.diagnostics
         }
         if method.lam_warmup_epochs > 0:
@@ -149,13 +153,13 @@ class L2GMethod(LocalMethod):
         return self.global_net
 
 
-METHOD_CLASSES: dict[str, type[Method]] = {"cam": CamMethod, "local": LocalMethod, "l2g": L2GMethod,
-                                            "l2g_shape": L2GMethod}
+def method_class(name: str) -> type[Method]:
+    """The Method subclass that trains ``method.name = name`` (its row of METHODS names it)."""
+    if name not in METHODS:
+        raise ValueError(f"method.name = {name!r}: unknown method (one of {', '.join(METHODS)})")
+    return globals()[METHODS[name].cls]
 
 
 def build_method(config: Config) -> Method:
-    name = config.method.name
-    if name not in METHOD_CLASSES:
-        raise ValueError(f"method.name = {name!r}: unknown method (one of {', '.join(METHOD_CLASSES)})")
-    return METHOD_CLASSES[name](config)
+    return method_class(config.method.name)(config)
 

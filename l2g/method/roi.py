@@ -9,9 +9,9 @@ Computed as two small matrix products per box, ``out[k] = Wy[k] @ map[b_k] @ Wx[
 sample's weight is the product of a row weight and a column weight, and so is the average over a bin's
 grid of samples, so the whole RoIAlign of a box is a (PH x H) row matrix and a (PW x W) column matrix.
 Forward and backward are then dense, deterministic matrix products. torchvision's pure-PyTorch fallback
-(used where its compiled ops do not load, as on this project's CPU machines) instead gathers every
-possible sample of every bin (PH x PW x H x W values per box and channel): it took most of an L2G
-training step's time.
+(used where its compiled ops do not load, see :mod:`l2g.compat.torchvision_ops`) instead gathers every
+possible sample of every bin (PH x PW x H x W values per box and channel), far more work than the step's
+networks need (docs/benchmarks.md, "RoIAlign").
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from l2g.method.registry import VIEW_GATES
+from l2g.method.registry import SHAPE_BACKGROUNDS, VIEW_GATES
 
 
 def normalize_attention(maps: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -86,9 +86,6 @@ def attention_targets(
     else:
         raise ValueError(f"unknown background mode {background!r}")
     return keep_the_max(torch.cat([classes, back], dim=1))
-
-
-SHAPE_BACKGROUNDS = ("binary", "attention")
 
 
 def shape_targets(

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from l2g.config.validation import HEAD_INITS
 from l2g.models.backbones import build_backbone
 from l2g.models.pcm import PixelCorrelation
+from l2g.models.registry import HEAD_INITS
 
 
 @dataclass

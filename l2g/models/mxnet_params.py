@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from l2g.errors import L2GError
+
 LIST_MAGIC = 0x112
 V1_MAGIC = 0xF993FAC8
 V2_MAGIC = 0xF993FAC9
@@ -41,7 +43,7 @@ DTYPES: dict[int, np.dtype] = {
 DTYPE_FLAGS = {dtype: flag for flag, dtype in DTYPES.items()}
 
 
-class MXNetFormatError(ValueError):
+class MXNetFormatError(L2GError, ValueError):
     """A file that is not a readable MXNet NDArray list; the message names the file."""
 
 

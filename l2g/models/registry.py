@@ -25,6 +25,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # Inputs scaled to [-1, 1]: what TensorFlow-trained weights (EfficientNet-Lite) expect.
 UNIT_MEAN = UNIT_STD = (0.5, 0.5, 0.5)
 
+# model.head_init: the head's initial weights (l2g.models.attention_net.AttentionNet): "xavier" (the
+# release's), "torch" (nn.Conv2d's own), "zero".
+HEAD_INITS = ("xavier", "torch", "zero")
+
 Builder = Callable[[int, float, bool], "FreezableBackbone"]  # (width, width_mult, freeze_bn) -> backbone
 
 

@@ -13,7 +13,7 @@ import html
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from l2g.engine.atomic import write_text
+from l2g.atomic import write_text
 
 CSS = """
 body { font-family: sans-serif; margin: 2em auto; max-width: 1280px; padding: 0 1em; color: #222; }

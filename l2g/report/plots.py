@@ -20,7 +20,7 @@ from matplotlib.cm import ScalarMappable  # noqa: E402
 from matplotlib.colors import Normalize  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
-from l2g.engine.atomic import save_figure  # noqa: E402
+from l2g.atomic import save_figure  # noqa: E402
 from l2g.report.formatting import best_entry, format_threshold, number, pick  # noqa: E402
 
 PANEL_INCHES = 2.0

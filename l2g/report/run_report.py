@@ -130,7 +130,7 @@ def mask_scores(samples: list[Sample], masks_of: Callable[[Sample], Path]) -> di
 
 
 def _choose(config: Config, samples: list[Sample], count: int, scores: dict[str, float]) -> list[Example[Sample]]:
-    from l2g.stages.common import dataset_class_names
+    from l2g.data.splits import dataset_class_names
 
     names = dataset_class_names(config)
     return choose_examples(samples, lambda s: s.labels, lambda s: s.image_id, count, scores,
@@ -175,7 +175,7 @@ def _example_section(out_dir: Path, config: Config, paths: RunPaths, kind: str, 
 
 def _samples(config: Config, split: str) -> list[Sample]:
     """The split's images the examples are chosen from (at most MAX_CANDIDATES, spread over it)."""
-    from l2g.stages.common import split_samples
+    from l2g.data.splits import split_samples
 
     try:
         return candidates(split_samples(config, split, need_masks=True, check_images="exists"))

@@ -17,31 +17,13 @@ Presets (the values the named works published; ``seg.crf`` / ``seg.pseudo_crf`` 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import fields
 
 import numpy as np
 
 from l2g.config import CrfConfig
 from l2g.data.palette import IGNORE_INDEX
-
-
-@dataclass(frozen=True)
-class CrfParams:
-    iterations: int
-    pos_xy_std: float
-    pos_w: float
-    bi_xy_std: float
-    bi_rgb_std: float
-    bi_w: float
-
-
-PRESETS: dict[str, CrfParams] = {
-    "deeplab": CrfParams(iterations=10, pos_xy_std=1.0, pos_w=3.0, bi_xy_std=67.0, bi_rgb_std=3.0, bi_w=4.0),
-    "deeplab_largefov": CrfParams(iterations=10, pos_xy_std=3.0, pos_w=3.0, bi_xy_std=121.0, bi_rgb_std=5.0,
-                                  bi_w=4.0),
-    "psa": CrfParams(iterations=10, pos_xy_std=3.0, pos_w=3.0, bi_xy_std=80.0, bi_rgb_std=13.0, bi_w=10.0),
-    "irn": CrfParams(iterations=10, pos_xy_std=3.0, pos_w=3.0, bi_xy_std=50.0, bi_rgb_std=5.0, bi_w=10.0),
-}
+from l2g.segmentation.registry import PRESETS, CrfParams
 
 
 def crf_params(config: CrfConfig) -> CrfParams:

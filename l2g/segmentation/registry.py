@@ -1,6 +1,6 @@
 """The segmentation networks l2g builds, by name (``seg.arch``): one table of their titles, builders and
-defaults. Torch-free (the builders import :mod:`l2g.segmentation.models` when called), so the config
-validates ``seg.arch`` without importing torch."""
+defaults; and the CRF presets (``seg.crf.preset``). Torch-free (the builders import
+:mod:`l2g.segmentation.models` when called), so the config validates both without importing torch."""
 
 from __future__ import annotations
 
@@ -69,3 +69,24 @@ SEG_ARCHS: dict[str, SegArch] = {
                      "COCO-trained deeplabv3_resnet101 file"),
 }
 SEG_ARCH_NAMES = tuple(SEG_ARCHS)
+
+
+# seg.crf.preset / seg.pseudo_crf.preset: the dense CRF's published parameters (l2g.segmentation.crf).
+@dataclass(frozen=True)
+class CrfParams:
+    iterations: int
+    pos_xy_std: float
+    pos_w: float
+    bi_xy_std: float
+    bi_rgb_std: float
+    bi_w: float
+
+
+PRESETS: dict[str, CrfParams] = {
+    "deeplab": CrfParams(iterations=10, pos_xy_std=1.0, pos_w=3.0, bi_xy_std=67.0, bi_rgb_std=3.0, bi_w=4.0),
+    "deeplab_largefov": CrfParams(iterations=10, pos_xy_std=3.0, pos_w=3.0, bi_xy_std=121.0, bi_rgb_std=5.0,
+                                  bi_w=4.0),
+    "psa": CrfParams(iterations=10, pos_xy_std=3.0, pos_w=3.0, bi_xy_std=80.0, bi_rgb_std=13.0, bi_w=10.0),
+    "irn": CrfParams(iterations=10, pos_xy_std=3.0, pos_w=3.0, bi_xy_std=50.0, bi_rgb_std=5.0, bi_w=10.0),
+}
+CRF_PRESETS = tuple(PRESETS)

@@ -23,11 +23,12 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from l2g import atomic
 from l2g.config import Config
 from l2g.data.cam_files import SUFFIXES, cams_filename, class_maps, save_cams
 from l2g.data.images import read_image
 from l2g.data.voc_layout import Sample
-from l2g.engine import atomic, distributed, markers
+from l2g.engine import distributed, markers
 from l2g.engine.guards import ensure_free_space
 from l2g.engine.loader import resolve_workers
 from l2g.engine.precision import resolve_precision

@@ -1,4 +1,5 @@
-"""What every stage shares: the run folder, the device, seeding, loading a split."""
+"""What every stage shares: the run folder, seeding, threads, JSON files; and loading a split (whose home is
+:mod:`l2g.data.splits`)."""
 
 from __future__ import annotations
 
@@ -8,17 +9,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from l2g import atomic
 from l2g.config import Config, load_config
-from l2g.data.voc_layout import Sample, class_names, load_split
-from l2g.engine import atomic
-
-
-def pick_device(config: Config) -> torch.device:
-    """The configured device (a GPU when ``auto`` finds one); under torchrun each process takes GPU
-    LOCAL_RANK of its node. One rule for every stage: :func:`l2g.engine.distributed.setup`'s."""
-    from l2g.engine import distributed
-
-    return distributed.setup(config.device).device
+from l2g.data.splits import dataset_class_names, split_cls_list, split_samples  # noqa: F401 (the stages' path)
 
 
 def seed_everything(seed: int) -> None:
@@ -40,37 +33,6 @@ def run_config(run_dir: str | Path, overrides: list[str] | None = None) -> Confi
     return load_config(path, overrides)
 
 
-def split_samples(config: Config, split: str, need_masks: bool = False, need_saliency: bool = False,
-                  check_images: str | None = None) -> list[Sample]:
-    """The checked samples of ``split`` as the data section configures them (format, folders, labels).
-
-    ``check_images`` overrides ``data.check_images`` for stages that check every file as they read it
-    ("exists": no up-front decoding pass over a split that is about to be read anyway)."""
-    data = config.data
-    image_dir, mask_dir = data.folders()
-    return load_split(
-        data.root, split, data.num_classes, cls_list=split_cls_list(config, split), mask_dir=mask_dir,
-        saliency_dir=data.saliency_dir, need_masks=need_masks, need_saliency=need_saliency,
-        check_images=check_images or data.check_images, image_dir=image_dir, labels=data.labels,
-        classes_file=data.classes_file,
-    )
-
-
-def split_cls_list(config: Config, split: str) -> str | None:
-    """data.cls_list where it applies to ``split``: always for a .npy or a "{split}" path, else the train split."""
-    cls_list = config.data.cls_list
-    if cls_list is None:
-        return None
-    if split == config.data.train_split or "{split}" in cls_list or cls_list.lower().endswith(".npy"):
-        return cls_list
-    return None
-
-
-def dataset_class_names(config: Config) -> list[str]:
-    """The C foreground class names of the configured dataset (classes file, else class0, class1, ...)."""
-    return class_names(config.data.root, config.data.num_classes, config.data.classes_file)
-
-
 def write_json(path: str | Path, payload: dict) -> None:
-    """Write JSON atomically (see l2g.engine.atomic), so a reader never sees half a file."""
+    """Write JSON atomically (see l2g.atomic), so a reader never sees half a file."""
     atomic.write_json(path, payload)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from l2g.engine import atomic
+from l2g import atomic
 from l2g.models.resnet38 import ResNet38
 from l2g.models.weights import check_state, mxnet_state_dict
 

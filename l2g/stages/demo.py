@@ -11,14 +11,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from l2g import atomic
 from l2g.config import Config, load_config, to_dict
 from l2g.data.cam_files import load_cams
 from l2g.data.images import read_mask
 from l2g.data.synth import PARTS_DIR, SynthSpec, write_dataset
 from l2g.data.voc_layout import Sample
-from l2g.engine import atomic
 from l2g.evaluation.parts import PartBodyAttention, read_parts
 from l2g.evaluation.transfer_fit import REGIONS
+from l2g.method.methods import method_class
+from l2g.method.registry import METHOD_NAMES, METHODS
 from l2g.report.document import Table
 from l2g.report.html_report import MethodResult, ReportSample, write_report
 from l2g.stages.cams import infer_cams
@@ -28,8 +30,6 @@ from l2g.stages.seg_demo import seg_table, segmentation_demo
 from l2g.stages.train import train
 from l2g.stages.transfer_fit import measure_transfer_fit
 
-METHOD_TITLES = {"cam": "CAM baseline", "local": "Local network only", "l2g": "L2G", "l2g_shape": "L2G + shape"}
-TRANSFER_METHODS = ("l2g", "l2g_shape")
 FIT_IMAGES = 120  # transfer-fit sample: ~20 s per method on 2 cores
 
 
@@ -49,13 +49,13 @@ def demo_config(method: str, data_root: str, preset: str, overrides: list[str]) 
 
 
 def run_demo(out: str | Path = "runs/demo", data_root: str | Path = "data/synth", preset: str = "synth",
-             methods: tuple[str, ...] = tuple(METHOD_TITLES), overrides: list[str] | None = None,
+             methods: tuple[str, ...] = METHOD_NAMES, overrides: list[str] | None = None,
              synth: SynthSpec | None = None, progress: bool = True) -> list[DemoRow]:
     if not methods:
-        raise ValueError("demo: no method given (choose from " + ", ".join(METHOD_TITLES) + ")")
-    unknown = [m for m in methods if m not in METHOD_TITLES]
+        raise ValueError("demo: no method given (choose from " + ", ".join(METHODS) + ")")
+    unknown = [m for m in methods if m not in METHODS]
     if unknown:
-        raise ValueError(f"demo: unknown method(s) {unknown} (choose from {', '.join(METHOD_TITLES)})")
+        raise ValueError(f"demo: unknown method(s) {unknown} (choose from {', '.join(METHODS)})")
     out, data_root = Path(out), Path(data_root)
     if not (data_root / "COMPLETE").exists():
         print(f"writing the synthetic dataset to {data_root}")
@@ -75,7 +75,7 @@ def run_demo(out: str | Path = "runs/demo", data_root: str | Path = "data/synth"
         sweep = evaluate_cams(config, run_dir / "cams", progress=progress)
         train_minutes = json.loads((run_dir / "train_metrics.json").read_text())["minutes"]
         total_minutes = (time.time() - started) / 60
-        row = DemoRow(method, METHOD_TITLES[method], sweep["best"]["miou"], sweep["best"]["threshold"],
+        row = DemoRow(method, METHODS[method].title, sweep["best"]["miou"], sweep["best"]["threshold"],
                       train_minutes, total_minutes, attention_on_parts(config, samples, run_dir / "cams"))
         rows.append(row)
         print(f"{row.title:<20} mIoU {100 * row.miou:5.1f}  threshold {row.threshold:.2f}  "
@@ -83,7 +83,7 @@ def run_demo(out: str | Path = "runs/demo", data_root: str | Path = "data/synth"
         results.append(MethodResult(method, row.title, run_dir / "cams", sweep, row.train_minutes,
                                     run_dir / "train_log.jsonl", row.total_minutes, to_dict(config)))
     tables = [summary_table(rows)]
-    fits = transfer_fits(out, [m for m in methods if m in TRANSFER_METHODS], progress)
+    fits = transfer_fits(out, [m for m in methods if method_class(m).transfers], progress)
     if fits:
         tables.append(fit_table(fits))
     text = "\n\n".join(table.to_markdown() for table in tables)
@@ -131,7 +131,7 @@ def fit_table(fits: dict[str, dict]) -> Table:
         for region in regions:
             row = fit["regions"].get(region)
             cells.append("-" if row is None else f"{row['target']:.2f} / {row['global']:.2f}")
-        rows.append([METHOD_TITLES[method], *cells])
+        rows.append([METHODS[method].title, *cells])
     return Table(["method", *(f"{region}: target / global" for region in regions)], rows,
                  f"Attention transfer on training views ({images} images): mean target A^c of the local network "
                  "vs mean softmax G^c of the global network, on each labelled object's part, body and the "

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from l2g import atomic
 from l2g.data.cam_files import SUFFIXES, read_cams_file, save_cams
-from l2g.engine import atomic
 
 
 def export_cams(cams_dir: str | Path, out_dir: str | Path, format: str = "dict", dtype: str = "float16",

@@ -81,7 +81,7 @@ class Stage:
 
 
 def _run_train(p: Pipeline) -> None:
-    # the later stages' inputs were checked by run_pipeline (check_pending_inputs) already
+    # the later stages' inputs were checked by run_pipeline (check_later_inputs) already
     train(p.config, p.cls_run, resume=True, progress=p.progress, later_stages=())
 
 

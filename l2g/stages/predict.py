@@ -18,11 +18,12 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from l2g import atomic
 from l2g.config import Config
 from l2g.data.image_files import IMAGE_SUFFIXES, image_files
 from l2g.data.images import read_user_image
 from l2g.data.palette import colorize, save_mask
-from l2g.engine import atomic, distributed
+from l2g.engine import distributed
 from l2g.engine.file_names import safe_filename
 from l2g.segmentation.inference import segment
 from l2g.segmentation.loading import load_seg_checkpoint

@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
+from l2g import atomic
 from l2g.config import Config
-from l2g.engine import atomic
 from l2g.report.document import Table
 from l2g.segmentation.registry import SEG_ARCHS
 from l2g.stages.common import write_json

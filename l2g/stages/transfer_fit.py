@@ -22,7 +22,7 @@ from l2g.data.synth import PARTS_DIR
 from l2g.engine.checkpoint import load_latest
 from l2g.evaluation.parts import read_parts
 from l2g.evaluation.transfer_fit import TransferFit
-from l2g.method.methods import L2GMethod, build_method
+from l2g.method.methods import L2GMethod, build_method, method_class
 from l2g.method.views import crop_resize_nearest
 from l2g.stages.common import run_config, set_threads, split_samples, write_json
 
@@ -31,7 +31,7 @@ def measure_transfer_fit(run_dir: str | Path, images: int | None = None, progres
     """Measure the fit of ``run_dir``'s newest step checkpoint; write and return ``transfer_fit.json``."""
     run_dir = Path(run_dir)
     config = run_config(run_dir)
-    if config.method.name not in ("l2g", "l2g_shape"):
+    if not method_class(config.method.name).transfers:
         raise ValueError(f"{run_dir}: method {config.method.name!r} has no attention transfer "
                          "(only l2g and l2g_shape runs do)")
     if images is not None and images < 1:

@@ -20,13 +20,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from l2g import atomic
 from l2g.config import Config
 from l2g.data.errors import listed
 from l2g.data.image_files import find_image
 from l2g.data.images import read_image
 from l2g.data.palette import save_mask
 from l2g.data.voc_layout import SPLIT_DIR, DatasetError, read_id_list
-from l2g.engine import atomic, distributed, markers
+from l2g.engine import distributed, markers
 from l2g.segmentation.inference import segment
 from l2g.segmentation.loading import load_seg_checkpoint
 from l2g.stages.common import set_threads

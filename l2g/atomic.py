@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from l2g.engine import faults
+from l2g import faults
 
 PARTIAL_SUFFIX = ".partial"
 
