@@ -16,12 +16,15 @@ import signal
 import subprocess
 import sys
 import threading
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
 
 from l2g.data.voc_layout import load_split
+from l2g.engine import elastic
 from l2g.engine.loader import epoch_permutation
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -163,4 +166,72 @@ def test_a_bad_image_on_one_rank_ends_the_job_with_its_error(tiny_root, tmp_path
                              *sets(root, "data.check_images=exists"), "--quiet"], restarts=1)
     assert code != 0
     assert err.count(f"l2g train: error: {broken}") == 2, err[-4000:]  # rank 1, in both attempts
+    assert "torchrun restart 1: continuing" in err
     assert not (tmp_path / "run" / "checkpoints" / "final.pt").exists()
+
+
+# --- the store of an attempt, without torchrun --------------------------------------------------------------
+
+
+@pytest.fixture
+def agent_store(monkeypatch) -> dist.TCPStore:
+    """A store like torchrun's agent's (one for every attempt), and the workers' environment pointing at it."""
+    server = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(server.port))
+    monkeypatch.setattr(elastic, "_store", None)
+    return server
+
+
+def join(world_size: int = 2) -> dict[int, dist.Store]:
+    """Every rank's round_store, each rank in a thread as each would be in a process."""
+    stores: dict[int, dist.Store] = {}
+
+    def rank(r: int) -> None:
+        stores[r] = elastic.round_store(r, world_size, timedelta(seconds=30))
+
+    threads = [threading.Thread(target=rank, args=(r,)) for r in range(world_size)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(stores) == list(range(world_size))
+    return stores
+
+
+def test_each_attempt_meets_under_its_own_prefix(agent_store):
+    first = join()
+    first[1].set("rank_1", "address of a process that dies")  # what gloo leaves in the store
+    agent_store.set("l2g/hello/1", "a dead process's token")  # and a hello nobody will wait for
+    second = join()
+    assert first[0].get("rank_1") == b"address of a process that dies"
+    assert not second[0].check(["rank_1"])  # the restarted group does not see the dead one's keys
+    second[1].set("rank_1", "new address")
+    assert second[0].get("rank_1") == b"new address"
+
+
+def test_a_rank_that_failed_is_reported_by_the_others(agent_store):
+    stores = join()
+    assert elastic.peer_error(wait_seconds=0.1) is None  # nothing published: the caller re-raises its own
+    elastic.publish_error(1, "train_00003.jpg: unreadable image")
+    elastic.publish_error(0, "a later error")  # the first one stays
+    assert elastic.peer_error() == "(rank 1) train_00003.jpg: unreadable image"
+    assert stores[0].check(["error"])
+
+
+def test_a_restarted_group_continues_only_its_own_jobs_run(tmp_path, monkeypatch):
+    from l2g.engine.run_folder import prepare_run
+
+    run = tmp_path / "run"
+    files = {"finished_marker": run / "final.pt", "load_run_config": lambda path: {"a": 1},
+             "save_run_config": lambda path: path.write_text("a: 1\n")}
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job-1")
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "0")
+    assert prepare_run(run, {"a": 1}, False, True, **files) == "fresh"  # --overwrite of nothing
+    (run / "progress").write_text("step 5")
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    assert prepare_run(run, {"a": 1}, False, True, **files) == "resume"  # the same command: not deleted again
+    assert (run / "progress").exists()
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job-2")  # another job's restart: the flags rule
+    with pytest.raises(FileExistsError, match="holds an unfinished run"):
+        prepare_run(run, {"a": 1}, False, False, **files)

@@ -120,6 +120,20 @@ def shutdown(wait_for_others: bool = True) -> None:
     _context = None
 
 
+def publish_error(error: BaseException) -> None:
+    """Under torchrun, leave this rank's error where the other ranks find it (:func:`peer_error`)."""
+    if _context is not None and _context.distributed:
+        elastic.publish_error(_context.rank, str(error))
+
+
+def peer_error() -> str | None:
+    """The error that another rank published before it stopped (``(rank R) message``), if any: what to
+    report instead of the broken collective that its exit left this rank with."""
+    if _context is None or not _context.distributed:
+        return None
+    return elastic.peer_error()
+
+
 def _active() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 

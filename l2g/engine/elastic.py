@@ -13,10 +13,16 @@ pytorch/pytorch#135712). So the processes of a group agree on a fresh prefix thr
 rank 0 takes a new generation number, and answers every other rank's hello (a random token only that
 process knows, so an answer cannot be stale) with it. Answers to a dead process's leftover hello are
 harmless: nobody waits for them.
+
+The same store carries a failing rank's error to the others (:func:`publish_error`, :func:`peer_error`):
+when a rank stops with an error, the others meet a broken collective ("connection closed by peer"), and
+report the first rank's error instead of that.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import time
 import uuid
@@ -27,6 +33,8 @@ import torch.distributed as dist
 RESTART_COUNT_ENV = "TORCHELASTIC_RESTART_COUNT"
 RUN_ID_ENV = "TORCHELASTIC_RUN_ID"
 _POLL_SECONDS = 0.02
+_ERROR_KEY = "error"
+_store: dist.Store | None = None  # this attempt's store (keys of this attempt only), once joined
 
 
 def restart_count() -> int:
@@ -51,8 +59,33 @@ def round_store(rank: int, world_size: int, timeout: timedelta) -> dist.Store:
     the agent's store under the prefix ``l2g/round<generation>/``."""
     addr, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
     store = dist.TCPStore(addr, port, world_size, is_master=False, timeout=timeout)
+    global _store
     generation = _lead(store, world_size, timeout) if rank == 0 else _follow(store, rank, timeout)
-    return dist.PrefixStore(f"l2g/round{generation}/", store)
+    _store = dist.PrefixStore(f"l2g/round{generation}/", store)
+    return _store
+
+
+def publish_error(rank: int, message: str) -> None:
+    """Leave this rank's error for the other ranks of the attempt (the first one published stays)."""
+    if _store is None:
+        return
+    # the agent's store may be gone already: the error is printed by this rank anyway
+    with contextlib.suppress(Exception):
+        _store.compare_set(_ERROR_KEY, "", json.dumps({"rank": rank, "message": message}))
+
+
+def peer_error(wait_seconds: float = 3.0) -> str | None:
+    """Another rank's published error as ``(rank R) message``, waiting up to ``wait_seconds`` for it (a
+    broken collective is seen as soon as the failing process exits, just after it published); None when
+    none was published."""
+    if _store is None:
+        return None
+    try:
+        _store.wait([_ERROR_KEY], timedelta(seconds=wait_seconds))
+        report = json.loads(_store.get(_ERROR_KEY))
+    except Exception:  # nothing published (timeout), or the store is gone
+        return None
+    return f"(rank {report['rank']}) {report['message']}"
 
 
 def _lead(store: dist.Store, world_size: int, timeout: timedelta) -> str:
