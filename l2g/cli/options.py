@@ -131,12 +131,18 @@ def add_training_run(parser: argparse.ArgumentParser, safe_keys: str) -> None:
 
 def add_resume(parser: argparse.ArgumentParser, what: str, how: str) -> None:
     """--resume (continue ``what``; an error when there is none) and --resume auto (continue or start)."""
-    parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="auto",
-                        type=one_of(("auto",), "--resume mode"),
+    parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="auto", type=_resume_mode,
                         help=f"continue {what} {how}. Plain --resume is an error when there is none to "
                              "continue (a mistyped path must not start over); --resume auto continues when "
                              "there is one and starts one when there is none (for schedulers that rerun the "
                              "same command)")
+
+
+def _resume_mode(text: str) -> str:
+    if text != "auto":  # plain --resume before a positional argument takes it for its value
+        raise argparse.ArgumentTypeError(f"{text!r}: not a --resume mode (the only one is auto; a plain --resume "
+                                         "takes no value: write it after the positional arguments)")
+    return text
 
 
 def add_run(parser: argparse.ArgumentParser, what: str) -> None:
