@@ -197,7 +197,7 @@ def run_one(config, run_dir: Path, progress: bool, fixed_threshold: float = FIXE
     from l2g.stages.train import train
 
     if not (run_dir / "checkpoints" / "final.pt").exists():
-        train(config, run_dir, resume=True, progress=progress)
+        train(config, run_dir, resume="auto", progress=progress)
     infer_cams(config, run_dir, progress=progress)  # skipped when the maps of this checkpoint are complete
     sweep = evaluate_cams(config, run_dir / "cams", progress=progress)  # seconds: always redone
     metrics = json.loads((run_dir / "train_metrics.json").read_text())

@@ -103,12 +103,13 @@ def list_presets() -> list[str]:
 # --- the stages ------------------------------------------------------------------------------------
 
 
-def train(config: Config, run_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
+def train(config: Config, run_dir: str | Path, *, resume: bool | str = False, overwrite: bool = False,
           progress: bool = True) -> Path:
     """Train the classification stage into ``run_dir``; returns ``<run>/checkpoints/final.pt``.
 
     A folder holding a run is refused unless ``resume`` (continue from its newest checkpoint) or
-    ``overwrite`` (delete it first). Same as ``l2g train``.
+    ``overwrite`` (delete it first). ``resume=True`` with no run there is an error; ``resume="auto"``
+    continues a run when there is one and starts one otherwise. Same as ``l2g train``.
 
     Example::
 
@@ -154,9 +155,9 @@ def make_pseudo_masks(run_dir: str | Path, *, threshold: float | None = None, ca
 
 
 def train_segmentation(config: Config, run_dir: str | Path, pseudo_dir: str | Path | None = None, *,
-                       resume: bool = False, overwrite: bool = False, progress: bool = True) -> Path:
+                       resume: bool | str = False, overwrite: bool = False, progress: bool = True) -> Path:
     """Train the segmentation network (``config.seg``) on pseudo masks; returns its final checkpoint.
-    Same as ``l2g seg train``."""
+    ``resume`` as in :func:`train`. Same as ``l2g seg train``."""
     from l2g.stages.seg_train import train_segmentation as train_seg
 
     return train_seg(config, run_dir, pseudo_dir, resume, progress, overwrite)
@@ -196,12 +197,15 @@ def export_voc(seg_run_dir: str | Path, out: str | Path, *, split: str = "test",
                   progress)
 
 
-def run_pipeline(config: Config, out_dir: str | Path, *, until: str | None = None, progress: bool = True) -> Path:
+def run_pipeline(config: Config, out_dir: str | Path, *, until: str | None = None, progress: bool = True,
+                 resume: bool | str = "auto") -> Path:
     """Every stage (train, cams, threshold, pseudo, seg_train, seg_eval, report) into ``out_dir``, skipping
-    complete ones; ``until`` stops after that stage. Returns the report's ``index.html``. Same as ``l2g run``."""
+    complete ones; ``until`` stops after that stage. Returns the report's ``index.html``. ``resume=True``
+    requires a pipeline in ``out_dir`` to continue; ``"auto"`` (and False) continue one or start one.
+    Same as ``l2g run``."""
     from l2g.stages.pipeline import run_pipeline as run
 
-    return run(config, out_dir, progress, until)
+    return run(config, out_dir, progress, until, resume)
 
 
 # --- inference objects -----------------------------------------------------------------------------

@@ -315,3 +315,29 @@ def test_amp_on_cpu_trains_in_bfloat16(tiny_root, tmp_path, capsys):
     assert json.loads((run / "train_metrics.json").read_text())["precision"] == "bfloat16 autocast"
     losses = [json.loads(line)["loss"] for line in (run / "train_log.jsonl").read_text().splitlines()]
     assert losses and np.isfinite(losses).all()
+
+
+def test_resume_needs_a_run_and_resume_auto_starts_one(tiny_root, tmp_path, capsys):
+    """Plain --resume of a folder without a run is an error (a mistyped path must not start over), the
+    same in l2g train, l2g seg train and l2g run; --resume auto starts a run there, then continues it."""
+    missing, empty = tmp_path / "typo", tmp_path / "empty"
+    empty.mkdir()
+    seg = ["--pseudo", tiny_root / "SegmentationClassAug", *sets("seg.arch=deeplab_small")]
+    for command in (["train", "synth"], ["seg", "train", "synth", *seg], ["run", "synth"]):
+        for folder, what in ((missing, "does not exist"), (empty, "holds no")):
+            code, _, err = run_cli(capsys, *command, "--out", folder, *tiny_set(tiny_root), "--resume", "--quiet")
+            assert code == 2, (command, err)
+            assert f"{folder}: {what}" in err and "--resume auto" in err, (command, err)
+    assert not missing.exists() and not any(empty.iterdir())
+
+    run = tmp_path / "auto"
+    code, _, err = run_cli(capsys, *train_args(tiny_root, run, *sets("method.name=cam"), "--resume", "auto"))
+    assert code == 0, err
+    final = run / "checkpoints" / "final.pt"
+    mtime = final.stat().st_mtime_ns
+    code, _, err = run_cli(capsys, *train_args(tiny_root, run, *sets("method.name=cam"), "--resume", "auto"))
+    assert code == 0, err
+    assert final.stat().st_mtime_ns == mtime  # a finished run: resumed, nothing left to do
+
+    code, _, err = run_cli(capsys, "train", "--resume", "synth", "--out", run)
+    assert code == 2 and "'synth': not a --resume mode (the only one is auto" in err

@@ -115,7 +115,14 @@ def _main(argv: list[str] | None) -> int:
         failed = False
         return code
     except MESSAGE_ERRORS as error:
+        distributed.publish_error(error)  # under torchrun: the other ranks report it, not a broken connection
         print(f"l2g {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except RuntimeError:
+        peer = distributed.peer_error()  # a collective broken by another rank that stopped with an error
+        if peer is None:
+            raise
+        print(f"l2g {args.command}: error: {peer}", file=sys.stderr)
         return 2
     finally:
         distributed.shutdown(wait_for_others=not failed)

@@ -14,11 +14,14 @@ TRAIN_EPILOG = """examples:
   l2g train voc12_resnet38_l2g_shape --out runs/voc --set data.root=data/VOCdevkit/VOC2012 \\
       --set model.pretrained=weights/resnet38_imagenet.pth
   l2g train synth --out runs/l2g_shape --resume   # after a crash or pre-emption: same config; optim.epochs may grow
+  l2g train synth --out runs/l2g_shape --resume auto   # a scheduler's command: continue, or start when new
 
 several processes (optim.batch_size is per process; the global batch is K x processes):
   torchrun --standalone --nproc_per_node=8 -m l2g train synth --out runs/x
   torchrun --nnodes=2 --node_rank=0 --nproc_per_node=8 --rdzv_backend=c10d \\
       --rdzv_endpoint=HOST:29500 --rdzv_id=job1 -m l2g train synth --out runs/x   # same on node 1
+  torchrun --standalone --nproc_per_node=8 --max-restarts=3 -m l2g train synth --out runs/x
+      # a worker that dies: torchrun restarts the group, which continues from the newest checkpoint
 
 CONFIG is a YAML file or the name of a shipped preset (l2g config --list); --set overrides any key,
 e.g. --set optim.lr=1e-3 --set views.strategy=random. Unknown keys are errors.

@@ -123,10 +123,26 @@ def add_training_run(parser: argparse.ArgumentParser, safe_keys: str) -> None:
     l2g.engine.run_folder); ``safe_keys`` names, for the help, the config keys that may change on resume."""
     parser.add_argument("--out", "--run", "--run-dir", dest="out", required=True, metavar="DIR",
                         help="run folder to write (--run and --run-dir are other names of this option)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the run in --out from its newest readable checkpoint (mid-epoch included); "
-                             f"the config may differ only in safe keys ({safe_keys}, ...)")
+    add_resume(parser, "the run in --out", "from its newest readable checkpoint (mid-epoch included); the config "
+               f"may differ only in safe keys ({safe_keys}, ...). Under torchrun --max-restarts, a restarted "
+               "worker group continues its own job's run by itself")
     parser.add_argument("--overwrite", action="store_true", help="delete the run in --out and start over")
+
+
+def add_resume(parser: argparse.ArgumentParser, what: str, how: str) -> None:
+    """--resume (continue ``what``; an error when there is none) and --resume auto (continue or start)."""
+    parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="auto", type=_resume_mode,
+                        help=f"continue {what} {how}. Plain --resume is an error when there is none to "
+                             "continue (a mistyped path must not start over); --resume auto continues when "
+                             "there is one and starts one when there is none (for schedulers that rerun the "
+                             "same command)")
+
+
+def _resume_mode(text: str) -> str:
+    if text != "auto":  # plain --resume before a positional argument takes it for its value
+        raise argparse.ArgumentTypeError(f"{text!r}: not a --resume mode (the only one is auto; a plain --resume "
+                                         "takes no value: write it after the positional arguments)")
+    return text
 
 
 def add_run(parser: argparse.ArgumentParser, what: str) -> None:

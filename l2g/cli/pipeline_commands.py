@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from l2g.cli.options import Command, add_overrides, add_quiet, one_of
+from l2g.cli.options import Command, add_overrides, add_quiet, add_resume, one_of
 from l2g.stages.pipeline_stages import STAGE_NAMES
 
 RUN_EPILOG = """examples:
@@ -17,7 +17,8 @@ RUN_EPILOG = """examples:
 
 Stages: train -> cams -> threshold -> pseudo -> seg_train -> seg_eval -> report. Each writes
 <out>/stages/<stage>.done.json last; rerunning the same command skips complete stages and continues an
-interrupted one. Changing a config value reruns the stages that depend on it and those after them.
+interrupted one (--resume says that OUT must hold a pipeline already; --resume auto is the default).
+Changing a config value reruns the stages that depend on it and those after them.
 Before anything runs, every file that a stage still to run will read is checked (class names, the masks
 the threshold is chosen on unless eval.threshold is set, seg.val_split's images and masks, seg.pretrained):
 a problem stops the run at once, naming the file."""
@@ -47,6 +48,7 @@ def run_arguments(r: argparse.ArgumentParser) -> None:
     r.add_argument("--out", required=True, help="pipeline folder (cls/, seg/, report/, stages/)")
     r.add_argument("--until", metavar="STAGE", type=one_of(STAGE_NAMES, "stage"), choices=STAGE_NAMES,
                    help=f"stop after this stage: {', '.join(STAGE_NAMES)}")
+    add_resume(r, "the pipeline in --out", "(rerunning the same command does that too)")
     add_overrides(r)
     add_quiet(r)
 
@@ -55,7 +57,8 @@ def run_run(args: argparse.Namespace) -> int:
     from l2g import api
 
     config = api.load_config(args.config, args.overrides)
-    print(f"report: {api.run_pipeline(config, args.out, until=args.until, progress=not args.quiet)}")
+    report = api.run_pipeline(config, args.out, until=args.until, progress=not args.quiet, resume=args.resume)
+    print(f"report: {report}")
     sys.stdout.flush()
     return 0
 

@@ -12,10 +12,14 @@ SEG_EPILOG = """examples:
   l2g seg train voc12_resnet38_l2g_shape --out runs/seg --pseudo runs/voc/pseudo \\
       --set seg.pretrained=weights/resnet101-63fe2227.pth
   l2g seg train synth --out runs/seg --pseudo runs/x/pseudo --resume      # continue after a kill
+  l2g seg train synth --out runs/seg --pseudo runs/x/pseudo --resume auto # continue, or start when new
   l2g seg train synth --out runs/seg --pseudo runs/x/pseudo --overwrite   # delete that run, start over
   # 8 GPUs (seg.batch_size is per process: 8 x 2 = a global batch of 16)
   torchrun --standalone --nproc_per_node=8 -m l2g seg train voc12_resnet38_l2g_shape --out runs/seg \\
       --pseudo runs/voc/pseudo --set seg.batch_size=2
+  # the same surviving a lost worker: torchrun restarts the group, which continues from its checkpoint
+  torchrun --standalone --nproc_per_node=8 --max-restarts=3 -m l2g seg train voc12_resnet38_l2g_shape \
+      --out runs/seg --pseudo runs/voc/pseudo --set seg.batch_size=2
   l2g seg eval --run runs/seg                                           # mIoU on seg.val_split
   l2g seg eval --run runs/seg --crf --set seg.test_scales=[0.5,0.75,1.0]
 

@@ -23,6 +23,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from l2g.engine import elastic
+
 T = TypeVar("T")
 
 
@@ -81,10 +83,16 @@ def setup(device: str = "auto") -> DistContext:
     else:
         chosen = torch.device("cpu")
     if world > 1 and not dist.is_initialized():
+        # Under torchrun, a store of this attempt's own: the agent's store keeps the keys of the attempts
+        # before a restart, which would make the group connect to dead processes (l2g.engine.elastic).
+        store = {}
+        if elastic.uses_agent_store():
+            store = {"store": elastic.round_store(rank, world, dist.default_pg_timeout), "rank": rank,
+                     "world_size": world}
         if use_cuda:
-            dist.init_process_group(backend="nccl", device_id=chosen)
+            dist.init_process_group(backend="nccl", device_id=chosen, **store)
         else:
-            dist.init_process_group(backend="gloo")
+            dist.init_process_group(backend="gloo", **store)
     _context = DistContext(rank, world, local_rank, local_world, chosen)
     return _context
 
@@ -110,6 +118,20 @@ def shutdown(wait_for_others: bool = True) -> None:
         gc.collect()
         dist.destroy_process_group()
     _context = None
+
+
+def publish_error(error: BaseException) -> None:
+    """Under torchrun, leave this rank's error where the other ranks find it (:func:`peer_error`)."""
+    if _context is not None and _context.distributed:
+        elastic.publish_error(_context.rank, str(error))
+
+
+def peer_error() -> str | None:
+    """The error that another rank published before it stopped (``(rank R) message``), if any: what to
+    report instead of the broken collective that its exit left this rank with."""
+    if _context is None or not _context.distributed:
+        return None
+    return elastic.peer_error()
 
 
 def _active() -> bool:

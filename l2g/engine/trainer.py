@@ -54,7 +54,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from l2g import atomic
+from l2g import atomic, faults
 from l2g.engine import distributed
 from l2g.engine.guards import format_losses, gradients_nonfinite, nonfinite_error, nonfinite_report
 from l2g.engine.loader import EpochSampler, build_loader, resolve_workers, worker_seed
@@ -268,6 +268,7 @@ class Trainer:
                     iteration = epoch * per_epoch + step
                     names, values, lr = self._train_step(runner, micro_batches, iteration, epoch, step, per_epoch,
                                                          total, precision, parameters)
+                    faults.reached("step", f"iteration {iteration}")  # the crash tests' hold point (no-op)
                     if iteration % s.log_every == 0 or step == per_epoch - 1:
                         mean = dict(zip(names, distributed.all_reduce_mean(values).tolist(), strict=True))
                         if log is not None:

@@ -70,7 +70,7 @@ def run_demo(out: str | Path = "runs/demo", data_root: str | Path = "data/synth"
         run_dir = out / method
         started = time.time()
         if not (run_dir / "checkpoints" / "final.pt").exists():
-            train(config, run_dir, resume=True, progress=progress)
+            train(config, run_dir, resume="auto", progress=progress)
         infer_cams(config, run_dir, progress=progress)
         sweep = evaluate_cams(config, run_dir / "cams", progress=progress)
         train_minutes = json.loads((run_dir / "train_metrics.json").read_text())["minutes"]

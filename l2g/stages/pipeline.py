@@ -82,7 +82,7 @@ class Stage:
 
 def _run_train(p: Pipeline) -> None:
     # the later stages' inputs were checked by run_pipeline (check_later_inputs) already
-    train(p.config, p.cls_run, resume=True, progress=p.progress, later_stages=())
+    train(p.config, p.cls_run, resume="auto", progress=p.progress, later_stages=())
 
 
 def _run_cams(p: Pipeline) -> None:
@@ -109,7 +109,7 @@ def _run_pseudo(p: Pipeline) -> None:
 
 
 def _run_seg_train(p: Pipeline) -> None:
-    train_segmentation(p.config, p.seg_run, p.cls_run / "pseudo", resume=True, progress=p.progress)
+    train_segmentation(p.config, p.seg_run, p.cls_run / "pseudo", resume="auto", progress=p.progress)
 
 
 def _run_seg_eval(p: Pipeline) -> None:
@@ -232,8 +232,13 @@ def pending_stages(p: Pipeline, until: str | None = None) -> list[str]:
     return []
 
 
-def run_pipeline(config: Config, out: str | Path, progress: bool = True, until: str | None = None) -> Path:
+def run_pipeline(config: Config, out: str | Path, progress: bool = True, until: str | None = None,
+                 resume: bool | str = "auto") -> Path:
     """Run (or continue) every stage up to ``until`` (default: all); returns the report's index.html.
+
+    ``resume=True`` (``l2g run --resume``) requires a pipeline in ``out`` to continue: a mistyped path is
+    an error, not a new pipeline. ``"auto"`` and False continue a pipeline or start one (rerunning the
+    same command continues; each training stage then continues its own run).
 
     Before anything runs, every file that a stage still to run will read is checked
     (:mod:`l2g.stages.preflight`): an error names the file, before any training iteration.
@@ -245,6 +250,10 @@ def run_pipeline(config: Config, out: str | Path, progress: bool = True, until: 
         raise ConfigError(f"seg.train_split={config.seg.train_split!r} but pseudo masks are made for cams.split="
                           f"{config.cams.split!r}: the pipeline trains on the split it labels, set both alike")
     p = Pipeline(config, Path(out), progress)
+    if resume is True and not (p.out / "config.yaml").is_file():
+        what = "does not exist" if not p.out.exists() else "holds no pipeline to resume (no config.yaml)"
+        raise FileNotFoundError(f"{p.out}: {what}; check the path, or give --resume auto (or no --resume) to "
+                                "continue a pipeline when there is one and start one when there is none")
     check_later_inputs(config, pending_stages(p, until), strict=True)
     p.out.mkdir(parents=True, exist_ok=True)
     save_config(config, p.out / "config.yaml")

@@ -61,7 +61,7 @@ def segmentation_demo(out: str | Path, rows: list[_Row], config_of: Callable[[st
         cls_run, seg_run = out / method, out / method / "seg"
         if not (seg_run / "checkpoints" / "final.pt").exists():
             write_pseudo_masks(config, cls_run / "cams", cls_run / "pseudo", row.threshold, progress=progress)
-            train_segmentation(config, seg_run, cls_run / "pseudo", resume=True, progress=progress)
+            train_segmentation(config, seg_run, cls_run / "pseudo", resume="auto", progress=progress)
         metrics = evaluate_segmentation(config, seg_run, progress=progress)
         minutes = json.loads((seg_run / "train_metrics.json").read_text())["minutes"]
         seg_rows.append(SegDemoRow(method, row.title, row.miou, row.threshold, metrics["miou"],

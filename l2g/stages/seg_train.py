@@ -33,7 +33,7 @@ from l2g.data.images import read_image, read_mask
 from l2g.data.palette import IGNORE_INDEX, save_mask
 from l2g.data.voc_layout import Sample
 from l2g.engine import checkpoint, distributed
-from l2g.engine.run_folder import CONFIG_FILE, SEG_RESUME_SAFE_KEYS, start_run
+from l2g.engine.run_folder import CONFIG_FILE, SEG_RESUME_SAFE_KEYS, restarted_job, start_run
 from l2g.engine.tensorboard import require_tensorboard
 from l2g.engine.trainer import CHECKPOINT_DIR, LoopSettings, Trainer
 from l2g.optim import build_optimizer, learning_rate
@@ -118,7 +118,7 @@ def _read_init(run_dir: Path) -> dict:
 
 
 def train_segmentation(config: Config, run_dir: str | Path, pseudo_dir: str | Path | None = None,
-                       resume: bool = False, progress: bool = True, overwrite: bool = False) -> Path:
+                       resume: bool | str = False, progress: bool = True, overwrite: bool = False) -> Path:
     """Train and return the path of ``checkpoints/final.pt``.
 
     A folder holding a run is refused unless ``resume`` (continue it from its newest checkpoint, with a
@@ -143,7 +143,8 @@ def train_segmentation(config: Config, run_dir: str | Path, pseudo_dir: str | Pa
     model = build_seg_model(seg, num_classes)
     # A run that continues from a checkpoint takes every weight from it: the pretrained file is not read
     # again (it may have moved since); init.json says which tensors it filled.
-    continues = distributed.main_first(lambda: resume and (run_dir / CONFIG_FILE).exists()
+    continues = distributed.main_first(lambda: bool(resume or restarted_job(run_dir))
+                                       and (run_dir / CONFIG_FILE).exists()
                                        and bool(checkpoint.list_checkpoints(run_dir / CHECKPOINT_DIR)))
     init = None if continues else _initialise(model, config)
     plan = start_run(config, run_dir, resume, overwrite, final, SEG_RESUME_SAFE_KEYS, epochs_key="seg.epochs")

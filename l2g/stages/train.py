@@ -28,15 +28,16 @@ from l2g.stages.preflight import check_later_inputs
 from l2g.stages.tensorboard_hooks import training_hooks
 
 
-def train(config: Config, run_dir: str | Path, resume: bool = False, progress: bool = True,
+def train(config: Config, run_dir: str | Path, resume: bool | str = False, progress: bool = True,
           overwrite: bool = False, later_stages: tuple[str, ...] = ("cams", "threshold"),
           strict_later_inputs: bool = False) -> Path:
     """Train and return the path of the final checkpoint.
 
     A folder holding a run is refused unless ``resume`` (continue it from its newest checkpoint, with
-    a config that differs only in safe keys) or ``overwrite`` (delete it first). Before training, the
-    inputs of ``later_stages`` are checked (:mod:`l2g.stages.preflight`): problems are errors with
-    ``strict_later_inputs`` (``l2g run``), else warnings (except the class names).
+    a config that differs only in safe keys; True with no run there is an error, ``"auto"`` starts one)
+    or ``overwrite`` (delete it first); see :mod:`l2g.engine.run_folder`, torchrun restarts included.
+    Before training, the inputs of ``later_stages`` are checked (:mod:`l2g.stages.preflight`): problems
+    are errors with ``strict_later_inputs`` (``l2g run``), else warnings (except the class names).
     """
     run_dir = Path(run_dir)
     final = run_dir / "checkpoints" / "final.pt"
