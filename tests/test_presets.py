@@ -62,7 +62,8 @@ def flat(config: Config) -> dict[str, object]:
 
 
 def test_every_shipped_preset_is_covered():
-    assert sorted(preset_names()) == sorted([*PAPER_PRESETS, "synth", "synth_efficientnet", "pretrained_l2g"])
+    assert sorted(preset_names()) == sorted([*PAPER_PRESETS, "synth", "synth_release", "synth_efficientnet",
+                                             "pretrained_l2g"])
 
 
 def test_voc_preset_has_the_papers_and_the_releases_values():

@@ -66,3 +66,25 @@ def test_pretrained_l2g_trains_and_infers_end_to_end(tiny_root, tmp_path, capsys
     code, _, err = run_cli(capsys, "cams", "--run", run, "--quiet")
     assert code == 0, err
     assert len(list((run / "cams").glob("*.npz"))) == 8
+
+
+def test_synth_release_is_the_release_recipe_and_runs_end_to_end(tiny_root, tmp_path, capsys):
+    """The release's no-saliency recipe at the benchmark's sizes: N = 6 views, PCM, its background channel,
+    raw maps read out, Eq. 6, step decay at half of 30 epochs; then every stage of ``l2g run``, tiny."""
+    from test_cli import tiny_set
+    from test_seg_cli import seg_set
+
+    c = load_config("synth_release")
+    assert (c.views.strategy, c.views.n, c.model.pcm, c.method.background) == ("corners+random", 6, True, "release")
+    assert (c.cams.source, c.method.transfer_loss, c.method.name) == ("logits", "mse", "l2g")
+    assert (c.optim.epochs, c.optim.schedule, c.optim.step_epochs) == (30, "step", (15,))
+    assert c.eval.thresholds[0] == 0.05 and c.eval.thresholds[-1] == 0.95 and 0.25 in c.eval.thresholds
+    out = tmp_path / "release"
+    code, stdout, err = run_cli(capsys, "run", "synth_release", "--out", out, *tiny_set(tiny_root),
+                               "--set", "seg.epochs=1", *seg_set(), "--quiet")
+    assert code == 0, err
+    ran = load_config(out / "cls" / "config.yaml")
+    assert (ran.model.pcm, ran.views.n, ran.method.background) == (True, 6, "release")
+    sweep = json.loads((out / "cls" / "sweep.json").read_text())
+    assert len(sweep["thresholds"]) == 91 and 0 <= sweep["best"]["miou"] <= 1
+    assert (out / "report" / "index.html").is_file()
