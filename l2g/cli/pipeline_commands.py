@@ -18,9 +18,10 @@ RUN_EPILOG = """examples:
 Stages: train -> cams -> threshold -> pseudo -> seg_train -> seg_eval -> report. Each writes
 <out>/stages/<stage>.done.json last; rerunning the same command skips complete stages and continues an
 interrupted one. Changing a config value reruns the stages that depend on it and those after them.
-Before anything runs, every file that a stage still to run will read is checked (class names, the masks
-the threshold is chosen on unless eval.threshold is set, seg.val_split's images and masks, seg.pretrained):
-a problem stops the run at once, naming the file."""
+Before anything runs, every file that a stage still to run will read is checked (class names, images,
+labels and masks of cams.split and seg.val_split, seg.pretrained): every problem is listed at once, naming
+its file. Masks are optional: without them the background threshold comes from the maps (Otsu's rule;
+masks for a few images choose it instead), and the report shows predicted masks instead of mIoU."""
 
 DEMO_EPILOG = """examples:
   l2g demo                                   # the synthetic benchmark, 7-9 min on 2 CPU cores
@@ -55,7 +56,12 @@ def run_run(args: argparse.Namespace) -> int:
     from l2g import api
 
     config = api.load_config(args.config, args.overrides)
-    print(f"report: {api.run_pipeline(config, args.out, until=args.until, progress=not args.quiet)}")
+    report = api.run_pipeline(config, args.out, until=args.until, progress=not args.quiet)
+    if args.until in (None, "report"):
+        print(f"report: {report}")
+    else:  # no report was written: say where the run stopped and how to go on
+        print(f"stopped after stage {args.until} in {args.out}; the same command without --until runs the rest "
+              "and writes the report")
     sys.stdout.flush()
     return 0
 

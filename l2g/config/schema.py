@@ -21,7 +21,9 @@ class DataConfig:
     cls_list: str | None = None
     mask_dir: str | None = None  # None: the format's default (see DATA_FORMATS)
     saliency_dir: str = "saliency"
-    num_classes: int = 6  # foreground classes C (the network has C + 1 output channels)
+    # Foreground classes C (the network has C + 1 output channels); null: the number of names in the classes
+    # file (data.classes_file, else <root>/classes.txt), counted when the config is loaded.
+    num_classes: int | None = 6
     # Short side before the global_size crop: a number (release VOC: 512), or [low, high] drawn per sample,
     # bounds included (the release's no-saliency loader: [448, 672]). Unused with resize_mode "square".
     resize_short: int | tuple[int, int] = 128
@@ -254,9 +256,21 @@ class Config:
 
     def validate(self) -> Config:
         """Check values that no type annotation can express (:mod:`l2g.config.validation`); returns self."""
+        self.resolve_num_classes()
         check_config(self)
         self.resolve_normalization()
         return self
+
+    def resolve_num_classes(self) -> None:
+        """Fill an unset ``data.num_classes`` with the count of the classes file's names, when that file exists
+        (a stage that needs the count and still finds it unset says so: l2g.stages.common.require_num_classes)."""
+        if self.data.num_classes is not None:
+            return
+        from l2g.data.labels import count_class_names
+
+        count = count_class_names(self.data.root, self.data.classes_file)
+        if count is not None:
+            self.data.num_classes = count
 
     @property
     def cams_use_softmax(self) -> bool:

@@ -11,7 +11,7 @@ from typing import Any
 
 from l2g.data.label_sources import LABEL_SOURCES
 from l2g.models.registry import BACKBONE_NAMES, BACKBONES
-from l2g.segmentation.registry import SEG_ARCH_NAMES
+from l2g.segmentation.registry import SEG_ARCH_NAMES, SEG_ARCHS
 
 
 class ConfigError(ValueError):
@@ -74,7 +74,7 @@ def check_config(config: Any) -> None:
             f"views.patch_size ({config.views.patch_size}) must be in 1..data.global_size "
             f"({config.data.global_size})"
         )
-    if config.data.num_classes < 1:
+    if config.data.num_classes is not None and config.data.num_classes < 1:
         raise ConfigError("data.num_classes must be >= 1")
     if config.optim.batch_size < 1 or config.optim.epochs < 1 or config.optim.accumulate_steps < 1:
         raise ConfigError("optim.batch_size, optim.epochs and optim.accumulate_steps must be >= 1")
@@ -114,6 +114,12 @@ def _validate_resize(data: Any) -> None:
 
 def _validate_seg(seg: Any) -> None:
     _choice("seg.arch", seg.arch, SEG_ARCH_NAMES)
+    packaged = SEG_ARCHS[seg.arch].packaged_weights is not None
+    random_weights = seg.pretrained == "scratch" or (not seg.pretrained and not packaged)
+    if seg.freeze_bn is True and random_weights:
+        raise ConfigError(f"seg.freeze_bn = true with random weights (seg.pretrained = {seg.pretrained or 'null'}): "
+                          "frozen batch norm keeps the statistics of pretrained weights, and random ones have none, so "
+                          "the network diverges. Set seg.freeze_bn=false (or null), or give seg.pretrained=PATH")
     _choice("seg.pretrained_dataset", seg.pretrained_dataset, PRETRAINED_DATASETS)
     for name, crf in (("seg.crf", seg.crf), ("seg.pseudo_crf", seg.pseudo_crf)):
         _choice(f"{name}.preset", crf.preset, CRF_PRESETS)

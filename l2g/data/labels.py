@@ -152,12 +152,24 @@ def read_class_names(path: str | Path, num_classes: int) -> list[str]:
         counted = (f"{len(names)} lines, the first naming the background, so {len(names) - 1} class names"
                    if leading_background else f"{len(names)} class names")
         raise DatasetError(f"{path}: {counted} for {num_classes} configured classes (data.num_classes counts the "
-                           "foreground classes; a first line 'background' or '_background_' is optional)")
+                           "foreground classes; a first line 'background' or '_background_' is optional; leave "
+                           "data.num_classes unset (null) to take the count from this file)")
     if leading_background:
         raise DatasetError(f"{path}: the first of its {len(names)} lines names the background ({names[0]!r}), "
                            f"leaving {len(names) - 1} class names for {num_classes} configured classes: "
                            "data.num_classes counts the foreground classes only")
     return names
+
+
+def count_class_names(root: str | Path, classes_file: str | Path | None = None) -> int | None:
+    """The number of foreground class names in the classes file (``classes_file``, relative to ``root`` unless
+    absolute, else ``<root>/classes.txt``; a first background line not counted); None when it does not exist."""
+    path = Path(classes_file) if classes_file is not None else Path("classes.txt")
+    path = path if path.is_absolute() else Path(root) / path
+    if not path.is_file():
+        return None
+    names = [text for _, text in content_lines(path)]
+    return len(names) - (bool(names) and names[0].lower() in BACKGROUND_NAMES)
 
 
 def _class_index(names: dict[str, int], name: str, where: str, names_file: str) -> int:

@@ -59,7 +59,7 @@ __all__ = [
     "CHECK_MODES", "DatasetError", "DatasetWarning", "PIL_ERRORS", "Sample", "bad_mask_values", "check_masks",
     "class_names",
     "decoded_size", "find_image", "load_split", "mask_value_error", "read_class_list", "read_id_list",
-    "split_labels",
+    "split_is_listed", "split_labels",
 ]
 
 IMAGE_DIR = "JPEGImages"
@@ -218,6 +218,18 @@ def _image_dir(root: Path, image_dir: str | Path, split: str) -> Path:
         if (root / nested / IMAGE_DIR).is_dir():
             hint = f" (did you mean data.root={root / nested}?)"
     raise DatasetError(f"{folder}: image folder not found{hint}")
+
+
+def split_is_listed(root: str | Path, split: str, cls_list: str | Path | None = None) -> bool:
+    """Whether ``split`` has an id list or a label list of its own (a mask or annotation folder shared by
+    every split does not list one)."""
+    root = Path(root)
+    if (root / SPLIT_DIR / f"{split}.txt").is_file():
+        return True
+    if cls_list is not None:
+        return _resolve(root, _fill(cls_list, split)).is_file()
+    candidates = (SPLIT_DIR / f"{split}_cls.txt", Path(f"{split}_cls.txt"), Path(f"{split}.csv"))
+    return any((root / candidate).is_file() for candidate in candidates)
 
 
 def split_labels(

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from l2g.config import Config, load_config
-from l2g.data.voc_layout import Sample, class_names, load_split
+from l2g.data.voc_layout import Sample, class_names, load_split, split_is_listed
 from l2g.engine import atomic
 
 
@@ -54,6 +54,23 @@ def split_samples(config: Config, split: str, need_masks: bool = False, need_sal
         check_images=check_images or data.check_images, image_dir=image_dir, labels=data.labels,
         classes_file=data.classes_file,
     )
+
+
+def require_num_classes(config: Config) -> None:
+    """A DatasetError when ``data.num_classes`` is unset and there was no classes file to count."""
+    if config.data.num_classes is None:
+        data = config.data
+        path = Path(data.classes_file) if data.classes_file else Path("classes.txt")
+        path = path if path.is_absolute() else Path(data.root) / path
+        from l2g.data.errors import DatasetError
+
+        raise DatasetError(f"{path}: not found, and data.num_classes is not set: write the class names there, one "
+                           "per line, or give their number with --set data.num_classes=C")
+
+
+def split_listed(config: Config, split: str) -> bool:
+    """Whether the dataset lists ``split`` at all (an id list or a label list of its own)."""
+    return split_is_listed(config.data.root, split, split_cls_list(config, split))
 
 
 def split_cls_list(config: Config, split: str) -> str | None:

@@ -17,14 +17,25 @@ from l2g.evaluation.sweep import pseudo_label
 from l2g.stages.common import split_samples
 
 
-def choose_threshold(config: Config, sweep_path: str | Path) -> float:
-    """The configured threshold, else the best one of the sweep."""
+def choose_threshold(config: Config, sweep_path: str | Path, progress: bool = False) -> float:
+    """The configured threshold, else the best one of the sweep, else the one ``threshold.json`` beside it
+    records, else one chosen now by :func:`l2g.stages.threshold.choose_pipeline_threshold` (from the masks
+    some images have, or from the maps by Otsu's rule), printed with how it was chosen."""
+    from l2g.stages.threshold import THRESHOLD_FILE, choose_pipeline_threshold, describe
+
     if config.eval.threshold is not None:
         return config.eval.threshold
     path = Path(sweep_path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no sweep found; run 'l2g eval-cams' or give --threshold")
-    return float(json.loads(path.read_text())["best"]["threshold"])
+    if path.exists():
+        return float(json.loads(path.read_text())["best"]["threshold"])
+    if (path.parent / THRESHOLD_FILE).exists():
+        return float(json.loads((path.parent / THRESHOLD_FILE).read_text())["threshold"])
+    if not (path.parent / "cams").is_dir():
+        raise FileNotFoundError(f"{path}: no sweep found and no attention maps in {path.parent / 'cams'}; run "
+                                "'l2g cams' first, or give --threshold")
+    record = choose_pipeline_threshold(config, path.parent, progress=progress)
+    print(describe(record))
+    return float(record["threshold"])
 
 
 def write_pseudo_masks(config: Config, cams_dir: str | Path, out_dir: str | Path, threshold: float,
