@@ -45,6 +45,15 @@ class DataConfig:
     # Where image-level labels come from: auto | cls_txt | csv | npy | xml | masks (l2g.data.labels).
     labels: str = "auto"
     classes_file: str | None = None  # class names, one per line (default: <root>/classes.txt)
+    # Ground-truth masks in l2g run: "required" (every image of a scored split has one: VOC, COCO, synth),
+    # "optional" (masks where there are any: the threshold is chosen on the images that have one, else from
+    # the maps, and splits without masks get predictions instead of mIoU), "auto": optional for custom.
+    masks: str = "auto"
+
+    @property
+    def masks_optional(self) -> bool:
+        """Whether l2g run goes on without ground-truth masks (``masks``; auto: for the custom format)."""
+        return self.masks == "optional" or (self.masks == "auto" and self.format == "custom")
 
     def folders(self) -> tuple[str, str]:
         """(image folder, mask folder): the configured ones, else the format's defaults."""

@@ -64,6 +64,7 @@ def check_config(config: Any) -> None:
     _choice("data.format", config.data.format, tuple(DATA_FORMATS))
     _validate_resize(config.data)
     _choice("data.labels", config.data.labels, LABEL_SOURCES)
+    _choice("data.masks", config.data.masks, ("auto", "required", "optional"))
     _choice("device", config.device, ("auto", "cpu", "cuda"))
     if config.views.strategy == "corners+random" and config.views.n < 4:
         raise ConfigError("views.n must be >= 4 with strategy corners+random (four corners come first)")

@@ -108,7 +108,8 @@ def _run_seg_train(p: Pipeline) -> None:
 
 
 def _run_seg_eval(p: Pipeline) -> None:
-    metrics = evaluate_segmentation(p.config, p.seg_run, progress=p.progress, without_masks="predict")
+    metrics = evaluate_segmentation(p.config, p.seg_run, progress=p.progress,
+                                    without_masks="predict" if p.config.data.masks_optional else "error")
     if metrics.get("miou") is None:
         print(f"  segmented {metrics['images']} images of split {metrics['split']} (no masks there to score "
               f"against): {metrics['predictions']}")

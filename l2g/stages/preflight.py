@@ -6,12 +6,13 @@ would otherwise be found broken only hours later, after training and attention m
     stage        what it reads                                    checked
     (all)        the class names (classes.txt or data.classes_file)  read and counted
     cams         images and labels of cams.split                     as data.check_images says
-    threshold    masks of cams.split, where there are any            decoded with decode
+    threshold    masks of cams.split (unless eval.threshold is set)  every file exists; decoded with decode
     seg_train    seg.pretrained                                      the file exists
-    seg_eval     images and labels of seg.val_split, if it is listed  as data.check_images says
+    seg_eval     images and masks of seg.val_split                   as data.check_images says
 
-Masks are optional everywhere in ``l2g run``: without them the threshold comes from the maps and the
-segmentation network's predictions are shown instead of scored (:func:`mask_free_notes` says which applies).
+With optional masks (``data.masks``; auto: the custom format) no mask is needed: the threshold comes
+from the masks some images have, else from the maps, a val split without masks gets predictions instead
+of mIoU, and one that is not listed is replaced by cams.split (:func:`mask_free_notes` says which applies).
 A split that is the training split is not decoded twice: its images are checked by training itself.
 ``l2g run`` checks the stages it will run and fails on any problem, listing every one; ``l2g train`` fails
 on the class names and only warns about the others, because which later stages run is up to the user.
@@ -31,16 +32,16 @@ from l2g.stages.common import dataset_class_names, split_listed, split_samples
 CHECKED_STAGES = ("cams", "threshold", "seg_train", "seg_eval")
 
 
-def _split_files(config: Config, split: str) -> None:
-    """The images and labels of a split, and the masks it has (a split that is the training split: its
-    images are checked, and decoded, by training itself)."""
+def _split_files(config: Config, split: str, need_masks: bool) -> None:
+    """The images and labels of a split, and its masks (every one with ``need_masks``, else those there
+    are). A split that is the training split: its images are checked, and decoded, by training itself."""
     if split == config.data.train_split:
-        samples = split_samples(config, split, check_images="exists")
+        samples = split_samples(config, split, need_masks=need_masks, check_images="exists")
         masked = [sample for sample in samples if sample.mask_path is not None]
         if masked and config.data.check_images == "decode":
             check_masks(masked, config.data.num_classes, split, config.data.root)
     else:
-        split_samples(config, split)
+        split_samples(config, split, need_masks=need_masks)
 
 
 def _problems_of(what: str, error: Exception) -> list[str]:
@@ -55,8 +56,11 @@ def _problems_of(what: str, error: Exception) -> list[str]:
 
 def later_input_problems(config: Config, stages: Collection[str]) -> list[str]:
     """What is wrong with the inputs of ``stages`` (names of :data:`CHECKED_STAGES`), one text per file;
-    the class names are always checked. Empty when everything is in place."""
+    the class names are always checked. Empty when everything is in place. With ``data.masks`` required
+    (VOC, COCO, synth) the threshold's split (unless eval.threshold is set) and seg.val_split need every
+    mask; with optional masks (custom images) none is needed, and a val split need not exist."""
     problems: list[str] = []
+    optional = config.data.masks_optional
 
     def attempt(what: str, check: Callable[[], object]) -> None:
         try:
@@ -66,13 +70,20 @@ def later_input_problems(config: Config, stages: Collection[str]) -> list[str]:
 
     attempt("class names (reports, eval-cams, segmentation)", lambda: dataset_class_names(config))
     cams_split = config.cams.split
-    if "cams" in stages or "threshold" in stages:
-        attempt(f"cams and the threshold read split {cams_split!r}", lambda: _split_files(config, cams_split))
+    if "threshold" in stages and config.eval.threshold is None and not optional:
+        attempt(f"eval-cams scores split {cams_split!r} against its masks to choose the background threshold "
+                "(set eval.threshold to skip it, or data.masks=optional to choose it without masks)",
+                lambda: _split_files(config, cams_split, need_masks=True))
+    elif ("cams" in stages or "threshold" in stages) and (cams_split != config.data.train_split or optional):
+        attempt(f"cams reads split {cams_split!r}", lambda: _split_files(config, cams_split, need_masks=False))
     if "seg_train" in stages:
         attempt("segmentation training", lambda: check_seg_weights(config.seg))
     val = config.seg.val_split
-    if "seg_eval" in stages and split_listed(config, val):
-        attempt(f"segmentation evaluation reads split {val!r}", lambda: _split_files(config, val))
+    if "seg_eval" in stages and not optional:
+        attempt(f"segmentation evaluation scores split {val!r} against its masks (data.masks=optional: "
+                "predictions without masks)", lambda: _split_files(config, val, need_masks=True))
+    elif "seg_eval" in stages and split_listed(config, val):
+        attempt(f"segmentation evaluation reads split {val!r}", lambda: _split_files(config, val, need_masks=False))
     return problems
 
 
@@ -112,7 +123,7 @@ def check_later_inputs(config: Config, stages: Collection[str], strict: bool = T
                            f"training starts):\n{listed(problems)}")
     for problem in problems:
         print(f"warning: a later stage will fail: {problem}", file=sys.stderr)
-    if strict and not problems:
+    if strict and not problems and config.data.masks_optional:
         for note in mask_free_notes(config, stages):
             print(f"note: {note}")
     if "seg_train" in stages:

@@ -1,6 +1,7 @@
 """The background threshold of the pseudo masks when ``eval.threshold`` is not set, with or without masks.
 
-``l2g run`` (and :func:`choose_pipeline_threshold`) picks it by the first rule that applies:
+``l2g run`` (and :func:`choose_pipeline_threshold`) picks it by the first rule that applies (after
+``eval.threshold``, which always wins):
 
 ``masks``  every image of ``cams.split`` that has a ground-truth mask (all of them, or a handful: a user
            who draws masks for 20 images gets them used) is scored over the threshold grid
@@ -82,16 +83,15 @@ def choose_pipeline_threshold(config: Config, cls_run: str | Path, progress: boo
     samples = split_samples(config, split, check_images="exists")
     record: dict = {"split": split, "images": len(samples)}
     counts = strongest_attention_histogram(cls_run / "cams", [s.image_id for s in samples])
+    masked = [s for s in samples if s.mask_path is not None]
+    record["images_with_masks"] = len(masked)
+    if masked:  # scored even with eval.threshold set: the report shows the curve and the pseudo-label mIoU
+        best = evaluate_cams(config, cls_run / "cams", split=split, samples=masked, progress=progress)["best"]
+        record.update(rule="masks", threshold=best["threshold"], miou_on_masked_images=best["miou"])
+    else:
+        record.update(rule="otsu", threshold=otsu_threshold(counts))
     if config.eval.threshold is not None:
         record.update(rule="eval.threshold", threshold=config.eval.threshold)
-    else:
-        masked = [s for s in samples if s.mask_path is not None]
-        record["images_with_masks"] = len(masked)
-        if masked:
-            best = evaluate_cams(config, cls_run / "cams", split=split, samples=masked, progress=progress)["best"]
-            record.update(rule="masks", threshold=best["threshold"], miou_on_masked_images=best["miou"])
-        else:
-            record.update(rule="otsu", threshold=otsu_threshold(counts))
     record["foreground_fraction"] = foreground_fraction(counts, record["threshold"])
     write_json(cls_run / THRESHOLD_FILE, record)
     return record
