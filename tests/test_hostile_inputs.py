@@ -28,13 +28,13 @@ from PIL import Image
 from l2g.cli import main
 from l2g.data import pil_open
 from l2g.data.coco_json import read_instances
+from l2g.data.csv_labels import read_csv_labels
 from l2g.data.errors import DatasetError
 from l2g.data.images import SALIENCY_MODES, read_image, read_mask, read_saliency
 from l2g.data.labels import (
     VOC_CLASSES,
     mask_labels,
     read_class_list,
-    read_csv_labels,
     read_npy_labels,
     write_class_list,
     xml_labels,

