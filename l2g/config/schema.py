@@ -49,11 +49,22 @@ class DataConfig:
     # "optional" (masks where there are any: the threshold is chosen on the images that have one, else from
     # the maps, and splits without masks get predictions instead of mIoU), "auto": optional for custom.
     masks: str = "auto"
+    # How every stage reads the images: "stored" (the pixels as stored, EXIF orientation ignored: VOC and COCO,
+    # whose masks match them), "displayed" (EXIF orientation applied, as every viewer and l2g predict show a
+    # photo; masks and saliency maps then match that), "auto": displayed for custom, stored otherwise.
+    image_view: str = "auto"
 
     @property
     def masks_optional(self) -> bool:
         """Whether l2g run goes on without ground-truth masks (``masks``; auto: for the custom format)."""
         return self.masks == "optional" or (self.masks == "auto" and self.format == "custom")
+
+    @property
+    def view(self) -> str:
+        """The resolved ``image_view``: "stored" or "displayed"."""
+        if self.image_view != "auto":
+            return self.image_view
+        return "displayed" if self.format == "custom" else "stored"
 
     def folders(self) -> tuple[str, str]:
         """(image folder, mask folder): the configured ones, else the format's defaults."""

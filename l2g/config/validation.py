@@ -65,6 +65,7 @@ def check_config(config: Any) -> None:
     _validate_resize(config.data)
     _choice("data.labels", config.data.labels, LABEL_SOURCES)
     _choice("data.masks", config.data.masks, ("auto", "required", "optional"))
+    _choice("data.image_view", config.data.image_view, ("auto", "stored", "displayed"))
     _choice("device", config.device, ("auto", "cpu", "cuda"))
     if config.views.strategy == "corners+random" and config.views.n < 4:
         raise ConfigError("views.n must be >= 4 with strategy corners+random (four corners come first)")

@@ -284,6 +284,7 @@ def load_split(
     image_dir: str | Path = IMAGE_DIR,
     labels: str = "auto",
     classes_file: str | Path | None = None,
+    image_view: str = "stored",
 ) -> list[Sample]:
     """The samples of ``split``, after checking the whole split on disk.
 
@@ -295,6 +296,8 @@ def load_split(
     unreadable files, masks whose size differs from their image (when masks are needed) and mask values
     outside 0..C and 255. A saliency map whose size differs from its image is only warned
     about (one DatasetWarning for the whole split): it is resized at load time by ``read_saliency``.
+    ``image_view`` ("stored" or "displayed": EXIF orientation applied) is how the images are read, and the
+    size masks and saliency maps must have.
     """
     check_num_classes(num_classes)
     if check_images not in CHECK_MODES:
@@ -318,7 +321,8 @@ def load_split(
         mask_path = _optional_file(masks, image_id, "mask", need_masks, problems)
         saliency_path = _optional_file(saliency, image_id, "saliency map", need_saliency, problems)
         if image_path is not None:
-            samples.append(Sample(image_id, image_path, table.labels.get(image_id, ()), mask_path, saliency_path))
+            samples.append(Sample(image_id, image_path, table.labels.get(image_id, ()), mask_path, saliency_path,
+                                  image_view))
 
     resized = decode_check(samples, num_classes, need_masks, problems, root) if check_images == "decode" else []
     raise_problems(root, split, problems)

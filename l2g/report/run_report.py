@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -97,7 +98,7 @@ def _predict_masks(config: Config, paths: RunPaths, samples: list[Sample]) -> li
         return [None] * len(samples)
     masks = []
     for sample in samples:
-        image = read_or_none(read_image, sample.image_path)
+        image = read_or_none(partial(read_image, view=sample.view), sample.image_path)
         masks.append(None if image is None else segment(model, image, config, torch.device("cpu")).mask)
     return masks
 
@@ -163,7 +164,7 @@ def _example_section(out_dir: Path, config: Config, paths: RunPaths, kind: str, 
     used: set[str] = set()
     for example, prediction in zip(examples, predicted, strict=True):
         sample = example.item
-        image = read_or_none(read_image, sample.image_path)
+        image = read_or_none(partial(read_image, view=sample.view), sample.image_path)
         truth = "missing" if sample.mask_path is not None else "no mask"
         panels: list[Panel] = [(image, "image", "missing"),
                                (_colour(read_or_none(load_mask, sample.mask_path)), "ground truth", truth)]

@@ -52,7 +52,7 @@ def split_samples(config: Config, split: str, need_masks: bool = False, need_sal
         data.root, split, data.num_classes, cls_list=split_cls_list(config, split), mask_dir=mask_dir,
         saliency_dir=data.saliency_dir, need_masks=need_masks, need_saliency=need_saliency,
         check_images=check_images or data.check_images, image_dir=image_dir, labels=data.labels,
-        classes_file=data.classes_file,
+        classes_file=data.classes_file, image_view=data.view,
     )
 
 

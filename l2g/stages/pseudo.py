@@ -11,6 +11,7 @@ from tqdm import tqdm
 from l2g.config import Config
 from l2g.data.cam_files import load_cams
 from l2g.data.palette import save_mask
+from l2g.data.pil_open import displayed_turned
 from l2g.data.voc_layout import decoded_size
 from l2g.engine import atomic, distributed, markers
 from l2g.evaluation.sweep import pseudo_label
@@ -59,7 +60,10 @@ def write_pseudo_masks(config: Config, cams_dir: str | Path, out_dir: str | Path
             cams = load_cams(cams_dir, sample.image_id)
             maps = cams.maps
             if not maps.shape[1]:  # no labelled class in a dict file, which has no size: all background
-                maps = np.zeros((0, *decoded_size(sample.image_path)), np.float32)
+                size = decoded_size(sample.image_path)
+                if sample.view == "displayed" and displayed_turned(sample.image_path):
+                    size = size[::-1]
+                maps = np.zeros((0, *size), np.float32)
             mask = pseudo_label(maps, cams.mask_values, threshold)
             save_mask(out_dir / f"{sample.image_id}.png", mask, sync_folder=False)
     atomic.fsync_folder(out_dir)  # the renames of this rank's masks, before the done marker

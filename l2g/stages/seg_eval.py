@@ -52,7 +52,7 @@ def evaluate_segmentation(config: Config, run_dir: str | Path, split: str | None
     with distributed.agreed():
         for sample in tqdm(distributed.shard(samples, ctx), desc=f"seg eval {split}",
                            disable=not (progress and ctx.is_main)):
-            result = segment(model, read_image(sample.image_path), config, ctx.device, crf=use_crf)
+            result = segment(model, read_image(sample.image_path, sample.view), config, ctx.device, crf=use_crf)
             if sample.mask_path is not None:
                 matrix.update(result.mask, read_mask(sample.mask_path, config.data.num_classes))
             save_mask(predictions / f"{sample.image_id}.png", result.mask)

@@ -85,7 +85,8 @@ def refine_pseudo_masks(config: Config, samples: list[Sample], masks: list[Path]
     with distributed.agreed():
         mine = [(s, p) for s, p in distributed.shard(pairs, ctx) if not (out_dir / p.name).exists()]
         for sample, path in tqdm(mine, desc="pseudo-mask CRF", disable=not (progress and ctx.is_main)):
-            mask = refine_labels(read_image(sample.image_path), read_mask(path, config.data.num_classes), params,
+            image = read_image(sample.image_path, sample.view)
+            mask = refine_labels(image, read_mask(path, config.data.num_classes), params,
                                  gt_prob)
             save_mask(out_dir / path.name, mask)  # atomic
     return [out_dir / path.name for _, path in pairs]
