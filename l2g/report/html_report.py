@@ -87,6 +87,7 @@ class ReportSample:
     image_path: Path
     mask_path: Path | None
     labels: tuple[int, ...]
+    view: str = "stored"  # how the image is read (l2g.data.sample.Sample.view)
 
 
 # --- attention maps ----------------------------------------------------------------------------------
