@@ -142,7 +142,7 @@ def test_masks_for_a_few_images_choose_the_threshold_and_the_val_masks_are_score
     assert (record["rule"], record["images_with_masks"], record["images"]) == ("masks", 4, 12)
     assert json.loads((out / "cls" / "sweep.json").read_text())["images"] == 4
     assert "4 of 12 images of split 'train' have masks" in printed
-    assert f"background threshold {record['threshold']:.2f}, best on the 4 of 12 images with masks" in printed
+    assert f"best background threshold {record['threshold']:.2f} on the 4 of 12 images with masks" in printed
     # --until: no report is claimed, and the output says how to go on
     assert "report:" not in printed and "stopped after stage threshold" in printed
     assert not (out / "report").exists()

@@ -102,8 +102,10 @@ def describe(record: dict) -> str:
     threshold = f"background threshold {record['threshold']:.2f}"
     share = f"{100 * record['foreground_fraction']:.0f}% of pixels foreground"
     if record["rule"] == "masks":
-        return (f"{threshold}, best on the {record['images_with_masks']} of {record['images']} images with masks "
-                f"(pseudo-label mIoU {100 * record['miou_on_masked_images']:.1f} there); {share}")
+        masked, images = record["images_with_masks"], record["images"]
+        where = f"the {masked} of {images} images with masks" if masked < images else f"split {record['split']!r}"
+        return (f"best {threshold} on {where}: pseudo-label mIoU {100 * record['miou_on_masked_images']:.1f}; "
+                f"{share}")
     if record["rule"] == "otsu":
         return (f"{threshold} from the maps (Otsu's rule: no image of split {record['split']!r} has a mask; "
                 f"masks for a few images make the choice better); {share}")
