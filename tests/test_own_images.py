@@ -163,6 +163,10 @@ def test_otsu_threshold_separates_two_modes_and_the_warning_names_all_foreground
     warning = pseudo_mask_warning(tmp_path, 0.05)
     assert warning and "100% foreground at threshold 0.05" in warning and "Raise the threshold" in warning
     for index in range(3):
+        save_mask(tmp_path / f"{index}.png", np.zeros((8, 8), np.uint8))
+    assert "lower the threshold" in pseudo_mask_warning(tmp_path, 0.3)
+    assert "the attention maps are empty" in pseudo_mask_warning(tmp_path, 0.05)  # no lower threshold to try
+    for index in range(3):
         save_mask(tmp_path / f"{index}.png", np.eye(8, dtype=np.uint8))
     assert pseudo_mask_warning(tmp_path, 0.3) is None
 

@@ -128,6 +128,11 @@ def pseudo_mask_warning(pseudo_dir: str | Path, threshold: float) -> str | None:
                 "the segmentation network will learn to paint everything. Raise the threshold (--set "
                 "eval.threshold=T, or l2g pseudo --threshold T), or give masks for a few images so the threshold is "
                 "chosen on them")
+    if share < LOW_FOREGROUND and threshold <= default_thresholds()[0]:
+        return (f"the pseudo masks in {pseudo_dir} are {100 * (1 - share):.0f}% background even at threshold "
+                f"{threshold:.2f}: the attention maps are empty, so the classification stage did not find the "
+                "objects (see its warnings and kt_stuck in cls/train_log.jsonl); train it longer or with another "
+                "optim.lr, or with saliency maps (method.name=l2g_shape), before the later stages")
     if share < LOW_FOREGROUND:
         return (f"the pseudo masks in {pseudo_dir} are {100 * (1 - share):.0f}% background at threshold "
                 f"{threshold:.2f}: lower the threshold (--set eval.threshold=T, or l2g pseudo --threshold T), or "
