@@ -330,3 +330,29 @@ def test_the_scratch_warning_can_be_left_to_the_pipeline(capsys):
     record = seg_train._initialise(None, config, warn=False)
     assert "random weights" in record["warning"] and capsys.readouterr().err == ""
     assert "deeplabv3plus_efficientnet_lite0" in record["warning"]  # the offline way out
+
+
+def test_saliency_maps_of_own_photos_are_written_as_displayed(tmp_path, capsys):
+    root = tmp_path / "data"
+    make_own_images(root, count=3)
+    code, _, err = run_cli(capsys, "saliency", "--images", root / "images", "--out", root / "saliency", "--view",
+                           "displayed", "--quiet")
+    assert code == 0, err
+    height, width = OWN_SIZE
+    with Image.open(root / "saliency" / "img00.png") as rotated, Image.open(root / "saliency" / "img01.png") as plain:
+        assert rotated.size == plain.size == (width, height)
+    from l2g.stages.common import split_samples
+
+    config = load_config("pretrained_l2g", [f"data.root={root}", "method.name=l2g_shape"])
+    with warnings_as_errors():  # no "saliency map of another size" warning: maps and photos agree
+        samples = split_samples(config, "train", need_saliency=True)
+    assert [s.view for s in samples] == ["displayed"] * 3
+
+
+@contextlib.contextmanager
+def warnings_as_errors():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        yield
