@@ -75,7 +75,8 @@ def later_input_problems(config: Config, stages: Collection[str]) -> list[str]:
                 "(set eval.threshold to skip it, or data.masks=optional to choose it without masks)",
                 lambda: _split_files(config, cams_split, need_masks=True))
     elif ("cams" in stages or "threshold" in stages) and (cams_split != config.data.train_split or optional):
-        attempt(f"cams reads split {cams_split!r}", lambda: _split_files(config, cams_split, need_masks=False))
+        attempt(f"split {cams_split!r} (attention maps, threshold)",
+                lambda: _split_files(config, cams_split, need_masks=False))
     if "seg_train" in stages:
         attempt("segmentation training", lambda: check_seg_weights(config.seg))
     val = config.seg.val_split
