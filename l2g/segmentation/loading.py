@@ -38,7 +38,7 @@ def seg_weights_path(seg: SegConfig) -> str | None:
 def freezes_bn(seg: SegConfig) -> bool:
     """Whether batch norm is frozen: ``seg.freeze_bn``, else (null) the network's default, but only with
     pretrained weights. Frozen batch norm keeps the statistics the weights bring; with random weights it
-    normalises nothing and a deep network diverges (DeepLab-v2 from scratch: loss NaN at iteration 1)."""
+    normalises nothing and a deep network diverges (DeepLab-v2 from scratch: docs/usage.md)."""
     if seg.freeze_bn is not None:
         return seg.freeze_bn
     return SEG_ARCHS[seg.arch].frozen_bn and seg.pretrained not in (None, "", SCRATCH)
