@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/own_images")
     parser.add_argument("--data", default="data/synth")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--only-seed", type=int, help="run this seed alone (e.g. in a second process); its row only")
     parser.add_argument("--method", default="l2g_shape")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="extra overrides, every run")
     args = parser.parse_args(argv)
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (data / "ImageSets").is_dir():
         l2g("synth", "--out", str(data))
     rows = []
-    for seed in range(args.seeds):
+    for seed in [args.only_seed] if args.only_seed is not None else range(args.seeds):
         folder = out / f"seed{seed}"
         common = [f"data.root={data}", f"seed={seed}", "threads=1", *args.overrides]
         l2g("run", "synth", "--out", str(folder), *sets([f"method.name={args.method}", *common]), "--quiet")
