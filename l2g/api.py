@@ -142,16 +142,20 @@ def evaluate_cams(run_dir: str | Path, *, cams_dir: str | Path | None = None, sp
 def make_pseudo_masks(run_dir: str | Path, *, threshold: float | None = None, cams_dir: str | Path | None = None,
                       out_dir: str | Path | None = None, split: str | None = None, overrides: Overrides = None,
                       progress: bool = True) -> Path:
-    """Pseudo masks (palette PNGs) at ``threshold`` (default: ``eval.threshold``, else the sweep's best)
-    -> ``<run>/pseudo/``; returns the folder. Same as ``l2g pseudo``."""
+    """Pseudo masks (palette PNGs) at ``threshold`` (default: ``eval.threshold``, else the sweep's best, else
+    one chosen from the maps: :mod:`l2g.stages.threshold`) -> ``<run>/pseudo/``; returns the folder. Same as
+    ``l2g pseudo``. Masks that come out almost all foreground or background are warned about."""
     from l2g.stages.pseudo import choose_threshold, write_pseudo_masks
+    from l2g.stages.threshold import warn_pseudo_masks
 
     run = Path(run_dir)
     config = load_run_config(run, overrides)
     if threshold is not None:
         config.eval.threshold = threshold
-    chosen = choose_threshold(config, run / "sweep.json")
-    return write_pseudo_masks(config, cams_dir or run / "cams", out_dir or run / "pseudo", chosen, split, progress)
+    chosen = choose_threshold(config, run / "sweep.json", progress)
+    written = write_pseudo_masks(config, cams_dir or run / "cams", out_dir or run / "pseudo", chosen, split, progress)
+    warn_pseudo_masks(written, chosen)
+    return written
 
 
 def train_segmentation(config: Config, run_dir: str | Path, pseudo_dir: str | Path | None = None, *,

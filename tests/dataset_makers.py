@@ -146,3 +146,60 @@ def make_coco(root: Path, split: str = "train2014", first_id: int = 1) -> dict:
         "car": car,
         "json": path,
     }
+
+
+OWN_CLASSES = ("cat", "dog", "bird")
+OWN_SIZE = (40, 48)  # (H, W) as every viewer shows the photos
+EXIF_ORIENTATION = 0x0112
+
+
+def own_image(classes: tuple[int, ...], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A photo-like (H, W, 3) image with one coloured square per class on a noisy grey background, and its
+    mask (value class + 1)."""
+    rng = np.random.default_rng(seed)
+    height, width = OWN_SIZE
+    image = rng.integers(90, 140, (height, width, 3), dtype=np.uint8)
+    mask = np.zeros((height, width), np.uint8)
+    colours = ((220, 40, 40), (40, 200, 40), (40, 60, 220))
+    for slot, c in enumerate(classes):
+        top, left = 6 + int(rng.integers(0, 8)), 4 + 22 * slot + int(rng.integers(0, 4))
+        image[top : top + 18, left : left + 16] = colours[c]
+        mask[top : top + 18, left : left + 16] = c + 1
+    return image, mask
+
+
+def make_own_images(root: Path, count: int = 12, masks: int = 0, val: int = 0, rotated: str | None = "img00",
+                    names: tuple[str, ...] = OWN_CLASSES) -> dict:
+    """The README's "your own tagged images" layout: ``images/`` (``.jpg`` and ``.png``), ``classes.txt`` and
+    ``train.csv`` with class names; masks for the first ``masks`` images only (``masks/<id>.png``); ``val``
+    more images in ``val.csv``. Image ``rotated`` is stored turned on its side with EXIF orientation 6
+    (rotate 90 degrees clockwise to display), as phones write portrait photos. Returns the truth."""
+    images = root / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    (root / "classes.txt").write_text("".join(f"{name}\n" for name in names))
+    truth: dict = {"labels": {}, "masks": {}, "files": {}}
+    rows = {"train": ["image,labels"], "val": ["image,labels"]}
+    for index in range(count + val):
+        image_id = f"img{index:02d}"
+        classes = (index % 3,) if index % 4 else (index % 3, (index + 1) % 3)
+        classes = tuple(sorted(classes))
+        image, mask = own_image(classes, index)
+        name = f"{image_id}.{'png' if index % 5 == 4 else 'jpg'}"
+        picture = Image.fromarray(image)
+        if image_id == rotated:  # stored turned 90 degrees anticlockwise; EXIF 6 turns it back for display
+            stored = picture.transpose(Image.Transpose.ROTATE_90)
+            exif = stored.getexif()
+            exif[EXIF_ORIENTATION] = 6
+            stored.save(images / name, exif=exif.tobytes(), quality=95)
+        else:
+            picture.save(images / name, **({"quality": 95} if name.endswith("jpg") else {}))
+        split = "train" if index < count else "val"
+        rows[split].append(f"{name},{';'.join(names[c] for c in classes)}")
+        truth["labels"][image_id], truth["files"][image_id] = classes, name
+        if index < masks:
+            save_mask(root / "masks" / f"{image_id}.png", mask)
+        truth["masks"][image_id] = mask
+    (root / "train.csv").write_text("\n".join(rows["train"]) + "\n")
+    if val:
+        (root / "val.csv").write_text("\n".join(rows["val"]) + "\n")
+    return truth

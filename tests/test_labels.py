@@ -12,13 +12,13 @@ from dataset_makers import voc_mask, voc_xml, write_rgb
 from PIL import Image
 
 from l2g.config import ConfigError, load_config
-from l2g.data.errors import DatasetError
+from l2g.data.csv_labels import read_csv_labels
+from l2g.data.errors import DatasetError, DatasetWarning
 from l2g.data.label_sources import label_reader
 from l2g.data.labels import (
     VOC_CLASSES,
     mask_labels,
     npy_key_to_id,
-    read_csv_labels,
     read_npy_labels,
     write_class_list,
     xml_labels,
@@ -100,11 +100,28 @@ def test_npy_with_a_hostile_pickle_is_refused_without_running_it(tmp_path):
 
 def test_csv_with_names_header_quotes_and_bom(tmp_path):
     path = tmp_path / "train.csv"
-    path.write_text('\ufeffimage,labels\ncat.jpg,cat\n"pair.png", dog ; cat ;\n# a comment\nempty.jpg,\nbare\n',
+    path.write_text('\ufeffimage,labels\ncat.jpg,cat\n"pair.png", dog ; cat ;\n# a comment\nbare,bird\n',
                     encoding="utf-8")
     table = read_csv_labels(path, 3, ["cat", "dog", "bird"])
-    assert table.labels == {"cat": (0,), "pair": (0, 1), "empty": (), "bare": ()}
-    assert table.files == {"cat": "cat.jpg", "pair": "pair.png", "empty": "empty.jpg"}  # "bare" is an id
+    assert table.labels == {"cat": (0,), "pair": (0, 1), "bare": (2,)}
+    assert table.files == {"cat": "cat.jpg", "pair": "pair.png"}  # "bare" is an id
+
+
+def test_csv_lists_every_bad_row_at_once_and_warns_about_empty_labels(tmp_path):
+    """Two unknown names and a bad row: one error naming all three, not one per rerun. Rows without labels
+    are accepted (an image that shows none of the classes) but warned about, by name."""
+    path = tmp_path / "train.csv"
+    path.write_text("image,labels\na.jpg,cat;dgo\nb.jpg,brid\nc.jpg,cat,dog\nok.jpg,dog\n")
+    with pytest.raises(DatasetError) as caught:
+        read_csv_labels(path, 3, ["cat", "dog", "bird"])
+    message = str(caught.value)
+    assert message.startswith(f"{path}: 3 problem(s):")
+    assert f"{path}:2: unknown class name 'dgo' (did you mean 'dog'?)" in message
+    assert f"{path}:3: unknown class name 'brid' (did you mean 'bird'?)" in message
+    assert f"{path}:4: expected 2 columns" in message
+    path.write_text("image,labels\nempty.jpg,\nbare\nok.jpg,dog\n")
+    with pytest.warns(DatasetWarning, match=rf"2 image\(s\) without labels.*{path.name}:2: empty\.jpg, .*:3: bare"):
+        assert read_csv_labels(path, 3, ["cat", "dog", "bird"]).labels == {"empty": (), "bare": (), "ok": (1,)}
 
 
 def test_csv_with_indices_when_there_are_no_names(tmp_path):

@@ -80,7 +80,7 @@ def test_masks_of_the_labelled_split_are_needed_only_without_eval_threshold(root
     # with eval.threshold the pipeline labels the split without scoring it: no masks needed
     code, printed, err = run_cli(capsys, *run_argv(root, out, "--until", "pseudo", "--set", "eval.threshold=0.3"))
     assert code == 0, err
-    assert "no ground truth on split 'train': using eval.threshold=0.3 without a sweep" in printed
+    assert "background threshold 0.30 (eval.threshold)" in printed
     assert len(list((out / "cls" / "pseudo").glob("*.png"))) == len(ids(root, "train"))
 
 

@@ -162,15 +162,19 @@ def test_seg_train_usage_errors(seg_run, tiny_root, tmp_path, capsys):
     assert code == 2 and f"{tmp_path / 'nothing'}: pseudo-mask folder not found" in err
 
 
+class Killed(BaseException):
+    """A kill: unlike Ctrl-C (KeyboardInterrupt, which the command line reports), nothing handles it."""
+
+
 def die_after_checkpoint(monkeypatch, folder: Path, iteration: int) -> None:
-    """Make the training engine raise KeyboardInterrupt (a kill) right after it saved the checkpoint of
-    ``iteration`` in ``folder``."""
+    """Make the training engine raise Killed (a kill) right after it saved the checkpoint of ``iteration``
+    in ``folder``."""
     real_save = checkpoint.save_checkpoint
 
     def save_then_die(where, done, payload, keep):
         path = real_save(where, done, payload, keep)
         if Path(where) == folder and done == iteration:
-            raise KeyboardInterrupt
+            raise Killed
         return path
 
     monkeypatch.setattr(checkpoint, "save_checkpoint", save_then_die)
@@ -180,7 +184,7 @@ def test_seg_train_resumed_after_a_kill_equals_an_uninterrupted_run(seg_run, tin
                                                                    monkeypatch):
     run = tmp_path / "killed"
     die_after_checkpoint(monkeypatch, run / "checkpoints", 3)  # epoch 2, after its first step
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Killed):
         seg_train_cli(capsys, tiny_root, run, "--set", "runtime.checkpoint_every=1")
     assert checkpoint.list_checkpoints(run / "checkpoints")[-1].name == "step-00000003.pt"
     assert not (run / "checkpoints" / "final.pt").exists()
@@ -233,7 +237,7 @@ def test_pseudo_mask_crf_refinement_before_training(tiny_root, tmp_path, capsys)
 
 def _count_calls(monkeypatch) -> dict[str, int]:
     """Wrap every library function the pipeline stages call with a counter."""
-    names = ("train", "infer_cams", "evaluate_cams", "write_pseudo_masks", "train_segmentation",
+    names = ("train", "infer_cams", "choose_pipeline_threshold", "write_pseudo_masks", "train_segmentation",
              "evaluate_segmentation", "write_run_report")
     counts = dict.fromkeys(names, 0)
     for name in names:
@@ -258,7 +262,7 @@ def test_run_pipeline_continues_after_kills_without_redoing_finished_stages(tiny
 
     # 1. killed in the middle of segmentation training, after its first epoch
     die_after_checkpoint(monkeypatch, out / "seg" / "checkpoints", 2)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Killed):
         run_cli(capsys, *argv)
     monkeypatch.undo()
     done = sorted(p.name for p in (out / "stages").glob("*.done.json"))
@@ -273,14 +277,14 @@ def test_run_pipeline_continues_after_kills_without_redoing_finished_stages(tiny
 
     def evaluation_killed(*args, **kwargs):
         counts["evaluate_segmentation"] += 1
-        raise KeyboardInterrupt
+        raise Killed
 
     monkeypatch.setattr(pipeline, "evaluate_segmentation", evaluation_killed)
     capsys.readouterr()
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Killed):
         run_cli(capsys, *argv)
     assert "seg_train (segmentation training): resuming an interrupted run" in capsys.readouterr().out
-    assert counts == {"train": 0, "infer_cams": 0, "evaluate_cams": 0, "write_pseudo_masks": 0,
+    assert counts == {"train": 0, "infer_cams": 0, "choose_pipeline_threshold": 0, "write_pseudo_masks": 0,
                       "train_segmentation": 1, "evaluate_segmentation": 1, "write_run_report": 0}
     assert _mtimes(finished) == before
     seg_final = out / "seg" / "checkpoints" / "final.pt"
@@ -291,7 +295,7 @@ def test_run_pipeline_continues_after_kills_without_redoing_finished_stages(tiny
     counts = _count_calls(monkeypatch)
     code, stdout, err = run_cli(capsys, *argv)
     assert code == 0, err
-    assert counts == {"train": 0, "infer_cams": 0, "evaluate_cams": 0, "write_pseudo_masks": 0,
+    assert counts == {"train": 0, "infer_cams": 0, "choose_pipeline_threshold": 0, "write_pseudo_masks": 0,
                       "train_segmentation": 0, "evaluate_segmentation": 1, "write_run_report": 1}
     assert _mtimes(finished) == before and _mtimes([seg_final]) == seg_before
     assert 0 <= json.loads((out / "seg" / "eval_val.json").read_text())["miou"] <= 1
@@ -302,7 +306,7 @@ def test_run_pipeline_continues_after_kills_without_redoing_finished_stages(tiny
     assert counts["evaluate_segmentation"] == 1 and counts["write_run_report"] == 1
     code, stdout, _ = run_cli(capsys, *argv[:-1], "--set", "seg.test_flip=false", "--quiet")
     assert code == 0 and "config changed (seg.test_flip)" in stdout
-    assert counts == {"train": 0, "infer_cams": 0, "evaluate_cams": 0, "write_pseudo_masks": 0,
+    assert counts == {"train": 0, "infer_cams": 0, "choose_pipeline_threshold": 0, "write_pseudo_masks": 0,
                       "train_segmentation": 0, "evaluate_segmentation": 2, "write_run_report": 2}
     # 6. runtime.* says how training runs, not what it computes (as for --resume): nothing reruns
     code, stdout, _ = run_cli(capsys, *argv[:-1], "--set", "seg.test_flip=false", "--set",

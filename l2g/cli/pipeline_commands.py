@@ -19,9 +19,10 @@ Stages: train -> cams -> threshold -> pseudo -> seg_train -> seg_eval -> report.
 <out>/stages/<stage>.done.json last; rerunning the same command skips complete stages and continues an
 interrupted one (--resume says that OUT must hold a pipeline already; --resume auto is the default).
 Changing a config value reruns the stages that depend on it and those after them.
-Before anything runs, every file that a stage still to run will read is checked (class names, the masks
-the threshold is chosen on unless eval.threshold is set, seg.val_split's images and masks, seg.pretrained):
-a problem stops the run at once, naming the file."""
+Before anything runs, every file that a stage still to run will read is checked (class names, images,
+labels and masks of cams.split and seg.val_split, seg.pretrained): every problem is listed at once, naming
+its file. Masks are optional: without them the background threshold comes from the maps (Otsu's rule;
+masks for a few images choose it instead), and the report shows predicted masks instead of mIoU."""
 
 DEMO_EPILOG = """examples:
   l2g demo                                   # the synthetic benchmark, 7-9 min on 2 CPU cores
@@ -58,7 +59,11 @@ def run_run(args: argparse.Namespace) -> int:
 
     config = api.load_config(args.config, args.overrides)
     report = api.run_pipeline(config, args.out, until=args.until, progress=not args.quiet, resume=args.resume)
-    print(f"report: {report}")
+    if args.until in (None, "report"):
+        print(f"report: {report}")
+    else:  # no report was written: say where the run stopped and how to go on
+        print(f"stopped after stage {args.until} in {args.out}; the same command without --until runs the rest "
+              "and writes the report")
     sys.stdout.flush()
     return 0
 
@@ -112,14 +117,22 @@ def config_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def preset_summary(name: str) -> str:
-    """The first comment line of a shipped preset (what it is), without the ``#``."""
+    """The first sentence of a shipped preset's opening comment (what it is), without the ``#``: the
+    comment's first lines are joined until a blank comment line, and cut after the sentence's full stop."""
+    import re
+
     from l2g.config import shipped_preset
 
     path = shipped_preset(name)
+    words = []
     for line in path.read_text().splitlines() if path else []:
-        if line.startswith("#"):
-            return line.lstrip("# ").strip()
-    return ""
+        text = line.lstrip("#").strip()
+        if not line.startswith("#") or not text:
+            break
+        words.append(text)
+    paragraph = " ".join(words)
+    end = re.search(r"\.(?=\s+[A-Z])", paragraph)  # a full stop before a capital: the sentence ends there
+    return paragraph[: end.end()] if end else paragraph
 
 
 def run_config(args: argparse.Namespace) -> int:

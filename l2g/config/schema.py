@@ -22,7 +22,9 @@ class DataConfig:
     cls_list: str | None = None
     mask_dir: str | None = None  # None: the format's default (see DATA_FORMATS)
     saliency_dir: str = "saliency"
-    num_classes: int = 6  # foreground classes C (the network has C + 1 output channels)
+    # Foreground classes C (the network has C + 1 output channels); null: the number of names in the classes
+    # file (data.classes_file, else <root>/classes.txt), counted when the config is loaded.
+    num_classes: int | None = 6
     # Short side before the global_size crop: a number (release VOC: 512), or [low, high] drawn per sample,
     # bounds included (the release's no-saliency loader: [448, 672]). Unused with resize_mode "square".
     resize_short: int | tuple[int, int] = 128
@@ -44,6 +46,26 @@ class DataConfig:
     # Where image-level labels come from: auto | cls_txt | csv | npy | xml | masks (l2g.data.labels).
     labels: str = "auto"
     classes_file: str | None = None  # class names, one per line (default: <root>/classes.txt)
+    # Ground-truth masks in l2g run: "required" (every image of a scored split has one: VOC, COCO, synth),
+    # "optional" (masks where there are any: the threshold is chosen on the images that have one, else from
+    # the maps, and splits without masks get predictions instead of mIoU), "auto": optional for custom.
+    masks: str = "auto"
+    # How every stage reads the images: "stored" (the pixels as stored, EXIF orientation ignored: VOC and COCO,
+    # whose masks match them), "displayed" (EXIF orientation applied, as every viewer and l2g predict show a
+    # photo; masks and saliency maps then match that), "auto": displayed for custom, stored otherwise.
+    image_view: str = "auto"
+
+    @property
+    def masks_optional(self) -> bool:
+        """Whether l2g run goes on without ground-truth masks (``masks``; auto: for the custom format)."""
+        return self.masks == "optional" or (self.masks == "auto" and self.format == "custom")
+
+    @property
+    def view(self) -> str:
+        """The resolved ``image_view``: "stored" or "displayed"."""
+        if self.image_view != "auto":
+            return self.image_view
+        return "displayed" if self.format == "custom" else "stored"
 
     def folders(self) -> tuple[str, str]:
         """(image folder, mask folder): the configured ones, else the format's defaults."""
@@ -259,9 +281,21 @@ class Config:
 
     def validate(self) -> Config:
         """Check values that no type annotation can express (:mod:`l2g.config.validation`); returns self."""
+        self.resolve_num_classes()
         check_config(self)
         self.resolve_normalization()
         return self
+
+    def resolve_num_classes(self) -> None:
+        """Fill an unset ``data.num_classes`` with the count of the classes file's names, when that file exists
+        (a stage that needs the count and still finds it unset says so: l2g.stages.common.require_num_classes)."""
+        if self.data.num_classes is not None:
+            return
+        from l2g.data.labels import count_class_names
+
+        count = count_class_names(self.data.root, self.data.classes_file)
+        if count is not None:
+            self.data.num_classes = count
 
     @property
     def cams_use_softmax(self) -> bool:

@@ -14,8 +14,10 @@ from l2g.data.registry import (
     CAM_DTYPES,
     CAM_FORMATS,
     CHECK_MODES,
+    IMAGE_VIEWS,
     INTERPOLATIONS,
     LABEL_SOURCE_NAMES,
+    MASK_MODES,
     RESIZE_MODES,
     VIEW_STRATEGIES,
 )
@@ -31,7 +33,7 @@ from l2g.method.registry import (
     VIEW_GATES,
 )
 from l2g.models.registry import BACKBONE_NAMES, BACKBONES, HEAD_INITS
-from l2g.segmentation.registry import CRF_PRESETS, SEG_ARCH_NAMES
+from l2g.segmentation.registry import CRF_PRESETS, SEG_ARCH_NAMES, SEG_ARCHS
 
 # data.format -> default (image folder, mask folder); "{split}" is replaced by the split's name.
 DATA_FORMATS = {
@@ -74,6 +76,8 @@ def check_config(config: Any) -> None:
     _choice("data.format", config.data.format, tuple(DATA_FORMATS))
     _validate_resize(config.data)
     _choice("data.labels", config.data.labels, LABEL_SOURCE_NAMES)
+    _choice("data.masks", config.data.masks, MASK_MODES)
+    _choice("data.image_view", config.data.image_view, IMAGE_VIEWS)
     _choice("device", config.device, ("auto", "cpu", "cuda"))
     if config.views.strategy == "corners+random" and config.views.n < 4:
         raise ConfigError("views.n must be >= 4 with strategy corners+random (four corners come first)")
@@ -84,7 +88,7 @@ def check_config(config: Any) -> None:
             f"views.patch_size ({config.views.patch_size}) must be in 1..data.global_size "
             f"({config.data.global_size})"
         )
-    if config.data.num_classes < 1:
+    if config.data.num_classes is not None and config.data.num_classes < 1:
         raise ConfigError("data.num_classes must be >= 1")
     if config.optim.batch_size < 1 or config.optim.epochs < 1 or config.optim.accumulate_steps < 1:
         raise ConfigError("optim.batch_size, optim.epochs and optim.accumulate_steps must be >= 1")
@@ -124,6 +128,12 @@ def _validate_resize(data: Any) -> None:
 
 def _validate_seg(seg: Any) -> None:
     _choice("seg.arch", seg.arch, SEG_ARCH_NAMES)
+    packaged = SEG_ARCHS[seg.arch].packaged_weights is not None
+    random_weights = seg.pretrained == "scratch" or (not seg.pretrained and not packaged)
+    if seg.freeze_bn is True and random_weights:
+        raise ConfigError(f"seg.freeze_bn = true with random weights (seg.pretrained = {seg.pretrained or 'null'}): "
+                          "frozen batch norm keeps the statistics of pretrained weights, and random ones have none, so "
+                          "the network diverges. Set seg.freeze_bn=false (or null), or give seg.pretrained=PATH")
     _choice("seg.pretrained_dataset", seg.pretrained_dataset, PRETRAINED_DATASETS)
     for name, crf in (("seg.crf", seg.crf), ("seg.pseudo_crf", seg.pseudo_crf)):
         _choice(f"{name}.preset", crf.preset, CRF_PRESETS)

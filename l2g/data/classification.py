@@ -138,7 +138,7 @@ class ClassificationDataset(Dataset):
         data, views = self.config.data, self.config.views
         rng = np.random.default_rng([self.seed, self.epoch, index])  # reproducible whatever the workers
         sample = self.samples[index]
-        image = read_image(sample.image_path)
+        image = read_image(sample.image_path, sample.view)
         saliency = None
         if self.use_saliency:
             saliency = (read_saliency(sample.saliency_path, image.shape[:2]) * 255).astype(np.uint8)

@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from l2g.data.labels import LabelTable, mask_labels, read_class_list, read_csv_labels, read_npy_labels, xml_labels
+from l2g.data.csv_labels import read_csv_labels
+from l2g.data.labels import LabelTable, mask_labels, read_class_list, read_npy_labels, xml_labels
 from l2g.data.registry import LABEL_SOURCES
 
 # A label list (one file for the split): (path, C, class names or None, where the names are) -> LabelTable.

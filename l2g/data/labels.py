@@ -13,15 +13,13 @@ Class indices are 0-based FOREGROUND indices (mask value minus 1), sorted and un
              difficult and truncated objects included (as IRN derives its ``cls_labels.npy``).
 ``masks``    the classes present in the label mask (values 1..C; 0 and 255 are not classes).
 
-Every problem is a ``DatasetError`` naming the file (and line or key) at fault. The readers by source
-name are :mod:`l2g.data.label_sources`.
+Every problem is a ``DatasetError`` naming the file (and line or key) at fault. The CSV reader is
+:mod:`l2g.data.csv_labels`; the readers by source name are :mod:`l2g.data.label_sources`.
 """
 
 from __future__ import annotations
 
-import csv
 import difflib
-import io
 import re
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Iterable
@@ -41,7 +39,6 @@ VOC_CLASSES = (
     "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
 )
 INTEGER = re.compile(r"-?[0-9]+")
-CSV_HEADER_WORDS = ("image", "images", "file", "filename", "image_id", "id")
 
 
 @dataclass
@@ -152,12 +149,24 @@ def read_class_names(path: str | Path, num_classes: int) -> list[str]:
         counted = (f"{len(names)} lines, the first naming the background, so {len(names) - 1} class names"
                    if leading_background else f"{len(names)} class names")
         raise DatasetError(f"{path}: {counted} for {num_classes} configured classes (data.num_classes counts the "
-                           "foreground classes; a first line 'background' or '_background_' is optional)")
+                           "foreground classes; a first line 'background' or '_background_' is optional; leave "
+                           "data.num_classes unset (null) to take the count from this file)")
     if leading_background:
         raise DatasetError(f"{path}: the first of its {len(names)} lines names the background ({names[0]!r}), "
                            f"leaving {len(names) - 1} class names for {num_classes} configured classes: "
                            "data.num_classes counts the foreground classes only")
     return names
+
+
+def count_class_names(root: str | Path, classes_file: str | Path | None = None) -> int | None:
+    """The number of foreground class names in the classes file (``classes_file``, relative to ``root`` unless
+    absolute, else ``<root>/classes.txt``; a first background line not counted); None when it does not exist."""
+    path = Path(classes_file) if classes_file is not None else Path("classes.txt")
+    path = path if path.is_absolute() else Path(root) / path
+    if not path.is_file():
+        return None
+    names = [text for _, text in content_lines(path)]
+    return len(names) - (bool(names) and names[0].lower() in BACKGROUND_NAMES)
 
 
 def _class_index(names: dict[str, int], name: str, where: str, names_file: str) -> int:
@@ -173,66 +182,6 @@ def image_id_of(name: str) -> str:
     """The image id of a file name: the name without a known image suffix."""
     path = Path(name)
     return path.stem if path.suffix.lower() in IMAGE_SUFFIXES else name
-
-
-def _check_file_name(path: Path, number: int, name: str) -> None:
-    if not name:
-        raise DatasetError(f"{path}:{number}: empty image name")
-    if "/" in name or "\\" in name or name in (".", ".."):
-        raise DatasetError(
-            f"{path}:{number}: image {name!r} must be a plain file name inside the image folder (no folders)"
-        )
-
-
-def read_csv_labels(
-    path: str | Path, num_classes: int, names: list[str] | None = None, names_file: str = "the classes file"
-) -> LabelTable:
-    """Labels from ``image,label1;label2`` rows (see the module docstring).
-
-    With ``names`` the labels are class names; without, 0-based indices. Raises DatasetError for an
-    unknown name, an index out of range, an image listed twice, a row with more than two columns and a
-    file without rows.
-    """
-    check_num_classes(num_classes)
-    path = Path(path)
-    index_of = {name: index for index, name in enumerate(names)} if names is not None else None
-    reader = csv.reader(io.StringIO(read_text(path)))
-    labels: dict[str, tuple[int, ...]] = {}
-    files: dict[str, str] = {}
-    first_seen: dict[str, int] = {}
-    first_row = True
-    try:
-        for row in reader:
-            number = reader.line_num
-            cells = [cell.strip() for cell in row]
-            if not any(cells) or cells[0].startswith("#"):
-                continue
-            is_header = first_row and cells[0].lower() in CSV_HEADER_WORDS
-            first_row = False
-            if is_header:
-                continue
-            if len(cells) > 2:
-                raise DatasetError(
-                    f"{path}:{number}: expected 2 columns 'image,label1;label2', got {len(cells)} "
-                    f"(separate labels with ';', not ',')"
-                )
-            name = cells[0]
-            _check_file_name(path, number, name)
-            image_id = image_id_of(name)
-            _first_seen_check(path, number, image_id, first_seen)
-            tokens = [token.strip() for token in (cells[1] if len(cells) > 1 else "").split(";") if token.strip()]
-            if index_of is None:
-                classes = _parse_classes(path, number, tokens, num_classes)
-            else:
-                classes = tuple(sorted({_class_index(index_of, t, f"{path}:{number}", names_file) for t in tokens}))
-            labels[image_id] = classes
-            if image_id != name:  # a file name, not a bare id: use exactly that file
-                files[image_id] = name
-    except csv.Error as error:
-        raise DatasetError(f"{path}:{reader.line_num}: not a valid CSV row ({error})") from error
-    if not labels:
-        raise DatasetError(f"{path}: no images listed (the file is empty)")
-    return LabelTable(labels, path, "csv", files)
 
 
 # --- cls_labels.npy (IRN / SEAM) --------------------------------------------------------------------------

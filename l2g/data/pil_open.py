@@ -80,6 +80,20 @@ def decoded_info(path: str | Path, what: str = "image") -> tuple[int, int, str]:
     return height, width, mode
 
 
+EXIF_ORIENTATION = 0x0112
+TURNED_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that turn the picture by 90 degrees for display
+
+
+def displayed_turned(path: str | Path) -> bool:
+    """Whether the image's EXIF orientation turns it by 90 degrees for display (its displayed height is
+    its stored width); read from the header only, False when it cannot be read."""
+    try:
+        with Image.open(path) as image:
+            return image.getexif().get(EXIF_ORIENTATION, 1) in TURNED_ORIENTATIONS
+    except (*PIL_ERRORS, OSError):
+        return False
+
+
 def decoded_size(path: str | Path, what: str = "image") -> tuple[int, int]:
     """(H, W) of an image after decoding all of it (see ``decoded_info``); DatasetError if unreadable."""
     height, width, _ = decoded_info(path, what)

@@ -175,12 +175,12 @@ def list_images(images_dir: Path, ids: list[str] | None = None) -> list[Path]:
     return paths
 
 
-def _write_one(task: tuple[Path, Path, str]) -> str | None:
+def _write_one(task: tuple[Path, Path, str, str]) -> str | None:
     """Compute and write one map; the problem (unreadable image) as text instead of an exception."""
-    image_path, out_path, method = task
+    image_path, out_path, method, view = task
     try:
-        saliency = to_uint8(compute_saliency(read_image(image_path), method))
-    except DatasetError as error:
+        saliency = to_uint8(compute_saliency(read_image(image_path, view), method))
+    except (DatasetError, ValueError, OSError) as error:
         return str(error)
     save_image(out_path, Image.fromarray(saliency), "PNG")
     return None
@@ -195,17 +195,20 @@ def write_saliency_maps(
     overwrite: bool = False,
     workers: int = 1,
     progress: bool = True,
+    view: str = "stored",
 ) -> SaliencySummary:
     """Write ``<out>/<image name>.png`` (8-bit grey) for every image; existing maps are kept (resumable)
     unless ``overwrite``; ``workers`` processes share the work. Unreadable images do not stop the run:
-    they are listed in one DatasetError at the end, after every readable image got its map."""
+    they are listed in one DatasetError at the end, after every readable image got its map. ``view``: the
+    images as stored (VOC, COCO) or as displayed (EXIF orientation applied: own photos, as every stage reads
+    them with ``data.format: custom``)."""
     if method not in METHODS:
         raise ValueError(f"saliency method must be one of {', '.join(METHODS)}, got {method!r}")
     images_dir, out_dir = Path(images_dir), Path(out_dir)
     paths = list_images(images_dir, ids)
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_partials(out_dir)
-    tasks = [(path, out_dir / f"{path.stem}.png", method) for path in paths
+    tasks = [(path, out_dir / f"{path.stem}.png", method, view) for path in paths
              if overwrite or not (out_dir / f"{path.stem}.png").exists()]
     results = tqdm(map_tasks(_write_one, tasks, workers), total=len(tasks), desc=f"saliency ({method})",
                    disable=not progress)

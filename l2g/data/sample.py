@@ -12,6 +12,8 @@ class Sample:
 
     ``labels`` are 0-based foreground class indices (mask value minus 1), sorted and unique.
     ``mask_path`` / ``saliency_path`` are None when the file does not exist (and was not required).
+    ``view`` is how every stage reads the image (:func:`l2g.data.images.read_image`): "stored" (the pixels as
+    stored: VOC, COCO, whose masks match them) or "displayed" (EXIF orientation applied: own photos).
     """
 
     image_id: str
@@ -19,3 +21,4 @@ class Sample:
     labels: tuple[int, ...]
     mask_path: Path | None
     saliency_path: Path | None
+    view: str = "stored"

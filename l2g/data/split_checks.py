@@ -15,7 +15,7 @@ from l2g.data import file_checks
 from l2g.data.errors import DatasetError, DatasetWarning, listed
 from l2g.data.images import image_mode_problem, saliency_mode_problem
 from l2g.data.palette import bad_mask_values, mask_value_error
-from l2g.data.pil_open import PIL_ERRORS
+from l2g.data.pil_open import PIL_ERRORS, displayed_turned
 from l2g.data.sample import Sample
 
 MAX_LISTED_PROBLEMS = 20
@@ -65,7 +65,7 @@ def check_masks(samples: list[Sample], num_classes: int, split: str, root: str |
     cache.save()
     problems = []
     for sample in masks:
-        size = _header_size(sample.image_path)
+        size = _oriented(sample, _header_size(sample.image_path))
         if size is None:
             problems.append(f"{sample.image_path}: unreadable image")
             continue
@@ -92,7 +92,7 @@ def decode_check(
     cache.save()
     resized = []
     for sample in samples:
-        size = _decoded(sample.image_path, facts[sample.image_path], image_mode_problem, problems)
+        size = _oriented(sample, _decoded(sample.image_path, facts[sample.image_path], image_mode_problem, problems))
         if need_masks and sample.mask_path is not None and size is not None:
             problem = _mask_problem(sample.mask_path, facts[sample.mask_path], size, num_classes)
             if problem:
@@ -103,6 +103,13 @@ def decode_check(
             if size is not None and saliency_size is not None and saliency_size != size:
                 resized.append(sample.saliency_path)
     return resized
+
+
+def _oriented(sample: Sample, size: tuple[int, int] | None) -> tuple[int, int] | None:
+    """The image's size as the stages read it: turned by a 90-degree EXIF orientation in the displayed view."""
+    if size is not None and sample.view == "displayed" and displayed_turned(sample.image_path):
+        return size[1], size[0]
+    return size
 
 
 def _mask_problem(path: Path, facts: dict, size: tuple[int, int], num_classes: int) -> str | None:

@@ -3,8 +3,11 @@ section of a config says (format, folders, label source). What every stage and t
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from l2g.config import Config
-from l2g.data.voc_layout import Sample, class_names, load_split
+from l2g.data.errors import DatasetError
+from l2g.data.voc_layout import Sample, class_names, load_split, split_is_listed
 
 
 def split_samples(config: Config, split: str, need_masks: bool = False, need_saliency: bool = False,
@@ -19,8 +22,23 @@ def split_samples(config: Config, split: str, need_masks: bool = False, need_sal
         data.root, split, data.num_classes, cls_list=split_cls_list(config, split), mask_dir=mask_dir,
         saliency_dir=data.saliency_dir, need_masks=need_masks, need_saliency=need_saliency,
         check_images=check_images or data.check_images, image_dir=image_dir, labels=data.labels,
-        classes_file=data.classes_file,
+        classes_file=data.classes_file, image_view=data.view,
     )
+
+
+def require_num_classes(config: Config) -> None:
+    """A DatasetError when ``data.num_classes`` is unset and there was no classes file to count."""
+    if config.data.num_classes is None:
+        data = config.data
+        path = Path(data.classes_file) if data.classes_file else Path("classes.txt")
+        path = path if path.is_absolute() else Path(data.root) / path
+        raise DatasetError(f"{path}: not found, and data.num_classes is not set: write the class names there, one "
+                           "per line, or give their number with --set data.num_classes=C")
+
+
+def split_listed(config: Config, split: str) -> bool:
+    """Whether the dataset lists ``split`` at all (an id list or a label list of its own)."""
+    return split_is_listed(config.data.root, split, split_cls_list(config, split))
 
 
 def split_cls_list(config: Config, split: str) -> str | None:

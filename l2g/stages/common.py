@@ -11,7 +11,13 @@ import torch
 
 from l2g import atomic
 from l2g.config import Config, load_config
-from l2g.data.splits import dataset_class_names, split_cls_list, split_samples  # noqa: F401 (the stages' path)
+from l2g.data.splits import (  # noqa: F401 (the stages' path)
+    dataset_class_names,
+    require_num_classes,
+    split_cls_list,
+    split_listed,
+    split_samples,
+)
 
 
 def seed_everything(seed: int) -> None:

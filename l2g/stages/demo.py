@@ -99,7 +99,7 @@ def run_demo(out: str | Path = "runs/demo", data_root: str | Path = "data/synth"
         report_tables.append((f"Segmentation: {seg_rows[0].network} on the pseudo masks", seg_table(seg_rows)))
     report = write_report(
         out / "report", results,
-        [ReportSample(s.image_id, s.image_path, s.mask_path, s.labels) for s in samples],
+        [ReportSample(s.image_id, s.image_path, s.mask_path, s.labels, s.view) for s in samples],
         ["background", *dataset_class_names(listing)],
         title="l2g synthetic benchmark", num_examples=8,
         notes=["Pseudo-label mIoU on the train split of the synthetic dataset, best background threshold "

@@ -24,6 +24,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from l2g.config import Config
+from l2g.data.errors import DatasetError
+from l2g.data.sample import Sample
 from l2g.evaluation.sweep import ThresholdSweep, default_thresholds
 from l2g.evaluation.sweep_files import score_chunk
 from l2g.stages.common import dataset_class_names, split_samples, write_json
@@ -63,12 +65,20 @@ def _executor(parallel: str, workers: int, images: int) -> Executor | None:
 
 
 def evaluate_cams(config: Config, cams_dir: str | Path, out_path: str | Path | None = None,
-                  split: str | None = None, progress: bool = True) -> dict:
+                  split: str | None = None, progress: bool = True, samples: list[Sample] | None = None) -> dict:
+    """Sweep the thresholds over ``split`` (every image must have a mask), or over ``samples`` of it (those
+    with masks, e.g. the few images a user drew masks for); writes and returns the sweep."""
     split = split or config.cams.split
     cams_dir = Path(cams_dir)
     # Every file this stage reads (masks, maps) is checked as it is read, so decoding every image, mask
     # and saliency map up front (data.check_images=decode) would only add a second pass over the split.
-    samples = split_samples(config, split, need_masks=True, check_images="exists")
+    if samples is None and config.data.masks_optional:  # own images: score those that have a mask
+        samples = [s for s in split_samples(config, split, check_images="exists") if s.mask_path is not None]
+        if not samples:
+            raise DatasetError(f"{config.data.root}: no image of split {split!r} has a mask to score the maps "
+                               "against; l2g pseudo chooses the threshold from the maps without masks")
+    if samples is None:
+        samples = split_samples(config, split, need_masks=True, check_images="exists")
     thresholds = list(config.eval.thresholds) or default_thresholds()
     num_classes = config.data.num_classes
     sweep = ThresholdSweep(num_classes + 1, thresholds)

@@ -4,10 +4,13 @@ Stages and where they write (inside DIR)::
 
     train      cls/checkpoints/final.pt ...   classification stage (l2g train)
     cams       cls/cams/                      attention maps of cams.split (l2g cams)
-    threshold  cls/sweep.json                 background-threshold sweep on that split (l2g eval-cams)
+    threshold  cls/threshold.json             the background threshold: eval.threshold, else the best of a
+               cls/sweep.json                 sweep on the images with masks, else Otsu's rule on the maps
+                                              (l2g.stages.threshold)
     pseudo     cls/pseudo/                    pseudo masks at the chosen threshold (l2g pseudo)
     seg_train  seg/checkpoints/final.pt ...   DeepLab on the pseudo masks (l2g seg train)
-    seg_eval   seg/eval_<val>.json            mIoU on seg.val_split (l2g seg eval)
+    seg_eval   seg/eval_<val>.json            mIoU on seg.val_split (l2g seg eval); without masks there, its
+                                              predicted masks only (no mIoU)
     report     report/index.html              the run report
 
 The stage markers are those of :mod:`l2g.engine.markers`, kept in ``stages/`` (every stage writes
@@ -32,17 +35,16 @@ from pathlib import Path
 from typing import Any
 
 from l2g.config import Config, ConfigError, save_config, to_dict
-from l2g.data.voc_layout import DatasetError
 from l2g.engine import markers
 from l2g.report.run_report import write_run_report
 from l2g.stages.cams import infer_cams
-from l2g.stages.common import split_samples
-from l2g.stages.eval_cams import evaluate_cams
+from l2g.stages.common import require_num_classes
 from l2g.stages.pipeline_stages import STAGE_NAMES
 from l2g.stages.preflight import check_later_inputs
 from l2g.stages.pseudo import choose_threshold, write_pseudo_masks
 from l2g.stages.seg_eval import evaluate_segmentation
 from l2g.stages.seg_train import train_segmentation
+from l2g.stages.threshold import THRESHOLD_FILE, choose_pipeline_threshold, describe, warn_pseudo_masks
 from l2g.stages.train import train
 
 RUNTIME_KEYS = ("device", "threads", "log_every", "runtime")  # change how fast, not what comes out
@@ -90,31 +92,29 @@ def _run_cams(p: Pipeline) -> None:
 
 
 def _run_threshold(p: Pipeline) -> None:
-    try:
-        split_samples(p.config, p.config.cams.split, need_masks=True)
-    except DatasetError as error:
-        if p.config.eval.threshold is not None:
-            print(f"  no ground truth on split {p.config.cams.split!r}: using eval.threshold="
-                  f"{p.config.eval.threshold} without a sweep")
-            return
-        raise DatasetError(f"{error}\nthe threshold is chosen on ground-truth masks of split "
-                           f"{p.config.cams.split!r}; without them set eval.threshold") from None
-    best = evaluate_cams(p.config, p.cls_run / "cams", progress=p.progress)["best"]
-    print(f"  best background threshold {best['threshold']:.2f}: pseudo-label mIoU {100 * best['miou']:.1f}")
+    print(f"  {describe(choose_pipeline_threshold(p.config, p.cls_run, progress=p.progress))}")
 
 
 def _run_pseudo(p: Pipeline) -> None:
     threshold = choose_threshold(p.config, p.cls_run / "sweep.json")
     write_pseudo_masks(p.config, p.cls_run / "cams", p.cls_run / "pseudo", threshold, progress=p.progress)
+    warn_pseudo_masks(p.cls_run / "pseudo", threshold)
 
 
 def _run_seg_train(p: Pipeline) -> None:
-    train_segmentation(p.config, p.seg_run, p.cls_run / "pseudo", resume="auto", progress=p.progress)
+    # the from-scratch warning was printed before the first stage (check_later_inputs): not twice
+    train_segmentation(p.config, p.seg_run, p.cls_run / "pseudo", resume="auto", progress=p.progress,
+                       warn_scratch=False)
 
 
 def _run_seg_eval(p: Pipeline) -> None:
-    metrics = evaluate_segmentation(p.config, p.seg_run, progress=p.progress)
-    print(f"  segmentation mIoU on {metrics['split']}: {100 * metrics['miou']:.1f}")
+    metrics = evaluate_segmentation(p.config, p.seg_run, progress=p.progress,
+                                    without_masks="predict" if p.config.data.masks_optional else "error")
+    if metrics.get("miou") is None:
+        print(f"  segmented {metrics['images']} images of split {metrics['split']} (no masks there to score "
+              f"against): {metrics['predictions']}")
+    else:
+        print(f"  segmentation mIoU on {metrics['split']}: {100 * metrics['miou']:.1f}")
 
 
 def _run_report(p: Pipeline) -> None:
@@ -146,9 +146,9 @@ STAGES: tuple[Stage, ...] = (
           lambda p: [p.cls_run / "checkpoints", p.cls_run / "train_log.jsonl", p.cls_run / "train_metrics.json",
                      p.cls_run / "config.yaml"], _run_train),
     Stage("cams", "attention maps", lambda c: _section(c, ("cams",)), lambda p: [p.cls_run / "cams"], _run_cams),
-    Stage("threshold", "background threshold (eval-cams)", lambda c: _section(c, ("eval.thresholds",
+    Stage("threshold", "background threshold", lambda c: _section(c, ("eval.thresholds",
                                                                                     "eval.threshold")),
-          lambda p: [p.cls_run / "sweep.json"], _run_threshold),
+          lambda p: [p.cls_run / "sweep.json", p.cls_run / THRESHOLD_FILE], _run_threshold),
     Stage("pseudo", "pseudo masks", lambda c: _section(c, ("eval.threshold",)), lambda p: [p.cls_run / "pseudo"],
           _run_pseudo),
     Stage("seg_train", "segmentation training", _seg_train_keys,
@@ -249,6 +249,7 @@ def run_pipeline(config: Config, out: str | Path, progress: bool = True, until: 
     if "seg_train" in stages and config.seg.train_split != config.cams.split:
         raise ConfigError(f"seg.train_split={config.seg.train_split!r} but pseudo masks are made for cams.split="
                           f"{config.cams.split!r}: the pipeline trains on the split it labels, set both alike")
+    require_num_classes(config)
     p = Pipeline(config, Path(out), progress)
     if resume is True and not (p.out / "config.yaml").is_file():
         what = "does not exist" if not p.out.exists() else "holds no pipeline to resume (no config.yaml)"

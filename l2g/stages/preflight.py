@@ -10,11 +10,12 @@ would otherwise be found broken only hours later, after training and attention m
     seg_train    seg.pretrained                                      the file exists
     seg_eval     images and masks of seg.val_split                   as data.check_images says
 
-A split that is the training split is not decoded twice: its images are checked by training itself,
-only its masks are decoded here (``data.check_images=decode``). ``l2g run`` checks the stages it will
-run and fails on any problem; ``l2g train`` fails on the class names and only warns about the others,
-because which later stages run is up to the user (a dataset without masks, say, is fine when
-``eval.threshold`` is set or ``l2g pseudo --threshold`` is given).
+With optional masks (``data.masks``; auto: the custom format) no mask is needed: the threshold comes
+from the masks some images have, else from the maps, a val split without masks gets predictions instead
+of mIoU, and one that is not listed is replaced by cams.split (:func:`mask_free_notes` says which applies).
+A split that is the training split is not decoded twice: its images are checked by training itself.
+``l2g run`` checks the stages it will run and fails on any problem, listing every one; ``l2g train`` fails
+on the class names and only warns about the others, because which later stages run is up to the user.
 """
 
 from __future__ import annotations
@@ -26,46 +27,90 @@ from l2g.config import Config
 from l2g.data.errors import DatasetError, listed
 from l2g.data.voc_layout import check_masks
 from l2g.segmentation.loading import check_seg_weights, scratch_warning
-from l2g.stages.common import dataset_class_names, split_samples
+from l2g.stages.common import dataset_class_names, split_listed, split_samples
 
 CHECKED_STAGES = ("cams", "threshold", "seg_train", "seg_eval")
 
 
-def _scored_split(config: Config, split: str) -> None:
-    """The images, labels and masks of a split that a stage scores against its masks."""
-    if split == config.data.train_split:  # its images are checked (and decoded) by training itself
-        samples = split_samples(config, split, need_masks=True, check_images="exists")
-        if config.data.check_images == "decode":
-            check_masks(samples, config.data.num_classes, split, config.data.root)
+def _split_files(config: Config, split: str, need_masks: bool) -> None:
+    """The images and labels of a split, and its masks (every one with ``need_masks``, else those there
+    are). A split that is the training split: its images are checked, and decoded, by training itself."""
+    if split == config.data.train_split:
+        samples = split_samples(config, split, need_masks=need_masks, check_images="exists")
+        masked = [sample for sample in samples if sample.mask_path is not None]
+        if masked and config.data.check_images == "decode":
+            check_masks(masked, config.data.num_classes, split, config.data.root)
     else:
-        split_samples(config, split, need_masks=True)
+        split_samples(config, split, need_masks=need_masks)
+
+
+def _problems_of(what: str, error: Exception) -> list[str]:
+    """One problem per file: an error that lists several (``- item`` lines) becomes one entry each."""
+    lines = str(error).splitlines()
+    items = [line.strip()[2:] for line in lines[1:] if line.strip().startswith("- ")]
+    if not items:
+        return [f"{what}: {error}"]
+    more = [line.strip() for line in lines[1:] if line.strip().startswith("... and")]
+    return [f"{what}: {item}" for item in items] + [f"{what}: {line}" for line in more]
 
 
 def later_input_problems(config: Config, stages: Collection[str]) -> list[str]:
-    """What is wrong with the inputs of ``stages`` (names of :data:`CHECKED_STAGES`), one text per stage;
-    the class names are always checked. Empty when everything is in place."""
+    """What is wrong with the inputs of ``stages`` (names of :data:`CHECKED_STAGES`), one text per file;
+    the class names are always checked. Empty when everything is in place. With ``data.masks`` required
+    (VOC, COCO, synth) the threshold's split (unless eval.threshold is set) and seg.val_split need every
+    mask; with optional masks (custom images) none is needed, and a val split need not exist."""
     problems: list[str] = []
+    optional = config.data.masks_optional
 
     def attempt(what: str, check: Callable[[], object]) -> None:
         try:
             check()
         except (DatasetError, FileNotFoundError, ValueError) as error:
-            problems.append(f"{what}: {error}")
+            problems.extend(_problems_of(what, error))
 
     attempt("class names (reports, eval-cams, segmentation)", lambda: dataset_class_names(config))
     cams_split = config.cams.split
-    if "threshold" in stages and config.eval.threshold is None:
+    if "threshold" in stages and config.eval.threshold is None and not optional:
         attempt(f"eval-cams scores split {cams_split!r} against its masks to choose the background threshold "
-                "(set eval.threshold to skip it)", lambda: _scored_split(config, cams_split))
-    elif "cams" in stages and cams_split != config.data.train_split:
-        attempt(f"cams reads split {cams_split!r}", lambda: split_samples(config, cams_split))
+                "(set eval.threshold to skip it, or data.masks=optional to choose it without masks)",
+                lambda: _split_files(config, cams_split, need_masks=True))
+    elif ("cams" in stages or "threshold" in stages) and (cams_split != config.data.train_split or optional):
+        attempt(f"split {cams_split!r} (attention maps, threshold)",
+                lambda: _split_files(config, cams_split, need_masks=False))
     if "seg_train" in stages:
         attempt("segmentation training", lambda: check_seg_weights(config.seg))
+    val = config.seg.val_split
+    if "seg_eval" in stages and not optional:
+        attempt(f"segmentation evaluation scores split {val!r} against its masks (data.masks=optional: "
+                "predictions without masks)", lambda: _split_files(config, val, need_masks=True))
+    elif "seg_eval" in stages and split_listed(config, val):
+        attempt(f"segmentation evaluation reads split {val!r}", lambda: _split_files(config, val, need_masks=False))
+    return problems
+
+
+def mask_free_notes(config: Config, stages: Collection[str]) -> list[str]:
+    """What ``l2g run`` will do where masks are missing (read from the file lists only; call it after
+    :func:`later_input_problems` found nothing)."""
+    notes = []
+    if "threshold" in stages and config.eval.threshold is None:
+        samples = split_samples(config, config.cams.split, check_images="exists")
+        masked = sum(sample.mask_path is not None for sample in samples)
+        if not masked:
+            notes.append(f"no masks for split {config.cams.split!r}: the background threshold will be chosen from "
+                         "the attention maps (Otsu's rule); masks for a few images, or eval.threshold, choose it "
+                         "instead")
+        elif masked < len(samples):
+            notes.append(f"{masked} of {len(samples)} images of split {config.cams.split!r} have masks: the "
+                         "background threshold will be chosen on those")
     if "seg_eval" in stages:
         val = config.seg.val_split
-        attempt(f"segmentation evaluation scores split {val!r} against its masks",
-                lambda: _scored_split(config, val))
-    return problems
+        if not split_listed(config, val):
+            notes.append(f"no split {val!r} (seg.val_split) in {config.data.root}: the segmentation network will "
+                         f"segment split {config.cams.split!r} for the report instead (l2g predict segments any "
+                         "folder)")
+        elif not any(sample.mask_path is not None for sample in split_samples(config, val, check_images="exists")):
+            notes.append(f"no masks for split {val!r}: its predicted masks are shown in the report, without mIoU")
+    return notes
 
 
 def check_later_inputs(config: Config, stages: Collection[str], strict: bool = True) -> None:
@@ -79,6 +124,9 @@ def check_later_inputs(config: Config, stages: Collection[str], strict: bool = T
                            f"training starts):\n{listed(problems)}")
     for problem in problems:
         print(f"warning: a later stage will fail: {problem}", file=sys.stderr)
+    if strict and not problems and config.data.masks_optional:
+        for note in mask_free_notes(config, stages):
+            print(f"note: {note}")
     if "seg_train" in stages:
         warning = scratch_warning(config.seg)
         if warning:

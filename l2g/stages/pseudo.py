@@ -12,20 +12,32 @@ from l2g import atomic
 from l2g.config import Config
 from l2g.data.cam_files import load_cams
 from l2g.data.palette import save_mask
+from l2g.data.pil_open import displayed_turned
 from l2g.data.voc_layout import decoded_size
 from l2g.engine import distributed, markers
 from l2g.evaluation.sweep import pseudo_label
 from l2g.stages.common import split_samples
 
 
-def choose_threshold(config: Config, sweep_path: str | Path) -> float:
-    """The configured threshold, else the best one of the sweep."""
+def choose_threshold(config: Config, sweep_path: str | Path, progress: bool = False) -> float:
+    """The configured threshold, else the best one of the sweep, else the one ``threshold.json`` beside it
+    records, else one chosen now by :func:`l2g.stages.threshold.choose_pipeline_threshold` (from the masks
+    some images have, or from the maps by Otsu's rule), printed with how it was chosen."""
+    from l2g.stages.threshold import THRESHOLD_FILE, choose_pipeline_threshold, describe
+
     if config.eval.threshold is not None:
         return config.eval.threshold
     path = Path(sweep_path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no sweep found; run 'l2g eval-cams' or give --threshold")
-    return float(json.loads(path.read_text())["best"]["threshold"])
+    if path.exists():
+        return float(json.loads(path.read_text())["best"]["threshold"])
+    if (path.parent / THRESHOLD_FILE).exists():
+        return float(json.loads((path.parent / THRESHOLD_FILE).read_text())["threshold"])
+    if not (path.parent / "cams").is_dir():
+        raise FileNotFoundError(f"{path}: no sweep found and no attention maps in {path.parent / 'cams'}; run "
+                                "'l2g cams' first, or give --threshold")
+    record = choose_pipeline_threshold(config, path.parent, progress=progress)
+    print(describe(record))
+    return float(record["threshold"])
 
 
 def write_pseudo_masks(config: Config, cams_dir: str | Path, out_dir: str | Path, threshold: float,
@@ -49,7 +61,10 @@ def write_pseudo_masks(config: Config, cams_dir: str | Path, out_dir: str | Path
             cams = load_cams(cams_dir, sample.image_id)
             maps = cams.maps
             if not maps.shape[1]:  # no labelled class in a dict file, which has no size: all background
-                maps = np.zeros((0, *decoded_size(sample.image_path)), np.float32)
+                size = decoded_size(sample.image_path)
+                if sample.view == "displayed" and displayed_turned(sample.image_path):
+                    size = size[::-1]
+                maps = np.zeros((0, *size), np.float32)
             mask = pseudo_label(maps, cams.mask_values, threshold)
             save_mask(out_dir / f"{sample.image_id}.png", mask, sync_folder=False)
     atomic.fsync_folder(out_dir)  # the renames of this rank's masks, before the done marker

@@ -22,18 +22,28 @@ from l2g.evaluation.confusion import ConfusionMatrix
 from l2g.segmentation.crf import crf_params
 from l2g.segmentation.inference import segment
 from l2g.segmentation.loading import load_seg_checkpoint
-from l2g.stages.common import set_threads, split_samples, write_json
+from l2g.stages.common import set_threads, split_listed, split_samples, write_json
 
 
 def evaluate_segmentation(config: Config, run_dir: str | Path, split: str | None = None,
                           checkpoint: str | Path | None = None, out_path: str | Path | None = None,
-                          crf: bool | None = None, progress: bool = True) -> dict:
-    """Evaluate and return the metrics dict (also written as JSON); ``crf`` overrides ``seg.crf.enabled``."""
+                          crf: bool | None = None, progress: bool = True, without_masks: str = "error") -> dict:
+    """Evaluate and return the metrics dict (also written as JSON); ``crf`` overrides ``seg.crf.enabled``.
+
+    ``without_masks="error"``: every image of the split needs a mask. ``"predict"`` (``l2g run``): the images
+    with masks are scored, every image is segmented, and a split without any mask gives predictions only
+    (``miou`` None); a split that is not listed at all is replaced by ``cams.split`` (the images the
+    network was trained on: still worth looking at), which the metrics' ``split`` says."""
     run_dir = Path(run_dir)
-    split = split or config.seg.val_split
+    split = requested = split or config.seg.val_split
     ctx = distributed.setup(config.device)
     set_threads(config)
-    samples = distributed.main_first(lambda: split_samples(config, split, need_masks=True))
+    if without_masks == "predict":
+        if not split_listed(config, split):
+            split = config.cams.split
+        samples = distributed.main_first(lambda: split_samples(config, split))
+    else:
+        samples = distributed.main_first(lambda: split_samples(config, split, need_masks=True))
     checkpoint = Path(checkpoint) if checkpoint else run_dir / "checkpoints" / "final.pt"
     model, saved = load_seg_checkpoint(checkpoint, config.seg, config.data.num_classes + 1, ctx.device)
     use_crf = config.seg.crf.enabled if crf is None else crf
@@ -42,19 +52,22 @@ def evaluate_segmentation(config: Config, run_dir: str | Path, split: str | None
     with distributed.agreed():
         for sample in tqdm(distributed.shard(samples, ctx), desc=f"seg eval {split}",
                            disable=not (progress and ctx.is_main)):
-            result = segment(model, read_image(sample.image_path), config, ctx.device, crf=use_crf)
-            matrix.update(result.mask, read_mask(sample.mask_path, config.data.num_classes))
+            result = segment(model, read_image(sample.image_path, sample.view), config, ctx.device, crf=use_crf)
+            if sample.mask_path is not None:
+                matrix.update(result.mask, read_mask(sample.mask_path, config.data.num_classes))
             save_mask(predictions / f"{sample.image_id}.png", result.mask)
     matrix.matrix = sum(distributed.all_gather_object(matrix.matrix))  # counts of every rank's images
-    metrics = matrix.metrics(saved["class_names"])
+    scored = sum(sample.mask_path is not None for sample in samples)
+    metrics = matrix.metrics(saved["class_names"]) if scored else {"miou": None, "class_names": saved["class_names"]}
     metrics.update({
-        "split": split, "images": len(samples), "checkpoint": str(checkpoint), "arch": config.seg.arch,
+        "split": split, "images": len(samples), "images_scored": scored, "checkpoint": str(checkpoint),
+        "arch": config.seg.arch,
         "test_scales": list(config.seg.test_scales), "test_flip": config.seg.test_flip,
         "crf": dataclasses.asdict(crf_params(config.seg.crf)) if use_crf else None,
         "max_side": config.seg.max_side, "predictions": str(predictions),
     })
     if ctx.is_main:
-        write_json(out_path or run_dir / f"eval_{split}.json", metrics)
+        write_json(out_path or run_dir / f"eval_{requested}.json", metrics)
     distributed.barrier()
     return metrics
 

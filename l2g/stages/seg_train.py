@@ -33,6 +33,7 @@ from l2g.data.images import read_image, read_mask
 from l2g.data.palette import IGNORE_INDEX, save_mask
 from l2g.data.voc_layout import Sample
 from l2g.engine import checkpoint, distributed
+from l2g.engine.guards import NonFiniteError, with_fix
 from l2g.engine.run_folder import CONFIG_FILE, SEG_RESUME_SAFE_KEYS, restarted_job, start_run
 from l2g.engine.tensorboard import require_tensorboard
 from l2g.engine.trainer import CHECKPOINT_DIR, LoopSettings, Trainer
@@ -40,8 +41,14 @@ from l2g.optim import build_optimizer, learning_rate
 from l2g.report.provenance import git_commit
 from l2g.segmentation.crf import crf_params, refine_labels
 from l2g.segmentation.data import SegmentationDataset, pseudo_mask_paths
-from l2g.segmentation.loading import SCRATCH, build_seg_model, load_pretrained, model_spec, scratch_warning
-from l2g.stages.common import dataset_class_names, seed_everything, set_threads, split_samples
+from l2g.segmentation.loading import (
+    build_seg_model,
+    load_pretrained,
+    model_spec,
+    scratch_warning,
+    seg_weights_path,
+)
+from l2g.stages.common import dataset_class_names, require_num_classes, seed_everything, set_threads, split_samples
 from l2g.stages.tensorboard_hooks import training_hooks
 
 INIT_FILE = "init.json"
@@ -79,24 +86,27 @@ def refine_pseudo_masks(config: Config, samples: list[Sample], masks: list[Path]
     with distributed.agreed():
         mine = [(s, p) for s, p in distributed.shard(pairs, ctx) if not (out_dir / p.name).exists()]
         for sample, path in tqdm(mine, desc="pseudo-mask CRF", disable=not (progress and ctx.is_main)):
-            mask = refine_labels(read_image(sample.image_path), read_mask(path, config.data.num_classes), params,
+            image = read_image(sample.image_path, sample.view)
+            mask = refine_labels(image, read_mask(path, config.data.num_classes), params,
                                  gt_prob)
             save_mask(out_dir / path.name, mask)  # atomic
     return [out_dir / path.name for _, path in pairs]
 
 
-def _initialise(model: torch.nn.Module, config: Config) -> dict:
-    """Load ``seg.pretrained`` into ``model`` if given; returns the init record (``init.json``).
+def _initialise(model: torch.nn.Module, config: Config, warn: bool = True) -> dict:
+    """Load the network's weights file (``seg.pretrained``, else the one its package ships) into ``model``
+    if there is one; returns the init record (``init.json``).
 
-    ``null`` or ``scratch``: random weights, with a warning (printed, and kept in the record) for the
-    networks whose published results need pretrained weights."""
+    Random weights (``scratch``, or null for a network without packaged weights) come with a warning
+    (printed, and kept in the record) for the networks whose published results need pretrained weights."""
     seg = config.seg
-    if not seg.pretrained or seg.pretrained == SCRATCH:
+    path = seg_weights_path(seg)
+    if path is None:
         warning = scratch_warning(seg)
-        if warning and distributed.current().is_main:
+        if warning and warn and distributed.current().is_main:
             tqdm.write(f"warning: {warning}", file=sys.stderr)
         return {"pretrained": None, "from_scratch": True, **({"warning": warning} if warning else {})}
-    return {"pretrained": load_pretrained(model, seg.pretrained, seg.pretrained_dataset), "from_scratch": False}
+    return {"pretrained": load_pretrained(model, path, seg.pretrained_dataset), "from_scratch": False}
 
 
 def _loaded_parameters(model: torch.nn.Module, init: dict) -> list[torch.nn.Parameter]:
@@ -118,18 +128,21 @@ def _read_init(run_dir: Path) -> dict:
 
 
 def train_segmentation(config: Config, run_dir: str | Path, pseudo_dir: str | Path | None = None,
-                       resume: bool | str = False, progress: bool = True, overwrite: bool = False) -> Path:
+                       resume: bool | str = False, progress: bool = True, overwrite: bool = False,
+                       warn_scratch: bool = True) -> Path:
     """Train and return the path of ``checkpoints/final.pt``.
 
     A folder holding a run is refused unless ``resume`` (continue it from its newest checkpoint, with a
     config that differs only in :data:`~l2g.engine.run_folder.SEG_RESUME_SAFE_KEYS`) or ``overwrite``
-    (delete it first). Resuming a finished run does nothing unless ``seg.epochs`` grew.
+    (delete it first). Resuming a finished run does nothing unless ``seg.epochs`` grew. ``warn_scratch``:
+    print the from-scratch warning of a large DeepLab (``l2g run`` printed it before its first stage).
     """
     run_dir = Path(run_dir)
     final = run_dir / CHECKPOINT_DIR / "final.pt"
     pseudo_dir = pseudo_dir or config.seg.pseudo_dir
     if pseudo_dir is None:
         raise ValueError("no pseudo masks to train on: give --pseudo DIR or set seg.pseudo_dir")
+    require_num_classes(config)
     ctx = distributed.setup(config.device)
     set_threads(config)
     seed_everything(config.seed)
@@ -146,7 +159,7 @@ def train_segmentation(config: Config, run_dir: str | Path, pseudo_dir: str | Pa
     continues = distributed.main_first(lambda: bool(resume or restarted_job(run_dir))
                                        and (run_dir / CONFIG_FILE).exists()
                                        and bool(checkpoint.list_checkpoints(run_dir / CHECKPOINT_DIR)))
-    init = None if continues else _initialise(model, config)
+    init = None if continues else _initialise(model, config, warn_scratch)
     plan = start_run(config, run_dir, resume, overwrite, final, SEG_RESUME_SAFE_KEYS, epochs_key="seg.epochs")
     if plan == "finished":
         return final  # resuming a finished run (with as many epochs) has nothing left to do
@@ -179,6 +192,8 @@ def train_segmentation(config: Config, run_dir: str | Path, pseudo_dir: str | Pa
 
     try:
         result = trainer.fit()
+    except NonFiniteError as error:
+        raise with_fix(error, "seg.lr", seg.lr, config.amp) from None
     finally:
         hooks.close()
     return trainer.finish(result, final, final_payload, len(samples), arch=seg.arch, init=init,

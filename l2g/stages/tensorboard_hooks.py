@@ -51,7 +51,7 @@ def attention_snapshots(net: torch.nn.Module, samples: list[Sample], config: Con
     net.eval()
     try:
         for sample in samples:
-            image = read_image(sample.image_path)
+            image = read_image(sample.image_path, sample.view)
             scale = min(1.0, SNAPSHOT_MAX_SIDE / max(image.shape[:2]))
             if scale < 1.0:
                 size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))

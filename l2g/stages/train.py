@@ -16,6 +16,7 @@ from tqdm import tqdm
 from l2g.config import Config, to_dict
 from l2g.data.classification import ClassificationDataset
 from l2g.engine import distributed
+from l2g.engine.guards import NonFiniteError, with_fix
 from l2g.engine.run_folder import start_run
 from l2g.engine.tensorboard import require_tensorboard
 from l2g.engine.trainer import LoopSettings, Trainer
@@ -23,7 +24,7 @@ from l2g.method.diagnostics import StuckMonitor, stuck_advice
 from l2g.method.methods import build_method
 from l2g.optim import build_optimizer, learning_rate
 from l2g.report.provenance import git_commit
-from l2g.stages.common import seed_everything, set_threads, split_samples
+from l2g.stages.common import require_num_classes, seed_everything, set_threads, split_samples
 from l2g.stages.preflight import check_later_inputs
 from l2g.stages.tensorboard_hooks import training_hooks
 
@@ -41,6 +42,7 @@ def train(config: Config, run_dir: str | Path, resume: bool | str = False, progr
     """
     run_dir = Path(run_dir)
     final = run_dir / "checkpoints" / "final.pt"
+    require_num_classes(config)
     ctx = distributed.setup(config.device)
     set_threads(config)
     seed_everything(config.seed)
@@ -88,6 +90,8 @@ def train(config: Config, run_dir: str | Path, resume: bool | str = False, progr
     )
     try:
         result = trainer.fit()
+    except NonFiniteError as error:
+        raise with_fix(error, "optim.lr", config.optim.lr, config.amp) from None
     finally:
         hooks.close()
     warnings = [monitor.warning] if monitor.warning else []
