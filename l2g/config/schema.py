@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from l2g.config.classes_file import count_class_names
 from l2g.config.validation import DATA_FORMATS, check_config
 from l2g.method.registry import METHODS
 from l2g.models.registry import BACKBONES, IMAGENET_MEAN, IMAGENET_STD
@@ -291,8 +292,6 @@ class Config:
         (a stage that needs the count and still finds it unset says so: l2g.stages.common.require_num_classes)."""
         if self.data.num_classes is not None:
             return
-        from l2g.data.labels import count_class_names
-
         count = count_class_names(self.data.root, self.data.classes_file)
         if count is not None:
             self.data.num_classes = count

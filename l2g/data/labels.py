@@ -32,6 +32,7 @@ from l2g.atomic import write_text
 from l2g.data.errors import DatasetError
 from l2g.data.image_files import IMAGE_SUFFIXES
 from l2g.data.palette import IGNORE_INDEX, bad_mask_values, load_mask, mask_value_error
+from l2g.data.registry import BACKGROUND_NAMES
 from l2g.data.safe_npy import READ_ERRORS, load_npy_object
 
 VOC_CLASSES = (
@@ -127,7 +128,6 @@ def read_class_list(path: str | Path, num_classes: int) -> dict[str, tuple[int, 
     return labels
 
 
-BACKGROUND_NAMES = ("background", "_background_")  # VOC's convention; labelme writes _background_
 
 
 def read_class_names(path: str | Path, num_classes: int) -> list[str]:
@@ -156,17 +156,6 @@ def read_class_names(path: str | Path, num_classes: int) -> list[str]:
                            f"leaving {len(names) - 1} class names for {num_classes} configured classes: "
                            "data.num_classes counts the foreground classes only")
     return names
-
-
-def count_class_names(root: str | Path, classes_file: str | Path | None = None) -> int | None:
-    """The number of foreground class names in the classes file (``classes_file``, relative to ``root`` unless
-    absolute, else ``<root>/classes.txt``; a first background line not counted); None when it does not exist."""
-    path = Path(classes_file) if classes_file is not None else Path("classes.txt")
-    path = path if path.is_absolute() else Path(root) / path
-    if not path.is_file():
-        return None
-    names = [text for _, text in content_lines(path)]
-    return len(names) - (bool(names) and names[0].lower() in BACKGROUND_NAMES)
 
 
 def _class_index(names: dict[str, int], name: str, where: str, names_file: str) -> int:

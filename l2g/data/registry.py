@@ -19,6 +19,8 @@ CHECK_MODES = ("exists", "decode")  # data.check_images: how images are checked 
 VIEW_STRATEGIES = ("corners+random", "random", "grid")  # views.strategy (l2g.data.view_boxes)
 MASK_MODES = ("auto", "required", "optional")  # data.masks (l2g.config.schema.DataConfig.masks_optional)
 IMAGE_VIEWS = ("auto", "stored", "displayed")  # data.image_view: EXIF orientation ignored or applied
+# A classes file may start with the background: VOC's convention; labelme writes _background_
+BACKGROUND_NAMES = ("background", "_background_")
 
 # The VOC layout's folders and files that label sources default to (l2g.data.voc_layout reads the rest).
 SPLIT_FOLDER = "ImageSets/Segmentation"  # <split>.txt id lists and <split>_cls.txt label lists

@@ -56,13 +56,7 @@ from tqdm import tqdm
 
 from l2g import atomic, faults
 from l2g.engine import distributed
-from l2g.engine.guards import (
-    TrainingInterrupted,
-    format_losses,
-    gradients_nonfinite,
-    nonfinite_error,
-    nonfinite_report,
-)
+from l2g.engine.guards import TrainingInterrupted, format_losses, gradients_nonfinite, nonfinite_error, nonfinite_report
 from l2g.engine.loader import EpochSampler, build_loader, resolve_workers, worker_seed
 from l2g.engine.precision import resolve_precision
 from l2g.engine.resume import load_resume_state, open_log, save_state

@@ -58,3 +58,19 @@ def hex_colour(mask_value: int) -> str:
     """The VOC palette colour of a mask value as ``#rrggbb``."""
     r, g, b = (int(c) for c in voc_palette()[mask_value % 256])
     return f"#{r:02x}{g:02x}{b:02x}"
+
+
+def describe_threshold(record: dict) -> str:
+    """One line saying which background threshold was chosen (``cls/threshold.json``'s record), how, and on
+    what evidence."""
+    threshold = f"background threshold {record['threshold']:.2f}"
+    share = f"{100 * record['foreground_fraction']:.0f}% of pixels foreground"
+    if record["rule"] == "masks":
+        masked, images = record["images_with_masks"], record["images"]
+        where = f"the {masked} of {images} images with masks" if masked < images else f"split {record['split']!r}"
+        return (f"best {threshold} on {where}: pseudo-label mIoU {100 * record['miou_on_masked_images']:.1f}; "
+                f"{share}")
+    if record["rule"] == "otsu":
+        return (f"{threshold} from the maps (Otsu's rule: no image of split {record['split']!r} has a mask; "
+                f"masks for a few images make the choice better); {share}")
+    return f"{threshold} (eval.threshold); {share}"

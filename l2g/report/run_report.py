@@ -29,7 +29,15 @@ from l2g.data.palette import colorize, load_mask
 from l2g.data.voc_layout import DatasetError, Sample
 from l2g.report.document import Block, Cell, Code, Details, Document, Figure, Heading, Paragraph, Table
 from l2g.report.examples import Example, candidates, choose_examples, image_miou
-from l2g.report.formatting import DASH, best_entry, format_minutes, format_percent, format_threshold, hex_colour
+from l2g.report.formatting import (
+    DASH,
+    best_entry,
+    describe_threshold,
+    format_minutes,
+    format_percent,
+    format_threshold,
+    hex_colour,
+)
 from l2g.report.html_report import class_caption, example_file, read_maps, training_blocks
 from l2g.report.plots import (
     Panel,
@@ -220,9 +228,7 @@ def write_run_report(out_dir: str | Path, config: Config, cls_run: str | Path, s
          format_percent(evaluation.get("pixel_accuracy"))],
     ]))
     if chosen:
-        from l2g.stages.threshold import describe
-
-        doc.add(Paragraph(f"Threshold: {describe(chosen)}.", note=True))
+        doc.add(Paragraph(f"Threshold: {describe_threshold(chosen)}.", note=True))
     if sweep:
         plot_threshold_curve(out_dir / "threshold_curve.png", [(config.method.name, sweep)])
         doc.add(Heading("Pseudo-label mIoU vs background threshold"), Figure("threshold_curve.png", "threshold curve"))

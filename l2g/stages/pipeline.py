@@ -36,6 +36,7 @@ from typing import Any
 
 from l2g.config import Config, ConfigError, save_config, to_dict
 from l2g.engine import markers
+from l2g.report.formatting import describe_threshold
 from l2g.report.run_report import write_run_report
 from l2g.stages.cams import infer_cams
 from l2g.stages.common import require_num_classes
@@ -44,7 +45,7 @@ from l2g.stages.preflight import check_later_inputs
 from l2g.stages.pseudo import choose_threshold, write_pseudo_masks
 from l2g.stages.seg_eval import evaluate_segmentation
 from l2g.stages.seg_train import train_segmentation
-from l2g.stages.threshold import THRESHOLD_FILE, choose_pipeline_threshold, describe, warn_pseudo_masks
+from l2g.stages.threshold import THRESHOLD_FILE, choose_pipeline_threshold, warn_pseudo_masks
 from l2g.stages.train import train
 
 RUNTIME_KEYS = ("device", "threads", "log_every", "runtime")  # change how fast, not what comes out
@@ -92,7 +93,7 @@ def _run_cams(p: Pipeline) -> None:
 
 
 def _run_threshold(p: Pipeline) -> None:
-    print(f"  {describe(choose_pipeline_threshold(p.config, p.cls_run, progress=p.progress))}")
+    print(f"  {describe_threshold(choose_pipeline_threshold(p.config, p.cls_run, progress=p.progress))}")
 
 
 def _run_pseudo(p: Pipeline) -> None:

@@ -23,7 +23,8 @@ def choose_threshold(config: Config, sweep_path: str | Path, progress: bool = Fa
     """The configured threshold, else the best one of the sweep, else the one ``threshold.json`` beside it
     records, else one chosen now by :func:`l2g.stages.threshold.choose_pipeline_threshold` (from the masks
     some images have, or from the maps by Otsu's rule), printed with how it was chosen."""
-    from l2g.stages.threshold import THRESHOLD_FILE, choose_pipeline_threshold, describe
+    from l2g.report.formatting import describe_threshold
+    from l2g.stages.threshold import THRESHOLD_FILE, choose_pipeline_threshold
 
     if config.eval.threshold is not None:
         return config.eval.threshold
@@ -36,7 +37,7 @@ def choose_threshold(config: Config, sweep_path: str | Path, progress: bool = Fa
         raise FileNotFoundError(f"{path}: no sweep found and no attention maps in {path.parent / 'cams'}; run "
                                 "'l2g cams' first, or give --threshold")
     record = choose_pipeline_threshold(config, path.parent, progress=progress)
-    print(describe(record))
+    print(describe_threshold(record))
     return float(record["threshold"])
 
 

@@ -97,21 +97,6 @@ def choose_pipeline_threshold(config: Config, cls_run: str | Path, progress: boo
     return record
 
 
-def describe(record: dict) -> str:
-    """One line saying which threshold was chosen, how, and on what evidence."""
-    threshold = f"background threshold {record['threshold']:.2f}"
-    share = f"{100 * record['foreground_fraction']:.0f}% of pixels foreground"
-    if record["rule"] == "masks":
-        masked, images = record["images_with_masks"], record["images"]
-        where = f"the {masked} of {images} images with masks" if masked < images else f"split {record['split']!r}"
-        return (f"best {threshold} on {where}: pseudo-label mIoU {100 * record['miou_on_masked_images']:.1f}; "
-                f"{share}")
-    if record["rule"] == "otsu":
-        return (f"{threshold} from the maps (Otsu's rule: no image of split {record['split']!r} has a mask; "
-                f"masks for a few images make the choice better); {share}")
-    return f"{threshold} (eval.threshold); {share}"
-
-
 def pseudo_mask_warning(pseudo_dir: str | Path, threshold: float) -> str | None:
     """A warning when the pseudo masks in ``pseudo_dir`` are almost all foreground or all background."""
     foreground = total = 0
