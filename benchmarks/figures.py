@@ -27,7 +27,7 @@ from l2g.compat.torchvision_ops import has_compiled_ops
 from l2g.config import Config
 from l2g.data.view_boxes import sample_view_boxes
 from l2g.engine.precision import cpu_bf16_support
-from l2g.method.cam import image_attention, scaled_inputs
+from l2g.method.attention_maps import image_attention, scaled_inputs
 from l2g.method.methods import build_method
 from l2g.method.roi import roi_align_separable
 from l2g.optim import build_optimizer
@@ -179,7 +179,7 @@ def inference_speed(config: Config, device: torch.device, sizes: list[tuple[int,
     """Figure 2: 8-pass multi-scale + flip attention maps of a few images, ours vs the release's way.
 
     Both start from the 8-bit image: ours builds the release's inputs (``cams.resize=pil_bicubic``, what
-    ``l2g cams``' loader workers do) and runs :func:`l2g.method.cam.image_attention`; the reference runs its
+    ``l2g cams``' loader workers do) and runs :func:`l2g.method.attention_maps.image_attention`; the reference runs its
     own network (:mod:`benchmarks.reference_nets`, our weights) the release's way. Raw scores, as the
     release; the largest difference between the two sides' maps is recorded. With ``amp``, ours is also
     timed under ``torch.autocast`` (for information: its maps differ from fp32 by the recorded amount).

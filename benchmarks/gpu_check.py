@@ -162,7 +162,7 @@ def ddp_one_process(config, device: torch.device, steps: int) -> dict:
 
 def cams_memory(config, device: torch.device, size: tuple[int, int]) -> dict:
     """Peak memory and time of the attention-map passes of one image: scale 2.0 alone, then all four."""
-    from l2g.method.cam import image_attention, scaled_inputs
+    from l2g.method.attention_maps import image_attention, scaled_inputs
     from l2g.models.attention_net import build_attention_net
 
     torch.manual_seed(0)

@@ -3,7 +3,7 @@
     python -m benchmarks.pcm_memory                 # 500x375 image at scale 2.0, plain + mirrored (batch 2)
     python -m benchmarks.pcm_memory --scale 1.5 --width-mult 0.25
 
-The pass is what ``l2g cams`` runs per scale (l2g.method.cam.multiscale_maps): the image at ``--scale``
+The pass is what ``l2g cams`` runs per scale (l2g.method.attention_maps.multiscale_maps): the image at ``--scale``
 and its mirror image as one batch of two, through the attention network in eval mode, without gradients.
 At scale 2.0 a 500x375 image is 1000x750, the stride-8 map 125x94 = 11,750 pixels, so the PCM's
 affinity has 2 x 11,750^2 = 276 M entries (1.1 GB in float32) when built whole. The backbone is ResNet-38

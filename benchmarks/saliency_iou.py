@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from l2g.data.images import read_image, read_saliency
+from l2g.data.layout import find_image, read_id_list
 from l2g.data.palette import IGNORE_INDEX, load_mask
 from l2g.data.saliency import METHODS, compute_saliency, to_uint8
 from l2g.data.synth import SynthSpec, write_dataset
-from l2g.data.voc_layout import find_image, read_id_list
 
 DEFAULT_THRESHOLDS = tuple(round(0.1 * step, 1) for step in range(1, 10))
 

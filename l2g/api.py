@@ -275,8 +275,8 @@ class AttentionMapper:
                  checkpoint: str | Path | None = None, overrides: Overrides = None) -> AttentionMapper:
         """The inference network of ``<run>/checkpoints/final.pt`` (or ``checkpoint``) with the run's
         config; ``overrides`` change inference settings, e.g. ``{"cams.scales": [1.0]}``."""
+        from l2g.data.layout import DatasetError
         from l2g.data.splits import dataset_class_names
-        from l2g.data.voc_layout import DatasetError
         from l2g.stages.cams import load_inference_net
 
         config = load_run_config(run_dir, overrides)
@@ -306,7 +306,7 @@ class AttentionMapper:
     def maps_by_index(self, image: str | Path | Image.Image | np.ndarray, labels: Sequence[int]
                       ) -> dict[int, np.ndarray]:
         """``{0-based class index: map}``, the dict an ``l2g cams`` file holds."""
-        from l2g.method.cam import image_attention, scaled_inputs
+        from l2g.method.attention_maps import image_attention, scaled_inputs
         from l2g.stages.cams import cams_precision
 
         cams = self.config.cams

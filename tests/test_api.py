@@ -22,8 +22,8 @@ from PIL import Image
 import l2g
 from l2g.config import ConfigError
 from l2g.data.cam_files import FLOAT16_MAX_ERROR, load_cams
+from l2g.data.layout import DatasetError
 from l2g.data.palette import load_mask, voc_palette
-from l2g.data.voc_layout import DatasetError
 from tests.test_cli import TINY_SETTINGS, run_cli, tiny_set
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -1,4 +1,4 @@
-"""The fast multi-scale + flip attention maps (l2g.method.cam) against the straightforward computation
+"""The fast multi-scale + flip attention maps (l2g.method.attention_maps) against the straightforward computation
 of the release's test script: one pass per scale and mirror image, each map upsampled on its own, the
 mirrored ones flipped back, averaged, then ReLU and max normalisation class by class."""
 
@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from l2g.method.cam import (
+from l2g.method.attention_maps import (
     class_attention,
     image_attention,
     multiscale_maps,

@@ -108,7 +108,7 @@ def copy_dataset(root: Path, tmp_path: Path) -> Path:
 # --- synth ---------------------------------------------------------------------------------------
 
 
-def test_synth_writes_voc_layout(tmp_path, capsys):
+def test_synth_writes_layout(tmp_path, capsys):
     out = tmp_path / "synth"
     code, stdout, _ = run_cli(capsys, "synth", "--out", out, "--train", 5, "--val", 2, "--classes", 3, "--quiet")
     assert code == 0

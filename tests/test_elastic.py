@@ -23,7 +23,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from l2g.data.voc_layout import load_split
+from l2g.data.layout import load_split
 from l2g.engine import elastic
 from l2g.engine.loader import epoch_permutation
 

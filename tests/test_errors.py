@@ -21,7 +21,7 @@ def test_each_user_error_is_an_l2g_error_of_its_builtin_type(kind, builtin):
 
 def test_the_old_import_paths_name_the_same_classes():
     from l2g.config import ConfigError
-    from l2g.data.voc_layout import DatasetError
+    from l2g.data.layout import DatasetError
     from l2g.engine.checkpoint import CheckpointError
     from l2g.engine.guards import NonFiniteError, NotEnoughDiskSpace
 

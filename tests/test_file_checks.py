@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_voc_layout import LABELS, write_image, write_lists, write_mask, write_saliency
+from test_layout import LABELS, write_image, write_lists, write_mask, write_saliency
 
 from l2g.data import file_checks
+from l2g.data.layout import DatasetError, load_split
 from l2g.data.palette import save_mask
-from l2g.data.voc_layout import DatasetError, load_split
 
 C = 3
 

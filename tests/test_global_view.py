@@ -12,7 +12,7 @@ from PIL import Image
 
 from l2g.config import Config, ConfigError, load_config
 from l2g.data.classification import ClassificationDataset, draw_short_side, resize_short
-from l2g.data.voc_layout import Sample
+from l2g.data.layout import Sample
 
 
 def test_resize_short_sizes_and_nearest_replicates_pixels():

@@ -39,10 +39,10 @@ from l2g.data.labels import (
     write_class_list,
     xml_labels,
 )
+from l2g.data.layout import load_split
 from l2g.data.palette import IGNORE_INDEX, load_mask, save_mask
 from l2g.data.prepare_coco import semantic_mask
 from l2g.data.prepare_voc import prepare_voc
-from l2g.data.voc_layout import load_split
 
 FEW = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FEWER = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -23,10 +23,10 @@ from l2g.data.labels import (
     write_class_list,
     xml_labels,
 )
+from l2g.data.layout import load_split
 from l2g.data.palette import save_mask
 from l2g.data.registry import LABEL_SOURCES
 from l2g.data.splits import split_cls_list, split_samples
-from l2g.data.voc_layout import load_split
 
 LABELS = {"2007_000032": (0, 14), "2008_000002": (19,), "2011_003276": ()}
 

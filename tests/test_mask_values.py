@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from l2g.data.voc_layout import bad_mask_values
+from l2g.data.layout import bad_mask_values
 
 
 def test_bad_mask_values_by_hand():

@@ -16,10 +16,10 @@ from l2g.config import load_config
 from l2g.data.coco_json import CocoImage, Instance, read_instances, rle_string_counts
 from l2g.data.errors import DatasetError
 from l2g.data.labels import read_class_list
+from l2g.data.layout import read_id_list
 from l2g.data.palette import IGNORE_INDEX, load_mask
 from l2g.data.prepare_coco import MASK_DIR, prepare_coco, semantic_mask
 from l2g.data.splits import dataset_class_names, split_samples
-from l2g.data.voc_layout import read_id_list
 
 
 @pytest.fixture

@@ -14,10 +14,10 @@ from l2g.cli import main
 from l2g.config import load_config
 from l2g.data.errors import DatasetError
 from l2g.data.labels import VOC_CLASSES, read_class_list
+from l2g.data.layout import read_id_list
 from l2g.data.palette import save_mask
 from l2g.data.prepare_voc import EXPECTED_COUNTS, count_problems, find_voc_root, prepare_voc
 from l2g.data.splits import dataset_class_names, split_samples
-from l2g.data.voc_layout import read_id_list
 
 SPLITS = ("train_aug", "train", "val")
 

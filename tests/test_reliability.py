@@ -22,7 +22,7 @@ import torch
 from test_cli import run_cli, tiny_set
 
 from l2g.config import load_config
-from l2g.data.voc_layout import load_split
+from l2g.data.layout import load_split
 from l2g.engine.loader import epoch_permutation
 from l2g.method.methods import CamMethod
 from l2g.stages import seg_train

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from l2g.cli import main
+from l2g.data.layout import DatasetError
 from l2g.data.saliency import METHODS, barrier_distance, compute_saliency, list_images
-from l2g.data.voc_layout import DatasetError
 
 
 def test_barrier_distance_hand_computed():

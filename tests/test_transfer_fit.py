@@ -10,7 +10,7 @@ import torch
 
 from l2g.config import load_config
 from l2g.data.classification import ClassificationDataset
-from l2g.data.voc_layout import Sample
+from l2g.data.layout import Sample
 from l2g.evaluation.transfer_fit import TransferFit
 from l2g.method.losses import attention_transfer_loss
 from l2g.method.methods import build_method

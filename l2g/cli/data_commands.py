@@ -152,8 +152,8 @@ def saliency_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_saliency(args: argparse.Namespace) -> int:
+    from l2g.data.layout import read_id_list
     from l2g.data.saliency import write_saliency_maps
-    from l2g.data.voc_layout import read_id_list
 
     if args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")

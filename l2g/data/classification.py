@@ -26,9 +26,9 @@ from torch.utils.data import Dataset
 
 from l2g.config import Config
 from l2g.data.images import read_image, read_saliency
+from l2g.data.layout import Sample
 from l2g.data.registry import INTERPOLATIONS
 from l2g.data.view_boxes import sample_view_boxes
-from l2g.data.voc_layout import Sample
 
 
 def color_jitter(image: Image.Image, jitter: tuple[float, float, float, float], rng) -> Image.Image:

@@ -1,5 +1,5 @@
 """The dataset warning, in a module of its own so that every reader can raise it (and ``DatasetError``,
-whose home is :mod:`l2g.errors`) without import cycles (``l2g.data.voc_layout`` re-exports both), and the
+whose home is :mod:`l2g.errors`) without import cycles (``l2g.data.layout`` re-exports both), and the
 list of problems their messages show."""
 
 from __future__ import annotations

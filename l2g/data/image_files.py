@@ -2,7 +2,7 @@
 
 ``IMAGE_SUFFIXES`` are the formats that photos and datasets come in and that PIL reads; an image id's
 file is looked for in this order (``.jpg`` first: VOC's and COCO's format). The dataset reader
-(:mod:`l2g.data.voc_layout`), ``l2g saliency`` and ``l2g predict`` all use this list. Torch- and
+(:mod:`l2g.data.layout`), ``l2g saliency`` and ``l2g predict`` all use this list. Torch- and
 PIL-free, so the command line can name the suffixes in its help.
 """
 

@@ -2,7 +2,7 @@
 
 A source is a label list, one file for the whole split (``cls_txt``, ``csv``, ``npy``), or one file per
 image (``xml``: ``Annotations/<id>.xml``, ``masks``: the label mask); ``auto`` takes the first that
-exists (see :mod:`l2g.data.voc_layout`).
+exists (see :mod:`l2g.data.layout`).
 """
 
 from __future__ import annotations

@@ -51,9 +51,9 @@ from l2g.atomic import remove_partials, write_text
 from l2g.data.coco_json import MAX_LISTED_PROBLEMS, CocoImage, Instance, read_instances
 from l2g.data.errors import DatasetError, listed
 from l2g.data.labels import write_class_list, write_id_list
+from l2g.data.layout import CLASS_NAMES_FILE, SPLIT_DIR
 from l2g.data.palette import IGNORE_INDEX, save_mask
 from l2g.data.pool import map_tasks
-from l2g.data.voc_layout import CLASS_NAMES_FILE, SPLIT_DIR
 
 __all__ = ["CocoImage", "Instance", "instance_mask", "prepare_coco", "read_instances", "semantic_mask"]
 

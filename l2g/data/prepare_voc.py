@@ -35,14 +35,14 @@ from l2g.data.labels import (
     write_id_list,
     xml_labels,
 )
-from l2g.data.registry import ANNOTATIONS_DIR, LABEL_SOURCE_NAMES, NPY_LABELS_FILE
-from l2g.data.voc_layout import (
+from l2g.data.layout import (
     CLASS_NAMES_FILE,
     IMAGE_DIR,
     SPLIT_DIR,
     load_split,
     read_id_list,
 )
+from l2g.data.registry import ANNOTATIONS_DIR, LABEL_SOURCE_NAMES, NPY_LABELS_FILE
 
 EXPECTED_COUNTS = {"train_aug": 10_582, "train": 1_464, "val": 1_449}
 DEFAULT_SPLITS = ("train_aug", "train", "val")

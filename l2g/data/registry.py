@@ -1,6 +1,6 @@
 """The data domain's choice lists and label sources, torch-, numpy- and PIL-free, so the config validates
 them without importing what reads the data. Each list lives here only: the modules that implement it
-(:mod:`l2g.data.cam_files`, :mod:`l2g.data.classification`, :mod:`l2g.data.voc_layout`,
+(:mod:`l2g.data.cam_files`, :mod:`l2g.data.classification`, :mod:`l2g.data.layout`,
 :mod:`l2g.data.label_sources`, :mod:`l2g.data.view_boxes`) and :mod:`l2g.config.validation` read it.
 """
 
@@ -22,7 +22,7 @@ IMAGE_VIEWS = ("auto", "stored", "displayed")  # data.image_view: EXIF orientati
 # A classes file may start with the background: VOC's convention; labelme writes _background_
 BACKGROUND_NAMES = ("background", "_background_")
 
-# The VOC layout's folders and files that label sources default to (l2g.data.voc_layout reads the rest).
+# The VOC layout's folders and files that label sources default to (l2g.data.layout reads the rest).
 SPLIT_FOLDER = "ImageSets/Segmentation"  # <split>.txt id lists and <split>_cls.txt label lists
 ANNOTATIONS_DIR = "Annotations"
 NPY_LABELS_FILE = "cls_labels.npy"

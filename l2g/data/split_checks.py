@@ -1,6 +1,6 @@
 """Checking a split's files before training: every image, mask and saliency map decoded (in parallel,
 once per file version: :mod:`l2g.data.file_checks`), mask sizes and values, and the one error that lists
-every problem. :func:`l2g.data.voc_layout.load_split` runs these with ``check_images="decode"``;
+every problem. :func:`l2g.data.layout.load_split` runs these with ``check_images="decode"``;
 :func:`check_masks` serves stages that score a split whose images are checked elsewhere."""
 
 from __future__ import annotations

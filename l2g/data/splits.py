@@ -7,7 +7,7 @@ from pathlib import Path
 
 from l2g.config import Config
 from l2g.data.errors import DatasetError
-from l2g.data.voc_layout import Sample, class_names, load_split, split_is_listed
+from l2g.data.layout import Sample, class_names, load_split, split_is_listed
 
 
 def split_samples(config: Config, split: str, need_masks: bool = False, need_saliency: bool = False,

@@ -1,5 +1,5 @@
 """Test-time multi-scale + flip averaging, the one mechanism behind the attention maps of ``l2g cams``
-(:func:`l2g.method.cam.multiscale_maps`) and the masks of segmentation inference
+(:func:`l2g.method.attention_maps.multiscale_maps`) and the masks of segmentation inference
 (:func:`l2g.segmentation.inference.predict_probs`).
 
 Each caller gives its inputs (one per scale, already resized its way) and what one pass computes (the

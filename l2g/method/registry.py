@@ -1,7 +1,7 @@
 """The method domain's name tables, torch-free, so the config validates them without importing torch.
 
 Each table is owned here and read by the code that implements it (:mod:`l2g.method.methods`,
-:mod:`l2g.method.losses`, :mod:`l2g.method.targets`, :mod:`l2g.method.cam`) and by
+:mod:`l2g.method.losses`, :mod:`l2g.method.targets`, :mod:`l2g.method.attention_maps`) and by
 :mod:`l2g.config.validation`. A table that names functions or classes names them by their attribute in
 the implementing module, which resolves the name (a test checks that every row resolves).
 """
@@ -43,8 +43,8 @@ BACKGROUNDS = ("release", "complement")
 # method.shape_form / method.shape_background: shape transfer's variants (l2g.method.targets.shape_targets).
 SHAPE_FORMS = ("release", "paper")
 SHAPE_BACKGROUNDS = ("binary", "attention")
-# cams.resize: how a test image is resized per scale (l2g.method.cam.scaled_inputs); cams.upsample: the
-# torch interpolation mode that brings each scale's maps to the image size (l2g.method.cam.multiscale_maps).
+# cams.resize: how a test image is resized per scale (l2g.method.attention_maps.scaled_inputs); cams.upsample: the
+# torch interpolation mode that brings each scale's maps to the image size (l2g.method.attention_maps.multiscale_maps).
 MAP_RESIZES = ("pil_bicubic", "tensor_bilinear")
 MAP_UPSAMPLES = ("bicubic", "bilinear")
 

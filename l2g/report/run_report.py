@@ -25,8 +25,8 @@ import yaml
 from l2g.config import Config, to_dict
 from l2g.data.cam_files import stack_maps
 from l2g.data.images import read_image
+from l2g.data.layout import DatasetError, Sample
 from l2g.data.palette import colorize, load_mask
-from l2g.data.voc_layout import DatasetError, Sample
 from l2g.report.document import Block, Cell, Code, Details, Document, Figure, Heading, Paragraph, Table
 from l2g.report.examples import Example, candidates, choose_examples, image_miou
 from l2g.report.formatting import (

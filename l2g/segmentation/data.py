@@ -15,9 +15,9 @@ from l2g.config import Config
 from l2g.data.classification import normalize
 from l2g.data.errors import listed
 from l2g.data.images import read_image, read_mask
+from l2g.data.layout import PIL_ERRORS, DatasetError, Sample
 from l2g.data.palette import IGNORE_INDEX
 from l2g.data.pil_open import displayed_turned
-from l2g.data.voc_layout import PIL_ERRORS, DatasetError, Sample
 
 MAX_LISTED = 10
 

@@ -27,12 +27,12 @@ from l2g import atomic
 from l2g.config import Config
 from l2g.data.cam_files import SUFFIXES, cams_filename, class_maps, save_cams
 from l2g.data.images import read_image
-from l2g.data.voc_layout import Sample
+from l2g.data.layout import Sample
 from l2g.engine import distributed, markers
 from l2g.engine.guards import ensure_free_space
 from l2g.engine.loader import resolve_workers
 from l2g.engine.precision import resolve_precision
-from l2g.method.cam import image_attention, scaled_inputs
+from l2g.method.attention_maps import image_attention, scaled_inputs
 from l2g.models.attention_net import AttentionNet, build_attention_net
 from l2g.stages.common import set_threads, split_samples
 

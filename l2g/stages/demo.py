@@ -15,8 +15,8 @@ from l2g import atomic
 from l2g.config import Config, load_config, to_dict
 from l2g.data.cam_files import load_cams
 from l2g.data.images import read_mask
+from l2g.data.layout import Sample
 from l2g.data.synth import PARTS_DIR, SynthSpec, write_dataset
-from l2g.data.voc_layout import Sample
 from l2g.evaluation.parts import PartBodyAttention, read_parts
 from l2g.evaluation.transfer_fit import REGIONS
 from l2g.method.methods import method_class

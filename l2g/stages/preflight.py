@@ -25,7 +25,7 @@ from collections.abc import Callable, Collection
 
 from l2g.config import Config
 from l2g.data.errors import DatasetError, listed
-from l2g.data.voc_layout import check_masks
+from l2g.data.layout import check_masks
 from l2g.segmentation.loading import check_seg_weights, scratch_warning
 from l2g.stages.common import dataset_class_names, split_listed, split_samples
 

@@ -11,9 +11,9 @@ from tqdm import tqdm
 from l2g import atomic
 from l2g.config import Config
 from l2g.data.cam_files import load_cams
+from l2g.data.layout import decoded_size
 from l2g.data.palette import save_mask
 from l2g.data.pil_open import displayed_turned
-from l2g.data.voc_layout import decoded_size
 from l2g.engine import distributed, markers
 from l2g.evaluation.sweep import pseudo_label
 from l2g.stages.common import split_samples

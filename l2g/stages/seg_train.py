@@ -30,8 +30,8 @@ from tqdm import tqdm
 from l2g import atomic
 from l2g.config import Config, OptimConfig, to_dict
 from l2g.data.images import read_image, read_mask
+from l2g.data.layout import Sample
 from l2g.data.palette import IGNORE_INDEX, save_mask
-from l2g.data.voc_layout import Sample
 from l2g.engine import checkpoint, distributed
 from l2g.engine.guards import NonFiniteError, with_fix
 from l2g.engine.run_folder import CONFIG_FILE, SEG_RESUME_SAFE_KEYS, restarted_job, start_run

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from l2g.config import Config
-from l2g.data.voc_layout import Sample
+from l2g.data.layout import Sample
 from l2g.engine import distributed
 
 SNAPSHOT_MAX_SIDE = 320  # attention snapshots are a quick look: one scale, no flip, at most this size
@@ -43,7 +43,7 @@ def attention_snapshots(net: torch.nn.Module, samples: list[Sample], config: Con
     """(tag, overlay) per sample: the max of its labelled classes' maps over the image, at one scale."""
     from l2g.data.classification import normalize
     from l2g.data.images import read_image
-    from l2g.method.cam import image_attention
+    from l2g.method.attention_maps import image_attention
     from l2g.report.plots import attention_overlay
 
     pictures = []

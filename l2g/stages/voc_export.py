@@ -25,8 +25,8 @@ from l2g.config import Config
 from l2g.data.errors import listed
 from l2g.data.image_files import find_image
 from l2g.data.images import read_image
+from l2g.data.layout import SPLIT_DIR, DatasetError, read_id_list
 from l2g.data.palette import save_mask
-from l2g.data.voc_layout import SPLIT_DIR, DatasetError, read_id_list
 from l2g.engine import distributed, markers
 from l2g.segmentation.inference import segment
 from l2g.segmentation.loading import load_seg_checkpoint

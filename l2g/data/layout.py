@@ -1,6 +1,7 @@
-"""Reading a dataset laid out like PASCAL VOC, with every problem found before training starts.
+"""Reading a dataset, whatever its layout (VOC, COCO, custom, synth: ``data.format`` names the folders), with
+every problem found before training starts.
 
-The layout (paths relative to ``<root>``)::
+The VOC layout, the one the others vary (paths relative to ``<root>``)::
 
     JPEGImages/<id>.jpg                      RGB images (.jpg; the other suffixes of
                                              l2g.data.image_files are accepted when the .jpg is absent);

@@ -1,4 +1,4 @@
-"""Tests for l2g.data.voc_layout and l2g.data.images: reading a VOC-layout dataset, checked up front."""
+"""Tests for l2g.data.layout and l2g.data.images: reading a VOC-layout dataset, checked up front."""
 
 import warnings
 from pathlib import Path
@@ -8,8 +8,7 @@ import pytest
 from PIL import Image
 
 from l2g.data.images import read_image, read_mask, read_saliency
-from l2g.data.palette import save_mask
-from l2g.data.voc_layout import (
+from l2g.data.layout import (
     DatasetError,
     DatasetWarning,
     Sample,
@@ -18,6 +17,7 @@ from l2g.data.voc_layout import (
     read_class_list,
     read_id_list,
 )
+from l2g.data.palette import save_mask
 
 C = 3
 HEIGHT, WIDTH = 6, 8
