@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from l2g.config import load_config
+from l2g.engine.run_paths import RunFolder
 from l2g.method.registry import METHODS
 
 DEFAULT_SEEDS = 3
@@ -176,7 +177,7 @@ def fit_summary(run_dir: Path, images: int, progress: bool) -> dict | None:
 
     if images < 1:
         return None
-    cached = run_dir / "transfer_fit.json"
+    cached = RunFolder(run_dir).transfer_fit
     result = json.loads(cached.read_text()) if cached.exists() else None
     if result is None or result.get("images") != images:
         result = measure_transfer_fit(run_dir, images, progress=progress)
@@ -196,14 +197,14 @@ def run_one(config, run_dir: Path, progress: bool, fixed_threshold: float = FIXE
     from l2g.stages.eval_cams import evaluate_cams
     from l2g.stages.train import train
 
-    if not (run_dir / "checkpoints" / "final.pt").exists():
+    if not RunFolder(run_dir).final.exists():
         train(config, run_dir, resume="auto", progress=progress)
     infer_cams(config, run_dir, progress=progress)  # skipped when the maps of this checkpoint are complete
-    sweep = evaluate_cams(config, run_dir / "cams", progress=progress)  # seconds: always redone
-    metrics = json.loads((run_dir / "train_metrics.json").read_text())
+    sweep = evaluate_cams(config, RunFolder(run_dir).cams, progress=progress)  # seconds: always redone
+    metrics = json.loads(RunFolder(run_dir).metrics.read_text())
     warnings = [w for w in metrics.get("warnings", []) if "stuck" in w]
     samples = split_samples(config, config.cams.split, need_masks=True, check_images="exists")
-    attention = attention_on_parts(config, samples, run_dir / "cams")  # None unless the data mark parts
+    attention = attention_on_parts(config, samples, RunFolder(run_dir).cams)  # None unless the data mark parts
     extra: dict = {"attention": attention} if attention else {}
     fixed = miou_at(sweep, fixed_threshold)
     if fixed is not None:

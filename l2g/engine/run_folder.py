@@ -29,6 +29,7 @@ from typing import Any
 from l2g import atomic
 from l2g.config import ConfigError, flatten
 from l2g.engine import elastic
+from l2g.engine.run_paths import CONFIG_FILE
 
 # Keys whose change does not change the experiment. optim.epochs may grow (continue training); with a
 # poly schedule the learning rate of the remaining iterations follows the new length.
@@ -63,7 +64,6 @@ SEG_RESUME_SAFE_KEYS: tuple[str, ...] = (
     "views.*",
 )
 
-CONFIG_FILE = "config.yaml"
 JOB_FILE = "torchrun_job.json"  # the torchrun job that last started or continued the run
 RESUME_AUTO = "auto"
 ResumeMode = bool | str  # False: a new run; True: continue a run (there must be one); "auto": either

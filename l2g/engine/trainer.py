@@ -60,12 +60,10 @@ from l2g.engine.guards import TrainingInterrupted, format_losses, gradients_nonf
 from l2g.engine.loader import EpochSampler, build_loader, resolve_workers, worker_seed
 from l2g.engine.precision import resolve_precision
 from l2g.engine.resume import load_resume_state, open_log, save_state
+from l2g.engine.run_paths import CHECKPOINT_DIR, LOG_FILE, METRICS_FILE
 from l2g.optim import set_learning_rate
 
 StepFn = Callable[[nn.Module, dict], dict[str, torch.Tensor]]
-LOG_FILE = "train_log.jsonl"
-METRICS_FILE = "train_metrics.json"
-CHECKPOINT_DIR = "checkpoints"
 
 
 @dataclass

@@ -27,6 +27,7 @@ from l2g.data.cam_files import stack_maps
 from l2g.data.images import read_image
 from l2g.data.layout import DatasetError, Sample
 from l2g.data.palette import colorize, load_mask
+from l2g.engine.run_paths import RunFolder
 from l2g.report.document import Block, Cell, Code, Details, Document, Figure, Heading, Paragraph, Table
 from l2g.report.examples import Example, candidates, choose_examples, image_miou
 from l2g.report.formatting import (
@@ -49,27 +50,12 @@ from l2g.report.plots import (
 from l2g.report.provenance import provenance_rows
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunPaths:
-    """Where a pipeline run keeps what the report shows."""
+    """The two runs a report shows (their files: :class:`l2g.engine.run_paths.RunFolder`)."""
 
-    cls_run: Path
-    seg_run: Path
-
-    @property
-    def sweep(self) -> Path:
-        return self.cls_run / "sweep.json"
-
-    @property
-    def cams(self) -> Path:
-        return self.cls_run / "cams"
-
-    @property
-    def pseudo(self) -> Path:
-        return self.cls_run / "pseudo"
-
-    def prediction(self, split: str, image_id: str) -> Path:
-        return self.seg_run / "predictions" / split / f"{image_id}.png"
+    cls: RunFolder
+    seg: RunFolder
 
 
 def _json_or_none(path: Path) -> dict | None:
@@ -82,11 +68,11 @@ def _json_or_none(path: Path) -> dict | None:
 def stage_rows(paths: RunPaths) -> list[list[str]]:
     """The device and training minutes of each stage, and how the segmentation network was initialised."""
     rows = []
-    for title, run in (("classification", paths.cls_run), ("segmentation", paths.seg_run)):
-        metrics = _json_or_none(run / "train_metrics.json") or {}
+    for title, run in (("classification", paths.cls), ("segmentation", paths.seg)):
+        metrics = _json_or_none(run.metrics) or {}
         rows.append([f"{title} device", str(metrics.get("device", DASH))])
         rows.append([f"{title} training (min)", format_minutes(metrics.get("minutes"))])
-    init = _json_or_none(paths.seg_run / "init.json") or {}
+    init = _json_or_none(paths.seg.init) or {}
     pretrained = init.get("pretrained")
     rows.append(["segmentation init", DASH if not init else "from scratch" if pretrained is None else
                  f"{pretrained['dataset']} weights {pretrained['path']} (sha256 {pretrained['sha256'][:12]}, "
@@ -100,7 +86,7 @@ def _predict_masks(config: Config, paths: RunPaths, samples: list[Sample]) -> li
     from l2g.segmentation.loading import load_seg_checkpoint
 
     try:
-        model, _ = load_seg_checkpoint(paths.seg_run / "checkpoints" / "final.pt", config.seg,
+        model, _ = load_seg_checkpoint(paths.seg.final, config.seg,
                                        config.data.num_classes + 1)
     except (FileNotFoundError, ValueError):
         return [None] * len(samples)
@@ -112,7 +98,7 @@ def _predict_masks(config: Config, paths: RunPaths, samples: list[Sample]) -> li
 
 
 def _attention(paths: RunPaths, sample: Sample, image: np.ndarray | None) -> np.ndarray | None:
-    cams = read_maps(paths.cams, sample.image_id)
+    cams = read_maps(paths.cls.cams, sample.image_id)
     if cams is None or image is None:
         return None
     try:
@@ -156,19 +142,19 @@ def _example_section(out_dir: Path, config: Config, paths: RunPaths, kind: str, 
         return [*blocks, Paragraph("No images.")]
     masked = any(sample.mask_path is not None for sample in samples)
     if kind == "train":
-        scores = mask_scores(samples, lambda s: paths.pseudo / f"{s.image_id}.png")
+        scores = mask_scores(samples, lambda s: paths.cls.pseudo / f"{s.image_id}.png")
         blocks.append(Paragraph("Scored by the per-image mIoU of the pseudo masks." if masked else
                                 "No image of this split has a mask: one image per class is shown, unscored.",
                                 note=True))
     else:
-        scores = mask_scores(samples, lambda s: paths.prediction(split, s.image_id))
+        scores = mask_scores(samples, lambda s: paths.seg.prediction(split, s.image_id))
         blocks.append(Paragraph("Scored by the per-image mIoU of the predicted masks (l2g seg eval)." if masked else
                                 "No image of this split has a mask: the predicted masks are shown, unscored.",
                                 note=True))
     examples = _choose(config, samples, count, scores)
     chosen = [e.item for e in examples]
     predicted = (_predict_masks(config, paths, chosen) if kind == "train" else
-                 [read_or_none(load_mask, paths.prediction(split, s.image_id)) for s in chosen])
+                 [read_or_none(load_mask, paths.seg.prediction(split, s.image_id)) for s in chosen])
     used: set[str] = set()
     for example, prediction in zip(examples, predicted, strict=True):
         sample = example.item
@@ -179,7 +165,7 @@ def _example_section(out_dir: Path, config: Config, paths: RunPaths, kind: str, 
         if kind == "train":
             pseudo_title = "pseudo mask" + (f" @ {threshold:.2f}" if threshold is not None else "")
             panels += [(_attention(paths, sample, image), "attention map", "missing"),
-                       (_colour(read_or_none(load_mask, paths.pseudo / f"{sample.image_id}.png")), pseudo_title,
+                       (_colour(read_or_none(load_mask, paths.cls.pseudo / f"{sample.image_id}.png")), pseudo_title,
                         "missing")]
         panels.append((_colour(prediction), "predicted mask", "missing"))
         file = example_file(kind, sample.image_id, used)
@@ -207,11 +193,11 @@ def write_run_report(out_dir: str | Path, config: Config, cls_run: str | Path, s
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = RunPaths(Path(cls_run), Path(seg_run))
-    sweep = _json_or_none(paths.sweep) or {}
-    evaluation = _json_or_none(paths.seg_run / f"eval_{config.seg.val_split}.json") or {}
+    paths = RunPaths(RunFolder(Path(cls_run)), RunFolder(Path(seg_run)))
+    sweep = _json_or_none(paths.cls.sweep) or {}
+    evaluation = _json_or_none(paths.seg.evaluation(config.seg.val_split)) or {}
     pseudo_best = best_entry(sweep) or {}
-    chosen = _json_or_none(paths.cls_run / "threshold.json") or {}
+    chosen = _json_or_none(paths.cls.threshold) or {}
     threshold = (config.eval.threshold if config.eval.threshold is not None
                  else chosen.get("threshold", pseudo_best.get("threshold")))
     val_split = evaluation.get("split", config.seg.val_split)
@@ -248,10 +234,10 @@ def write_run_report(out_dir: str | Path, config: Config, cls_run: str | Path, s
         [[Cell(name, swatch=hex_colour(i)), *(format_percent(column(source, key)[i]) for source, key in (
             (pseudo_best, "iou"), (evaluation, "iou"), (evaluation, "precision"), (evaluation, "recall")))]
          for i, name in enumerate(names)]))
-    doc.add(*training_blocks(out_dir, [("classification stage", paths.cls_run / "train_log.jsonl"),
-                                       ("segmentation stage", paths.seg_run / "train_log.jsonl")]))
+    doc.add(*training_blocks(out_dir, [("classification stage", paths.cls.train_log),
+                                       ("segmentation stage", paths.seg.train_log)]))
     doc.add(Heading("Config"), Details("The run's config (YAML)", [
         Code(yaml.safe_dump(to_dict(config), sort_keys=False, default_flow_style=None, width=100), "yaml")]))
-    doc.add(Heading("Provenance"), Table(["", "value"], provenance_rows([config.seed], [paths.cls_run, paths.seg_run])
+    doc.add(Heading("Provenance"), Table(["", "value"], provenance_rows([config.seed], [paths.cls.root, paths.seg.root])
                                          + stage_rows(paths), "What produced this report.", text=True))
     return doc.write(out_dir)

@@ -32,6 +32,7 @@ from l2g.engine import distributed, markers
 from l2g.engine.guards import ensure_free_space
 from l2g.engine.loader import resolve_workers
 from l2g.engine.precision import resolve_precision
+from l2g.engine.run_paths import RunFolder
 from l2g.method.attention_maps import image_attention, scaled_inputs
 from l2g.models.attention_net import AttentionNet, build_attention_net
 from l2g.stages.common import set_threads, split_samples
@@ -137,10 +138,10 @@ def infer_cams(config: Config, run_dir: str | Path, split: str | None = None, ou
     """
     run_dir = Path(run_dir)
     split = split or config.cams.split
-    out_dir = Path(out_dir) if out_dir else run_dir / "cams"
+    out_dir = Path(out_dir) if out_dir else RunFolder(run_dir).cams
     ctx = distributed.setup(config.device)
     set_threads(config)
-    checkpoint = run_dir / "checkpoints" / "final.pt"
+    checkpoint = RunFolder(run_dir).final
     precision = cams_precision(config, ctx.device)
     fmt = config.cams.format
     samples = distributed.main_first(lambda: split_samples(config, split))

@@ -18,6 +18,7 @@ from l2g.data.splits import (  # noqa: F401 (the stages' path)
     split_listed,
     split_samples,
 )
+from l2g.engine.run_paths import RunFolder
 
 
 def seed_everything(seed: int) -> None:
@@ -33,7 +34,7 @@ def set_threads(config: Config) -> None:
 
 def run_config(run_dir: str | Path, overrides: list[str] | None = None) -> Config:
     """The config a run was trained with (``<run>/config.yaml``), with optional overrides."""
-    path = Path(run_dir) / "config.yaml"
+    path = RunFolder(Path(run_dir)).config
     if not path.exists():
         raise FileNotFoundError(f"{path}: not found — is {run_dir} a run folder written by 'l2g train'?")
     return load_config(path, overrides)

@@ -17,6 +17,7 @@ from l2g.data.cam_files import load_cams
 from l2g.data.images import read_mask
 from l2g.data.layout import Sample
 from l2g.data.synth import PARTS_DIR, SynthSpec, write_dataset
+from l2g.engine.run_paths import RunFolder
 from l2g.evaluation.parts import PartBodyAttention, read_parts
 from l2g.evaluation.transfer_fit import REGIONS
 from l2g.method.methods import method_class
@@ -69,18 +70,18 @@ def run_demo(out: str | Path = "runs/demo", data_root: str | Path = "data/synth"
         config = demo_config(method, str(data_root), preset, overrides or [])
         run_dir = out / method
         started = time.time()
-        if not (run_dir / "checkpoints" / "final.pt").exists():
+        if not RunFolder(run_dir).final.exists():
             train(config, run_dir, resume="auto", progress=progress)
         infer_cams(config, run_dir, progress=progress)
-        sweep = evaluate_cams(config, run_dir / "cams", progress=progress)
+        sweep = evaluate_cams(config, RunFolder(run_dir).cams, progress=progress)
         train_minutes = json.loads((run_dir / "train_metrics.json").read_text())["minutes"]
         total_minutes = (time.time() - started) / 60
         row = DemoRow(method, METHODS[method].title, sweep["best"]["miou"], sweep["best"]["threshold"],
-                      train_minutes, total_minutes, attention_on_parts(config, samples, run_dir / "cams"))
+                      train_minutes, total_minutes, attention_on_parts(config, samples, RunFolder(run_dir).cams))
         rows.append(row)
         print(f"{row.title:<20} mIoU {100 * row.miou:5.1f}  threshold {row.threshold:.2f}  "
               f"train {row.train_minutes:.1f} min")
-        results.append(MethodResult(method, row.title, run_dir / "cams", sweep, row.train_minutes,
+        results.append(MethodResult(method, row.title, RunFolder(run_dir).cams, sweep, row.train_minutes,
                                     run_dir / "train_log.jsonl", row.total_minutes, to_dict(config)))
     tables = [summary_table(rows)]
     fits = transfer_fits(out, [m for m in methods if method_class(m).transfers], progress)
@@ -115,7 +116,7 @@ def transfer_fits(out: Path, methods: list[str], progress: bool) -> dict[str, di
     """``l2g transfer-fit`` of each L2G run on the first FIT_IMAGES training images (kept on rerun)."""
     fits = {}
     for method in methods:
-        saved = out / method / "transfer_fit.json"
+        saved = RunFolder(out / method).transfer_fit
         fits[method] = (json.loads(saved.read_text()) if saved.exists()
                         else measure_transfer_fit(out / method, FIT_IMAGES, progress=progress))
     return fits

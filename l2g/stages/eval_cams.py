@@ -26,6 +26,7 @@ from tqdm import tqdm
 from l2g.config import Config
 from l2g.data.errors import DatasetError
 from l2g.data.sample import Sample
+from l2g.engine.run_paths import RunFolder
 from l2g.evaluation.sweep import ThresholdSweep, default_thresholds
 from l2g.evaluation.sweep_files import score_chunk
 from l2g.stages.common import dataset_class_names, split_samples, write_json
@@ -106,5 +107,5 @@ def evaluate_cams(config: Config, cams_dir: str | Path, out_path: str | Path | N
     results = sweep.results(["background", *dataset_class_names(config)])
     results["split"] = split
     results["images"] = len(samples)
-    write_json(out_path or cams_dir.parent / "sweep.json", results)
+    write_json(out_path or RunFolder(cams_dir.parent).sweep, results)
     return results

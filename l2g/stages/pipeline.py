@@ -36,6 +36,7 @@ from typing import Any
 
 from l2g.config import Config, ConfigError, save_config, to_dict
 from l2g.engine import markers
+from l2g.engine.run_paths import PipelineFolder, RunFolder
 from l2g.report.formatting import describe_threshold
 from l2g.report.run_report import write_run_report
 from l2g.stages.cams import infer_cams
@@ -45,7 +46,7 @@ from l2g.stages.preflight import check_later_inputs
 from l2g.stages.pseudo import choose_threshold, write_pseudo_masks
 from l2g.stages.seg_eval import evaluate_segmentation
 from l2g.stages.seg_train import train_segmentation
-from l2g.stages.threshold import THRESHOLD_FILE, choose_pipeline_threshold, warn_pseudo_masks
+from l2g.stages.threshold import choose_pipeline_threshold, warn_pseudo_masks
 from l2g.stages.train import train
 
 RUNTIME_KEYS = ("device", "threads", "log_every", "runtime")  # change how fast, not what comes out
@@ -59,16 +60,20 @@ class Pipeline:
     progress: bool = True
 
     @property
-    def cls_run(self) -> Path:
-        return self.out / "cls"
+    def folder(self) -> PipelineFolder:
+        return PipelineFolder(self.out)
 
     @property
-    def seg_run(self) -> Path:
-        return self.out / "seg"
+    def cls(self) -> RunFolder:
+        return self.folder.cls
+
+    @property
+    def seg(self) -> RunFolder:
+        return self.folder.seg
 
     @property
     def markers(self) -> Path:
-        return self.out / "stages"
+        return self.folder.markers
 
 
 @dataclass(frozen=True)
@@ -85,31 +90,31 @@ class Stage:
 
 def _run_train(p: Pipeline) -> None:
     # the later stages' inputs were checked by run_pipeline (check_later_inputs) already
-    train(p.config, p.cls_run, resume="auto", progress=p.progress, later_stages=())
+    train(p.config, p.cls.root, resume="auto", progress=p.progress, later_stages=())
 
 
 def _run_cams(p: Pipeline) -> None:
-    infer_cams(p.config, p.cls_run, progress=p.progress)
+    infer_cams(p.config, p.cls.root, progress=p.progress)
 
 
 def _run_threshold(p: Pipeline) -> None:
-    print(f"  {describe_threshold(choose_pipeline_threshold(p.config, p.cls_run, progress=p.progress))}")
+    print(f"  {describe_threshold(choose_pipeline_threshold(p.config, p.cls.root, progress=p.progress))}")
 
 
 def _run_pseudo(p: Pipeline) -> None:
-    threshold = choose_threshold(p.config, p.cls_run / "sweep.json")
-    write_pseudo_masks(p.config, p.cls_run / "cams", p.cls_run / "pseudo", threshold, progress=p.progress)
-    warn_pseudo_masks(p.cls_run / "pseudo", threshold)
+    threshold = choose_threshold(p.config, p.cls.sweep)
+    write_pseudo_masks(p.config, p.cls.cams, p.cls.pseudo, threshold, progress=p.progress)
+    warn_pseudo_masks(p.cls.pseudo, threshold)
 
 
 def _run_seg_train(p: Pipeline) -> None:
     # the from-scratch warning was printed before the first stage (check_later_inputs): not twice
-    train_segmentation(p.config, p.seg_run, p.cls_run / "pseudo", resume="auto", progress=p.progress,
+    train_segmentation(p.config, p.seg.root, p.cls.pseudo, resume="auto", progress=p.progress,
                        warn_scratch=False)
 
 
 def _run_seg_eval(p: Pipeline) -> None:
-    metrics = evaluate_segmentation(p.config, p.seg_run, progress=p.progress,
+    metrics = evaluate_segmentation(p.config, p.seg.root, progress=p.progress,
                                     without_masks="predict" if p.config.data.masks_optional else "error")
     if metrics.get("miou") is None:
         print(f"  segmented {metrics['images']} images of split {metrics['split']} (no masks there to score "
@@ -119,7 +124,7 @@ def _run_seg_eval(p: Pipeline) -> None:
 
 
 def _run_report(p: Pipeline) -> None:
-    print(f"  {write_run_report(p.out / 'report', p.config, p.cls_run, p.seg_run)}")
+    print(f"  {write_run_report(p.folder.report, p.config, p.cls.root, p.seg.root)}")
 
 
 def _section(config: Config, keys: tuple[str, ...]) -> dict[str, Any]:
@@ -144,21 +149,21 @@ def _seg_train_keys(config: Config) -> dict[str, Any]:
 
 STAGES: tuple[Stage, ...] = (
     Stage("train", "classification stage", _train_keys,
-          lambda p: [p.cls_run / "checkpoints", p.cls_run / "train_log.jsonl", p.cls_run / "train_metrics.json",
-                     p.cls_run / "config.yaml"], _run_train),
-    Stage("cams", "attention maps", lambda c: _section(c, ("cams",)), lambda p: [p.cls_run / "cams"], _run_cams),
+          lambda p: [p.cls.checkpoints, p.cls.train_log, p.cls.metrics,
+                     p.cls.config], _run_train),
+    Stage("cams", "attention maps", lambda c: _section(c, ("cams",)), lambda p: [p.cls.cams], _run_cams),
     Stage("threshold", "background threshold", lambda c: _section(c, ("eval.thresholds",
                                                                                     "eval.threshold")),
-          lambda p: [p.cls_run / "sweep.json", p.cls_run / THRESHOLD_FILE], _run_threshold),
-    Stage("pseudo", "pseudo masks", lambda c: _section(c, ("eval.threshold",)), lambda p: [p.cls_run / "pseudo"],
+          lambda p: [p.cls.sweep, p.cls.threshold], _run_threshold),
+    Stage("pseudo", "pseudo masks", lambda c: _section(c, ("eval.threshold",)), lambda p: [p.cls.pseudo],
           _run_pseudo),
     Stage("seg_train", "segmentation training", _seg_train_keys,
-          lambda p: [p.seg_run / "checkpoints", p.seg_run / "train_log.jsonl", p.seg_run / "train_metrics.json",
-                     p.seg_run / "config.yaml", p.seg_run / "init.json", p.seg_run / "pseudo_crf"], _run_seg_train),
+          lambda p: [p.seg.checkpoints, p.seg.train_log, p.seg.metrics,
+                     p.seg.config, p.seg.init, p.seg.pseudo_crf], _run_seg_train),
     Stage("seg_eval", "segmentation evaluation", lambda c: {f"seg.{k}": v for k, v in to_dict(c.seg).items()
                                                             if k in SEG_INFERENCE_KEYS},
-          lambda p: [p.seg_run / f"eval_{p.config.seg.val_split}.json", p.seg_run / "predictions"], _run_seg_eval),
-    Stage("report", "report", lambda c: {}, lambda p: [p.out / "report"], _run_report),
+          lambda p: [p.seg.evaluation(p.config.seg.val_split), p.seg.predictions_root], _run_seg_eval),
+    Stage("report", "report", lambda c: {}, lambda p: [p.folder.report], _run_report),
 )
 if tuple(stage.name for stage in STAGES) != STAGE_NAMES:  # pragma: no cover - a programming error
     raise ImportError(f"l2g.stages.pipeline_stages.STAGE_NAMES {STAGE_NAMES} differs from the stages defined here")
@@ -252,16 +257,16 @@ def run_pipeline(config: Config, out: str | Path, progress: bool = True, until: 
                           f"{config.cams.split!r}: the pipeline trains on the split it labels, set both alike")
     require_num_classes(config)
     p = Pipeline(config, Path(out), progress)
-    if resume is True and not (p.out / "config.yaml").is_file():
+    if resume is True and not p.folder.config.is_file():
         what = "does not exist" if not p.out.exists() else "holds no pipeline to resume (no config.yaml)"
         raise FileNotFoundError(f"{p.out}: {what}; check the path, or give --resume auto (or no --resume) to "
                                 "continue a pipeline when there is one and start one when there is none")
     check_later_inputs(config, pending_stages(p, until), strict=True)
     p.out.mkdir(parents=True, exist_ok=True)
-    save_config(config, p.out / "config.yaml")
+    save_config(config, p.folder.config)
     upstream = None
     for index, stage in enumerate(STAGES):
         upstream = run_stage(p, stage, upstream, index)
         if stage.name == until:
             break
-    return p.out / "report" / "index.html"
+    return p.folder.report / "index.html"

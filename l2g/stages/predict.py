@@ -25,6 +25,7 @@ from l2g.data.images import read_user_image
 from l2g.data.palette import colorize, save_mask
 from l2g.engine import distributed
 from l2g.engine.file_names import safe_filename
+from l2g.engine.run_paths import RunFolder
 from l2g.segmentation.inference import segment
 from l2g.segmentation.loading import load_seg_checkpoint
 from l2g.stages.common import set_threads
@@ -88,7 +89,7 @@ def predict_images(config: Config, run_dir: str | Path, inputs: list[str | Path]
     torchrun each process segments its share; every process returns the whole result, in input order."""
     ctx = distributed.setup(config.device)
     set_threads(config)
-    checkpoint = Path(checkpoint) if checkpoint else Path(run_dir) / "checkpoints" / "final.pt"
+    checkpoint = Path(checkpoint) if checkpoint else RunFolder(Path(run_dir)).final
     model, saved = load_seg_checkpoint(checkpoint, config.seg, config.data.num_classes + 1, ctx.device)
     images = collect_images(inputs)
     out_dir = Path(out_dir)

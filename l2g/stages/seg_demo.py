@@ -18,6 +18,7 @@ from typing import Protocol
 
 from l2g import atomic
 from l2g.config import Config
+from l2g.engine.run_paths import RunFolder
 from l2g.report.document import Table
 from l2g.segmentation.registry import SEG_ARCHS
 from l2g.stages.common import write_json
@@ -58,12 +59,12 @@ def segmentation_demo(out: str | Path, rows: list[_Row], config_of: Callable[[st
     for method in [m for m in SEG_DEMO_METHODS if m in by_method]:
         row = by_method[method]
         config = config_of(method)
-        cls_run, seg_run = out / method, out / method / "seg"
-        if not (seg_run / "checkpoints" / "final.pt").exists():
-            write_pseudo_masks(config, cls_run / "cams", cls_run / "pseudo", row.threshold, progress=progress)
-            train_segmentation(config, seg_run, cls_run / "pseudo", resume="auto", progress=progress)
-        metrics = evaluate_segmentation(config, seg_run, progress=progress)
-        minutes = json.loads((seg_run / "train_metrics.json").read_text())["minutes"]
+        cls_run, seg_run = RunFolder(out / method), RunFolder(out / method / "seg")
+        if not seg_run.final.exists():
+            write_pseudo_masks(config, cls_run.cams, cls_run.pseudo, row.threshold, progress=progress)
+            train_segmentation(config, seg_run.root, cls_run.pseudo, resume="auto", progress=progress)
+        metrics = evaluate_segmentation(config, seg_run.root, progress=progress)
+        minutes = json.loads(seg_run.metrics.read_text())["minutes"]
         seg_rows.append(SegDemoRow(method, row.title, row.miou, row.threshold, metrics["miou"],
                                    metrics["pixel_accuracy"], minutes, SEG_ARCHS[config.seg.arch].title))
         print(f"{row.title:<20} segmentation val mIoU {100 * metrics['miou']:5.1f}  (pseudo labels "

@@ -18,6 +18,7 @@ from l2g.config import Config
 from l2g.data.images import read_image, read_mask
 from l2g.data.palette import save_mask
 from l2g.engine import distributed
+from l2g.engine.run_paths import RunFolder
 from l2g.evaluation.confusion import ConfusionMatrix
 from l2g.segmentation.crf import crf_params
 from l2g.segmentation.inference import segment
@@ -44,11 +45,11 @@ def evaluate_segmentation(config: Config, run_dir: str | Path, split: str | None
         samples = distributed.main_first(lambda: split_samples(config, split))
     else:
         samples = distributed.main_first(lambda: split_samples(config, split, need_masks=True))
-    checkpoint = Path(checkpoint) if checkpoint else run_dir / "checkpoints" / "final.pt"
+    checkpoint = Path(checkpoint) if checkpoint else RunFolder(run_dir).final
     model, saved = load_seg_checkpoint(checkpoint, config.seg, config.data.num_classes + 1, ctx.device)
     use_crf = config.seg.crf.enabled if crf is None else crf
     matrix = ConfusionMatrix(config.data.num_classes + 1)
-    predictions = run_dir / "predictions" / split
+    predictions = RunFolder(run_dir).predictions(split)
     with distributed.agreed():
         for sample in tqdm(distributed.shard(samples, ctx), desc=f"seg eval {split}",
                            disable=not (progress and ctx.is_main)):

@@ -34,9 +34,10 @@ from l2g.data.layout import Sample
 from l2g.data.palette import IGNORE_INDEX, save_mask
 from l2g.engine import checkpoint, distributed
 from l2g.engine.guards import NonFiniteError, with_fix
-from l2g.engine.run_folder import CONFIG_FILE, SEG_RESUME_SAFE_KEYS, restarted_job, start_run
+from l2g.engine.run_folder import SEG_RESUME_SAFE_KEYS, restarted_job, start_run
+from l2g.engine.run_paths import RunFolder
 from l2g.engine.tensorboard import require_tensorboard
-from l2g.engine.trainer import CHECKPOINT_DIR, LoopSettings, Trainer
+from l2g.engine.trainer import LoopSettings, Trainer
 from l2g.optim import build_optimizer, learning_rate
 from l2g.report.provenance import git_commit
 from l2g.segmentation.crf import crf_params, refine_labels
@@ -138,7 +139,7 @@ def train_segmentation(config: Config, run_dir: str | Path, pseudo_dir: str | Pa
     print the from-scratch warning of a large DeepLab (``l2g run`` printed it before its first stage).
     """
     run_dir = Path(run_dir)
-    final = run_dir / CHECKPOINT_DIR / "final.pt"
+    final = RunFolder(run_dir).final
     pseudo_dir = pseudo_dir or config.seg.pseudo_dir
     if pseudo_dir is None:
         raise ValueError("no pseudo masks to train on: give --pseudo DIR or set seg.pseudo_dir")
@@ -157,8 +158,8 @@ def train_segmentation(config: Config, run_dir: str | Path, pseudo_dir: str | Pa
     # A run that continues from a checkpoint takes every weight from it: the pretrained file is not read
     # again (it may have moved since); init.json says which tensors it filled.
     continues = distributed.main_first(lambda: bool(resume or restarted_job(run_dir))
-                                       and (run_dir / CONFIG_FILE).exists()
-                                       and bool(checkpoint.list_checkpoints(run_dir / CHECKPOINT_DIR)))
+                                       and RunFolder(run_dir).config.exists()
+                                       and bool(checkpoint.list_checkpoints(RunFolder(run_dir).checkpoints)))
     init = None if continues else _initialise(model, config, warn_scratch)
     plan = start_run(config, run_dir, resume, overwrite, final, SEG_RESUME_SAFE_KEYS, epochs_key="seg.epochs")
     if plan == "finished":

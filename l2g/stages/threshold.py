@@ -25,10 +25,10 @@ import numpy as np
 from l2g.config import Config
 from l2g.data.cam_files import load_cams
 from l2g.data.palette import IGNORE_INDEX, load_mask
+from l2g.engine.run_paths import THRESHOLD_FILE, RunFolder  # noqa: F401 (THRESHOLD_FILE: the stages' path)
 from l2g.evaluation.sweep import default_thresholds
 from l2g.stages.common import split_samples, write_json
 
-THRESHOLD_FILE = "threshold.json"
 BINS = 256
 # Pseudo masks with more foreground than this (or less than LOW) say the threshold does not fit the maps.
 HIGH_FOREGROUND, LOW_FOREGROUND = 0.95, 0.02
@@ -82,18 +82,18 @@ def choose_pipeline_threshold(config: Config, cls_run: str | Path, progress: boo
     split = config.cams.split
     samples = split_samples(config, split, check_images="exists")
     record: dict = {"split": split, "images": len(samples)}
-    counts = strongest_attention_histogram(cls_run / "cams", [s.image_id for s in samples])
+    counts = strongest_attention_histogram(RunFolder(cls_run).cams, [s.image_id for s in samples])
     masked = [s for s in samples if s.mask_path is not None]
     record["images_with_masks"] = len(masked)
     if masked:  # scored even with eval.threshold set: the report shows the curve and the pseudo-label mIoU
-        best = evaluate_cams(config, cls_run / "cams", split=split, samples=masked, progress=progress)["best"]
+        best = evaluate_cams(config, RunFolder(cls_run).cams, split=split, samples=masked, progress=progress)["best"]
         record.update(rule="masks", threshold=best["threshold"], miou_on_masked_images=best["miou"])
     else:
         record.update(rule="otsu", threshold=otsu_threshold(counts))
     if config.eval.threshold is not None:
         record.update(rule="eval.threshold", threshold=config.eval.threshold)
     record["foreground_fraction"] = foreground_fraction(counts, record["threshold"])
-    write_json(cls_run / THRESHOLD_FILE, record)
+    write_json(RunFolder(cls_run).threshold, record)
     return record
 
 

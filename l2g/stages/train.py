@@ -18,6 +18,7 @@ from l2g.data.classification import ClassificationDataset
 from l2g.engine import distributed
 from l2g.engine.guards import NonFiniteError, with_fix
 from l2g.engine.run_folder import start_run
+from l2g.engine.run_paths import RunFolder
 from l2g.engine.tensorboard import require_tensorboard
 from l2g.engine.trainer import LoopSettings, Trainer
 from l2g.method.diagnostics import StuckMonitor, stuck_advice
@@ -41,7 +42,7 @@ def train(config: Config, run_dir: str | Path, resume: bool | str = False, progr
     are errors with ``strict_later_inputs`` (``l2g run``), else warnings (except the class names).
     """
     run_dir = Path(run_dir)
-    final = run_dir / "checkpoints" / "final.pt"
+    final = RunFolder(run_dir).final
     require_num_classes(config)
     ctx = distributed.setup(config.device)
     set_threads(config)

@@ -20,6 +20,7 @@ from l2g.data.classification import ClassificationDataset
 from l2g.data.images import read_mask
 from l2g.data.synth import PARTS_DIR
 from l2g.engine.checkpoint import load_latest
+from l2g.engine.run_paths import RunFolder
 from l2g.evaluation.parts import read_parts
 from l2g.evaluation.transfer_fit import TransferFit
 from l2g.method.methods import L2GMethod, build_method, method_class
@@ -36,7 +37,7 @@ def measure_transfer_fit(run_dir: str | Path, images: int | None = None, progres
                          "(only l2g and l2g_shape runs do)")
     if images is not None and images < 1:
         raise ValueError(f"--images must be >= 1, got {images}")
-    found = load_latest(run_dir / "checkpoints")
+    found = load_latest(RunFolder(run_dir).checkpoints)
     if found is None:
         raise FileNotFoundError(f"{run_dir / 'checkpoints'}: no step checkpoint (final.pt holds only the "
                                 "global network; the local one is in step-*.pt)")
@@ -73,7 +74,7 @@ def measure_transfer_fit(run_dir: str | Path, images: int | None = None, progres
                          cut[:, 1] == 1 if with_parts else None)
     result = {"run": str(run_dir), "checkpoint": checkpoint.name, "iteration": int(state.get("iteration", -1)),
               "method": config.method.name, "images": len(samples), "regions": meter.results()}
-    write_json(run_dir / "transfer_fit.json", result)
+    write_json(RunFolder(run_dir).transfer_fit, result)
     return result
 
 

@@ -28,6 +28,7 @@ from l2g.data.images import read_image
 from l2g.data.layout import SPLIT_DIR, DatasetError, read_id_list
 from l2g.data.palette import save_mask
 from l2g.engine import distributed, markers
+from l2g.engine.run_paths import RunFolder
 from l2g.segmentation.inference import segment
 from l2g.segmentation.loading import load_seg_checkpoint
 from l2g.stages.common import set_threads
@@ -77,7 +78,7 @@ def export_voc(config: Config, run_dir: str | Path, out: str | Path, split: str 
     run_dir = Path(run_dir)
     ctx = distributed.setup(config.device)
     set_threads(config)
-    checkpoint = Path(checkpoint) if checkpoint else run_dir / "checkpoints" / "final.pt"
+    checkpoint = Path(checkpoint) if checkpoint else RunFolder(run_dir).final
     model, _ = load_seg_checkpoint(checkpoint, config.seg, config.data.num_classes + 1, ctx.device)
     images = distributed.main_first(lambda: split_images(config, split))
     staging = run_dir / "voc_results" / split
