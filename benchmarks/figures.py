@@ -265,11 +265,11 @@ def sweep_speed(config: Config, workdir: Path, thresholds: tuple[float, ...], re
     num_classes = config.data.num_classes + 1
     serial = copy.deepcopy(config)
     serial.eval.workers = 1
-    ours_result = evaluate_cams(config, cams_dir, workdir / "sweep.json", progress=False)
+    ours_result = evaluate_cams(config, cams_dir, out_path=workdir / "sweep.json", progress=False)
     reference_mious = reference_sweep(items, png_dir, num_classes, thresholds)
     times = interleaved({
-        "ours": lambda: evaluate_cams(config, cams_dir, workdir / "sweep.json", progress=False),
-        "ours_one_thread": lambda: evaluate_cams(serial, cams_dir, workdir / "sweep.json", progress=False),
+        "ours": lambda: evaluate_cams(config, cams_dir, out_path=workdir / "sweep.json", progress=False),
+        "ours_one_thread": lambda: evaluate_cams(serial, cams_dir, out_path=workdir / "sweep.json", progress=False),
         "reference": lambda: reference_sweep(items, png_dir, num_classes, thresholds),
     }, torch.device("cpu"), repeats, warmup)
     return {

@@ -51,19 +51,19 @@ def run_stage(stage: str, run: str, split: str, out: str, cams: str, overrides: 
         from l2g.stages.cams import infer_cams
 
         def work() -> None:
-            infer_cams(config, run_dir, split, out_dir, progress=False)
+            infer_cams(config, run_dir, split=split, out_dir=out_dir, progress=False)
     elif stage == "eval_cams":
         from l2g.stages.eval_cams import evaluate_cams
 
         def work() -> None:
             out_dir.mkdir(parents=True, exist_ok=True)
-            sweep = evaluate_cams(config, cams_dir, out_dir / "sweep.json", split, progress=False)
+            sweep = evaluate_cams(config, cams_dir, out_path=out_dir / "sweep.json", split=split, progress=False)
             extra["miou"] = sweep["best"]["miou"]
     elif stage == "pseudo":
         from l2g.stages.pseudo import write_pseudo_masks
 
         def work() -> None:
-            write_pseudo_masks(config, cams_dir, out_dir, 0.25, split, progress=False)
+            write_pseudo_masks(config, cams_dir, out_dir, 0.25, split=split, progress=False)
     else:
         raise SystemExit(f"unknown stage {stage!r}")
     started = time.perf_counter()  # after the imports: the stage's own time

@@ -117,7 +117,7 @@ def train(config: Config, run_dir: str | Path, *, resume: bool | str = False, ov
     """
     from l2g.stages.train import train as train_stage
 
-    return train_stage(config, run_dir, resume, progress, overwrite)
+    return train_stage(config, run_dir, resume=resume, progress=progress, overwrite=overwrite)
 
 
 def infer_cams(run_dir: str | Path, *, split: str | None = None, out_dir: str | Path | None = None,
@@ -126,17 +126,18 @@ def infer_cams(run_dir: str | Path, *, split: str | None = None, out_dir: str | 
     the folder. Read a file back with :func:`l2g.data.cam_files.load_cams`. Same as ``l2g cams``."""
     from l2g.stages.cams import infer_cams as infer
 
-    return infer(load_run_config(run_dir, overrides), Path(run_dir), split, out_dir, progress)
+    return infer(load_run_config(run_dir, overrides), Path(run_dir), split=split, out_dir=out_dir, progress=progress)
 
 
 def evaluate_cams(run_dir: str | Path, *, cams_dir: str | Path | None = None, split: str | None = None,
                   out_path: str | Path | None = None, overrides: Overrides = None, progress: bool = True) -> dict:
     """Sweep the background threshold over the maps -> ``<run>/sweep.json``; returns its content
     (``result["best"]["threshold"]``, ``["miou"]``, per-class ``["iou"]``...). Same as ``l2g eval-cams``."""
+    from l2g.engine.run_paths import RunFolder
     from l2g.stages.eval_cams import evaluate_cams as evaluate
 
-    return evaluate(load_run_config(run_dir, overrides), Path(cams_dir) if cams_dir else Path(run_dir) / "cams",
-                    out_path, split, progress)
+    return evaluate(load_run_config(run_dir, overrides), Path(cams_dir) if cams_dir else RunFolder(run_dir).cams,
+                    out_path=out_path, split=split, progress=progress)
 
 
 def make_pseudo_masks(run_dir: str | Path, *, threshold: float | None = None, cams_dir: str | Path | None = None,
@@ -145,15 +146,17 @@ def make_pseudo_masks(run_dir: str | Path, *, threshold: float | None = None, ca
     """Pseudo masks (palette PNGs) at ``threshold`` (default: ``eval.threshold``, else the sweep's best, else
     one chosen from the maps: :mod:`l2g.stages.threshold`) -> ``<run>/pseudo/``; returns the folder. Same as
     ``l2g pseudo``. Masks that come out almost all foreground or background are warned about."""
+    from l2g.engine.run_paths import RunFolder
     from l2g.stages.pseudo import choose_threshold, write_pseudo_masks
     from l2g.stages.threshold import warn_pseudo_masks
 
-    run = Path(run_dir)
-    config = load_run_config(run, overrides)
+    run = RunFolder(Path(run_dir))
+    config = load_run_config(run.root, overrides)
     if threshold is not None:
         config.eval.threshold = threshold
-    chosen = choose_threshold(config, run / "sweep.json", progress)
-    written = write_pseudo_masks(config, cams_dir or run / "cams", out_dir or run / "pseudo", chosen, split, progress)
+    chosen = choose_threshold(config, run.sweep, progress)
+    written = write_pseudo_masks(config, cams_dir or run.cams, out_dir or run.pseudo, chosen, split=split,
+                                 progress=progress)
     warn_pseudo_masks(written, chosen)
     return written
 
@@ -164,7 +167,7 @@ def train_segmentation(config: Config, run_dir: str | Path, pseudo_dir: str | Pa
     ``resume`` as in :func:`train`. Same as ``l2g seg train``."""
     from l2g.stages.seg_train import train_segmentation as train_seg
 
-    return train_seg(config, run_dir, pseudo_dir, resume, progress, overwrite)
+    return train_seg(config, run_dir, pseudo_dir, resume=resume, progress=progress, overwrite=overwrite)
 
 
 def evaluate_segmentation(seg_run_dir: str | Path, *, split: str | None = None, checkpoint: str | Path | None = None,
@@ -174,8 +177,8 @@ def evaluate_segmentation(seg_run_dir: str | Path, *, split: str | None = None, 
     returns the metrics. Same as ``l2g seg eval``."""
     from l2g.stages.seg_eval import evaluate_segmentation as evaluate
 
-    return evaluate(load_run_config(seg_run_dir, overrides), seg_run_dir, split, checkpoint, out_path, crf,
-                    progress)
+    return evaluate(load_run_config(seg_run_dir, overrides), seg_run_dir, split=split, checkpoint=checkpoint,
+                    out_path=out_path, crf=crf, progress=progress)
 
 
 def predict(seg_run_dir: str | Path, images: Iterable[str | Path], out_dir: str | Path, *,
@@ -185,8 +188,8 @@ def predict(seg_run_dir: str | Path, images: Iterable[str | Path], out_dir: str 
     in ``result.failed``, not raised. Same as ``l2g predict``."""
     from l2g.stages.predict import predict_images
 
-    return predict_images(load_run_config(seg_run_dir, overrides), seg_run_dir, list(images), out_dir, checkpoint,
-                          crf, progress)
+    return predict_images(load_run_config(seg_run_dir, overrides), seg_run_dir, list(images), out_dir,
+                          checkpoint=checkpoint, crf=crf, progress=progress)
 
 
 def export_voc(seg_run_dir: str | Path, out: str | Path, *, split: str = "test", competition: str = "comp6",
@@ -197,8 +200,8 @@ def export_voc(seg_run_dir: str | Path, out: str | Path, *, split: str = "test",
     ``l2g export-voc``; see :mod:`l2g.stages.voc_export`."""
     from l2g.stages.voc_export import export_voc as export
 
-    return export(load_run_config(seg_run_dir, overrides), seg_run_dir, out, split, competition, checkpoint, crf,
-                  progress)
+    return export(load_run_config(seg_run_dir, overrides), seg_run_dir, out, split=split, competition=competition,
+                  checkpoint=checkpoint, crf=crf, progress=progress)
 
 
 def run_pipeline(config: Config, out_dir: str | Path, *, until: str | None = None, progress: bool = True,
@@ -209,7 +212,7 @@ def run_pipeline(config: Config, out_dir: str | Path, *, until: str | None = Non
     Same as ``l2g run``."""
     from l2g.stages.pipeline import run_pipeline as run
 
-    return run(config, out_dir, progress, until, resume)
+    return run(config, out_dir, progress=progress, until=until, resume=resume)
 
 
 # --- inference objects -----------------------------------------------------------------------------

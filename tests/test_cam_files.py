@@ -160,7 +160,7 @@ def test_eval_cams_pseudo_and_report_read_both_formats_alike(tiny_root, tmp_path
         cams = maps_of(rng, read_mask(sample.mask_path, 3).shape, sample.labels)
         save_cams(tmp_path / "npz" / f"{sample.image_id}.npz", cams, dtype="float32")
         save_cams(tmp_path / "dict" / f"{sample.image_id}.npy", cams, format="dict")
-    results = [evaluate_cams(config, tmp_path / kind, tmp_path / f"{kind}.json", progress=False)
+    results = [evaluate_cams(config, tmp_path / kind, out_path=tmp_path / f"{kind}.json", progress=False)
                for kind in ("npz", "dict")]
     assert results[0] == results[1] and results[0]["images"] == 8
     for kind in ("npz", "dict"):

@@ -36,14 +36,14 @@ def cams(tiny_root: Path, tmp_path: Path):
 def test_workers_give_the_single_worker_result(cams, tmp_path, monkeypatch, parallel):
     config, folder = cams
     config.eval.workers = 1
-    one = evaluate_cams(config, folder, tmp_path / "one.json", progress=False)
+    one = evaluate_cams(config, folder, out_path=tmp_path / "one.json", progress=False)
     monkeypatch.setattr(eval_cams, "MIN_PROCESS_IMAGES", 4)  # auto forks from 4 images here (8 in the split)
     monkeypatch.setattr(eval_cams, "MAX_CHUNK", 3)  # several chunks per worker
     used = []
     real = eval_cams._executor
     monkeypatch.setattr(eval_cams, "_executor", lambda *a: used.append(real(*a)) or used[-1])
     config.eval.workers, config.eval.parallel = 3, parallel
-    three = evaluate_cams(config, folder, tmp_path / "three.json", progress=False)
+    three = evaluate_cams(config, folder, out_path=tmp_path / "three.json", progress=False)
     assert type(used[0]).__name__ == ("ThreadPoolExecutor" if parallel == "threads" else "ProcessPoolExecutor")
     assert one == three
     assert one["images"] == 8 and len(one["miou"]) == 5
@@ -66,7 +66,7 @@ def test_a_missing_map_is_reported_from_a_worker(cams, tmp_path, parallel):
     victim.unlink()
     config.eval.workers, config.eval.parallel = 4, parallel
     with pytest.raises(FileNotFoundError, match=victim.stem):
-        evaluate_cams(config, broken, tmp_path / "x.json", progress=False)
+        evaluate_cams(config, broken, out_path=tmp_path / "x.json", progress=False)
 
 
 def test_sweep_workers():

@@ -128,7 +128,7 @@ def cams_loader(samples: list[Sample], config: Config, device: torch.device, wor
                       prefetch_factor=2 if workers > 0 else None)
 
 
-def infer_cams(config: Config, run_dir: str | Path, split: str | None = None, out_dir: str | Path | None = None,
+def infer_cams(config: Config, run_dir: str | Path, *, split: str | None = None, out_dir: str | Path | None = None,
                progress: bool = True) -> Path:
     """Write the maps of every image of ``split``; under torchrun each process does its share.
 

@@ -65,7 +65,7 @@ def _executor(parallel: str, workers: int, images: int) -> Executor | None:
     return ThreadPoolExecutor(workers)
 
 
-def evaluate_cams(config: Config, cams_dir: str | Path, out_path: str | Path | None = None,
+def evaluate_cams(config: Config, cams_dir: str | Path, *, out_path: str | Path | None = None,
                   split: str | None = None, progress: bool = True, samples: list[Sample] | None = None) -> dict:
     """Sweep the thresholds over ``split`` (every image must have a mask), or over ``samples`` of it (those
     with masks, e.g. the few images a user drew masks for); writes and returns the sweep."""

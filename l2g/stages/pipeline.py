@@ -238,7 +238,7 @@ def pending_stages(p: Pipeline, until: str | None = None) -> list[str]:
     return []
 
 
-def run_pipeline(config: Config, out: str | Path, progress: bool = True, until: str | None = None,
+def run_pipeline(config: Config, out: str | Path, *, progress: bool = True, until: str | None = None,
                  resume: bool | str = "auto") -> Path:
     """Run (or continue) every stage up to ``until`` (default: all); returns the report's index.html.
 

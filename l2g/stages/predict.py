@@ -82,7 +82,7 @@ def describe(mask: np.ndarray, names: list[str]) -> str:
                      for i in order if counts[i])
 
 
-def predict_images(config: Config, run_dir: str | Path, inputs: list[str | Path], out_dir: str | Path,
+def predict_images(config: Config, run_dir: str | Path, inputs: list[str | Path], out_dir: str | Path, *,
                    checkpoint: str | Path | None = None, crf: bool | None = None,
                    progress: bool = True) -> PredictResult:
     """Segment every input image into ``out_dir``; unreadable inputs are collected in ``failed``. Under

@@ -41,7 +41,7 @@ def choose_threshold(config: Config, sweep_path: str | Path, progress: bool = Fa
     return float(record["threshold"])
 
 
-def write_pseudo_masks(config: Config, cams_dir: str | Path, out_dir: str | Path, threshold: float,
+def write_pseudo_masks(config: Config, cams_dir: str | Path, out_dir: str | Path, threshold: float, *,
                        split: str | None = None, progress: bool = True) -> Path:
     """One palette PNG per image; under torchrun each process writes its share. Resumable and verifiable
     like ``l2g cams`` (stage markers in ``out_dir``; inputs: threshold, split, the maps' done marker)."""

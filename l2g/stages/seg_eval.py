@@ -26,7 +26,7 @@ from l2g.segmentation.loading import load_seg_checkpoint
 from l2g.stages.common import set_threads, split_listed, split_samples, write_json
 
 
-def evaluate_segmentation(config: Config, run_dir: str | Path, split: str | None = None,
+def evaluate_segmentation(config: Config, run_dir: str | Path, *, split: str | None = None,
                           checkpoint: str | Path | None = None, out_path: str | Path | None = None,
                           crf: bool | None = None, progress: bool = True, without_masks: str = "error") -> dict:
     """Evaluate and return the metrics dict (also written as JSON); ``crf`` overrides ``seg.crf.enabled``.

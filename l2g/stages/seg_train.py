@@ -128,7 +128,7 @@ def _read_init(run_dir: Path) -> dict:
     return init
 
 
-def train_segmentation(config: Config, run_dir: str | Path, pseudo_dir: str | Path | None = None,
+def train_segmentation(config: Config, run_dir: str | Path, pseudo_dir: str | Path | None = None, *,
                        resume: bool | str = False, progress: bool = True, overwrite: bool = False,
                        warn_scratch: bool = True) -> Path:
     """Train and return the path of ``checkpoints/final.pt``.

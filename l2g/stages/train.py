@@ -30,7 +30,7 @@ from l2g.stages.preflight import check_later_inputs
 from l2g.stages.tensorboard_hooks import training_hooks
 
 
-def train(config: Config, run_dir: str | Path, resume: bool | str = False, progress: bool = True,
+def train(config: Config, run_dir: str | Path, *, resume: bool | str = False, progress: bool = True,
           overwrite: bool = False, later_stages: tuple[str, ...] = ("cams", "threshold"),
           strict_later_inputs: bool = False) -> Path:
     """Train and return the path of the final checkpoint.

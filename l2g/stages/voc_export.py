@@ -65,7 +65,7 @@ def split_images(config: Config, split: str) -> list[tuple[str, Path]]:
     return found
 
 
-def export_voc(config: Config, run_dir: str | Path, out: str | Path, split: str = "test",
+def export_voc(config: Config, run_dir: str | Path, out: str | Path, *, split: str = "test",
                competition: str = "comp6", checkpoint: str | Path | None = None, crf: bool | None = None,
                progress: bool = True) -> Path:
     """Segment every image of ``split`` and write the server's archive to ``out``; returns ``out``."""
