@@ -45,6 +45,7 @@ from l2g.method.registry import METHODS
 DEFAULT_SEEDS = 3
 FIXED_THRESHOLD = 0.25  # the release's reported VOC threshold (evaluate_mthr_voc.py sweeps 0.10-0.30)
 FIT_IMAGES = 120
+FIT_REGIONS = ("part", "body", "background")
 
 
 @dataclass(frozen=True)
@@ -184,8 +185,6 @@ def fit_summary(run_dir: Path, images: int, progress: bool) -> dict | None:
     return {region: {"target": row["target"], "global": row["global"]}
             for region, row in result["regions"].items() if row is not None and region in FIT_REGIONS}
 
-
-FIT_REGIONS = ("part", "body", "background")
 
 
 def run_one(config, run_dir: Path, progress: bool, fixed_threshold: float = FIXED_THRESHOLD,

@@ -31,7 +31,6 @@ CHECKPOINT_DIR = "checkpoints"
 FINAL_CHECKPOINT = "final.pt"
 LOG_FILE = "train_log.jsonl"
 METRICS_FILE = "train_metrics.json"
-THRESHOLD_FILE = "threshold.json"
 
 
 @dataclass(frozen=True)
@@ -73,7 +72,7 @@ class RunFolder:
 
     @property
     def threshold(self) -> Path:
-        return self.root / THRESHOLD_FILE
+        return self.root / "threshold.json"
 
     @property
     def pseudo(self) -> Path:

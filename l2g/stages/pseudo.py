@@ -15,6 +15,7 @@ from l2g.data.layout import decoded_size
 from l2g.data.palette import save_mask
 from l2g.data.pil_open import displayed_turned
 from l2g.engine import distributed, markers
+from l2g.engine.run_paths import RunFolder
 from l2g.evaluation.sweep import pseudo_label
 from l2g.stages.common import split_samples
 
@@ -24,17 +25,18 @@ def choose_threshold(config: Config, sweep_path: str | Path, progress: bool = Fa
     records, else one chosen now by :func:`l2g.stages.threshold.choose_pipeline_threshold` (from the masks
     some images have, or from the maps by Otsu's rule), printed with how it was chosen."""
     from l2g.report.formatting import describe_threshold
-    from l2g.stages.threshold import THRESHOLD_FILE, choose_pipeline_threshold
+    from l2g.stages.threshold import choose_pipeline_threshold
 
     if config.eval.threshold is not None:
         return config.eval.threshold
     path = Path(sweep_path)
+    run = RunFolder(path.parent)
     if path.exists():
         return float(json.loads(path.read_text())["best"]["threshold"])
-    if (path.parent / THRESHOLD_FILE).exists():
-        return float(json.loads((path.parent / THRESHOLD_FILE).read_text())["threshold"])
-    if not (path.parent / "cams").is_dir():
-        raise FileNotFoundError(f"{path}: no sweep found and no attention maps in {path.parent / 'cams'}; run "
+    if run.threshold.exists():
+        return float(json.loads(run.threshold.read_text())["threshold"])
+    if not run.cams.is_dir():
+        raise FileNotFoundError(f"{path}: no sweep found and no attention maps in {run.cams}; run "
                                 "'l2g cams' first, or give --threshold")
     record = choose_pipeline_threshold(config, path.parent, progress=progress)
     print(describe_threshold(record))

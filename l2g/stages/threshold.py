@@ -25,7 +25,7 @@ import numpy as np
 from l2g.config import Config
 from l2g.data.cam_files import load_cams
 from l2g.data.palette import IGNORE_INDEX, load_mask
-from l2g.engine.run_paths import THRESHOLD_FILE, RunFolder  # noqa: F401 (THRESHOLD_FILE: the stages' path)
+from l2g.engine.run_paths import RunFolder
 from l2g.evaluation.sweep import default_thresholds
 from l2g.stages.common import split_samples, write_json
 
