@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -26,28 +25,13 @@ from benchmarks.timing import interleaved, median
 from l2g.compat.torchvision_ops import has_compiled_ops
 from l2g.config import Config
 from l2g.data.view_boxes import sample_view_boxes
-from l2g.engine.precision import cpu_bf16_support
+from l2g.engine.precision import Precision, resolve_precision
 from l2g.method.attention_maps import image_attention, scaled_inputs
 from l2g.method.methods import build_method
 from l2g.method.roi import roi_align_separable
 from l2g.optim import build_optimizer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def amp_dtype(device: torch.device) -> torch.dtype:
-    """bf16 where the device supports it (CPUs with AVX-512 bf16 run it natively), else fp16."""
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        return torch.float16
-    return torch.bfloat16
-
-
-def amp_note(device: torch.device) -> str | None:
-    """Why AMP is not measured on ``device`` (a CPU without native bf16: emulated, minutes for a peak), or None."""
-    if device.type != "cpu":
-        return None
-    native, how = cpu_bf16_support()
-    return None if native else f"AMP rows and the bf16 matmul peak skipped: {how}"
 
 
 def _pretrained(module: nn.Module) -> list[nn.Parameter]:
@@ -76,23 +60,29 @@ def make_batch(config: Config, device: torch.device, seed: int = 0) -> dict:
     }
 
 
-def training_throughput(config: Config, device: torch.device, repeats: int, warmup: int, amp: bool) -> dict:
+def training_throughput(config: Config, device: torch.device, repeats: int, warmup: int) -> dict:
     """Figure 1 (+ the FLOP count of figure 4): one optimiser step of our L2G method vs the reference.
 
     Both start from the same weights (the reference's own networks, :mod:`benchmarks.reference_nets`, load
     ours); before timing, their losses on the same batch are compared with every network in eval mode
-    (no dropout, BatchNorm's statistics: a deterministic comparison of the computation). Timed: ours fp32,
-    the reference fp32 (the release trains in fp32) and, with ``amp``, ours under ``torch.autocast``
-    around the library's per-batch loss (bf16, or fp16 with a gradient scaler).
+    (no dropout, BatchNorm's statistics: a deterministic comparison of the computation). Timed: ours as
+    ``l2g train`` runs it on ``device`` (``amp`` and ``runtime.channels_last`` of the config, resolved as the
+    trainer does: on a CPU with native bf16, ``auto`` means bf16 autocast and channels_last), ours in
+    float32 when that differs, and the reference in float32 (the release trains in fp32), with torchvision's
+    RoIAlign and with l2g's.
     """
     torch.manual_seed(config.seed)
     method = build_method(config).to(device).train()
-    ours_optimizer = build_optimizer(method, _pretrained(method), config.optim)
+    fp32_method = copy.deepcopy(method)
+    precision = resolve_precision(config.amp, config.runtime.channels_last, device)
+    precision.prepare(method)
+    optimizers = {"ours": build_optimizer(method, _pretrained(method), config.optim),
+                  "ours_fp32": build_optimizer(fp32_method, _pretrained(fp32_method), config.optim)}
     classes = config.data.num_classes
 
     def reference_step(roi_align=None) -> ReferenceL2GStep:
-        local = build_reference_net(config.model, classes, method.local.state_dict()).to(device)
-        glob = build_reference_net(config.model, classes, method.global_net.state_dict()).to(device)
+        local = build_reference_net(config.model, classes, fp32_method.local.state_dict()).to(device)
+        glob = build_reference_net(config.model, classes, fp32_method.global_net.state_dict()).to(device)
         nets = nn.ModuleDict({"local": local, "global": glob}).train()
         # the same parameter groups as ours: every parameter is new (random init), x10 / x20
         optimizer = build_optimizer(nets, [], config.optim)
@@ -104,43 +94,44 @@ def training_throughput(config: Config, device: torch.device, repeats: int, warm
     reference = reference_step()  # torchvision's roi_align, as the release
     reference_l2g_roi = reference_step(separable)  # the same with l2g's RoIAlign: what batching alone gains
     batch = make_batch(config, device, config.seed)
+    layout_batch = {k: (v.contiguous(memory_format=torch.channels_last)
+                        if precision.channels_last and torch.is_tensor(v) and v.dim() == 4 else v)
+                    for k, v in batch.items()}  # as the trainer moves batches
     args = (batch["image"], batch["labels"], batch["boxes"], batch["saliency"])
 
-    modules = (method, reference.local_net, reference.global_net, reference_l2g_roi.local_net,
+    modules = (fp32_method, reference.local_net, reference.global_net, reference_l2g_roi.local_net,
                reference_l2g_roi.global_net)
     for module in modules:
         module.eval()
-    ours_loss = float(method.losses(batch)["loss"].detach())
+    ours_loss = float(fp32_method.losses(batch)["loss"].detach())
     reference_loss = float(reference.loss(*args).detach())
     reference_l2g_roi_loss = float(reference_l2g_roi.loss(*args).detach())
     for module in modules:
         module.train()
 
-    dtype = amp_dtype(device)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp and dtype == torch.float16)
-
-    def ours_step(autocast: bool = False) -> None:
-        context = torch.autocast(device.type, dtype=dtype) if autocast else nullcontext()
-        with context:
-            loss = method.losses(batch)["loss"]
-        ours_optimizer.zero_grad(set_to_none=True)
-        if autocast:
-            scaler.scale(loss).backward()
-            scaler.step(ours_optimizer)
-            scaler.update()
+    def step(model: nn.Module, optimizer, chosen: Precision, data: dict) -> None:
+        with chosen.autocast():
+            loss = model.losses(data)["loss"]
+        optimizer.zero_grad(set_to_none=True)
+        if chosen.scaler is not None:
+            chosen.scaler.scale(loss).backward()
+            chosen.scaler.step(optimizer)
+            chosen.scaler.update()
         else:
             loss.backward()
-            ours_optimizer.step()
+            optimizer.step()
 
-    fns = {"ours": ours_step, "reference": lambda: reference.step(*args),
+    fp32 = resolve_precision("off", "off", device)
+    fns = {"ours": lambda: step(method, optimizers["ours"], precision, layout_batch),
+           "reference": lambda: reference.step(*args),
            "reference_l2g_roi_align": lambda: reference_l2g_roi.step(*args)}
-    if amp:
-        fns["ours_amp"] = lambda: ours_step(autocast=True)
+    if precision.enabled or precision.channels_last:
+        fns["ours_fp32"] = lambda: step(fp32_method, optimizers["ours_fp32"], fp32, batch)
     times = interleaved(fns, device, repeats, warmup)
 
     with FlopCounterMode(display=False) as counter:
-        method.losses(batch)["loss"].backward()
-    ours_optimizer.zero_grad(set_to_none=True)
+        fp32_method.losses(batch)["loss"].backward()
+    optimizers["ours_fp32"].zero_grad(set_to_none=True)
 
     images = config.optim.batch_size
     result = {
@@ -151,7 +142,8 @@ def training_throughput(config: Config, device: torch.device, repeats: int, warm
         "loss_abs_diff": max(abs(ours_loss - reference_loss), abs(ours_loss - reference_l2g_roi_loss)),
         "torchvision_compiled_ops": has_compiled_ops(),
         "flops_per_step": int(counter.get_total_flops()),
-        "amp_dtype": str(dtype).replace("torch.", "") if amp else None,
+        "ours_precision": precision.describe_layout(), "ours_precision_reason": precision.reason,
+        "amp_dtype": str(precision.dtype).replace("torch.", "") if precision.enabled else None,
     }
     for name, samples in times.items():
         result[f"{name}_seconds"] = samples
@@ -175,36 +167,41 @@ def synthetic_images(sizes: list[tuple[int, int]], num_classes: int, seed: int =
 
 
 def inference_speed(config: Config, device: torch.device, sizes: list[tuple[int, int]], repeats: int,
-                    warmup: int, amp: bool = False) -> dict:
+                    warmup: int) -> dict:
     """Figure 2: 8-pass multi-scale + flip attention maps of a few images, ours vs the release's way.
 
     Both start from the 8-bit image: ours builds the release's inputs (``cams.resize=pil_bicubic``, what
-    ``l2g cams``' loader workers do) and runs :func:`l2g.method.attention_maps.image_attention`; the reference runs its
-    own network (:mod:`benchmarks.reference_nets`, our weights) the release's way. Raw scores, as the
-    release; the largest difference between the two sides' maps is recorded. With ``amp``, ours is also
-    timed under ``torch.autocast`` (for information: its maps differ from fp32 by the recorded amount).
+    ``l2g cams``' loader workers do) and runs :func:`l2g.method.attention_maps.image_attention` the way
+    ``l2g cams`` does on ``device`` (``cams.amp`` and ``runtime.channels_last`` resolved, the network prepared
+    by :func:`l2g.stages.cams.prepare_inference_net`); the reference runs its own network
+    (:mod:`benchmarks.reference_nets`, our weights) the release's way, in float32. Raw scores, as the
+    release. Recorded: the largest difference between the two sides' maps, and ours in float32 (timed too
+    when the default is not float32) against the reference.
     """
+    from l2g.stages.cams import cams_precision, prepare_inference_net
+
     torch.manual_seed(config.seed)
-    net = build_method(config).inference_net().to(device).eval()
-    reference_net = build_reference_net(config.model, config.data.num_classes, net.state_dict()).to(device).eval()
+    fp32_net = build_method(config).inference_net().to(device).eval()
+    reference_net = build_reference_net(config.model, config.data.num_classes, fp32_net.state_dict()).to(device).eval()
+    precision = cams_precision(config, device)
+    net = prepare_inference_net(copy.deepcopy(fp32_net), precision)
     images = synthetic_images(sizes, config.data.num_classes, config.seed)
     scales = tuple(config.cams.scales)
     mean, std = config.data.mean, config.data.std
 
-    def ours() -> list[dict]:
+    def ours(model: nn.Module = net, chosen: Precision = precision) -> list[dict]:
         out = []
-        for image, labels in images:
-            inputs = [x.to(device) for x in scaled_inputs(image, scales, mean, std, "pil_bicubic")]
-            out.append(image_attention(net, inputs, labels, scales, flip=True, upsample=config.cams.upsample,
-                                       size=image.shape[:2]))
+        with chosen.autocast():
+            for image, labels in images:
+                inputs = [x.to(device) for x in scaled_inputs(image, scales, mean, std, "pil_bicubic")]
+                out.append(image_attention(model, inputs, labels, scales, flip=True, upsample=config.cams.upsample,
+                                           size=image.shape[:2]))
         return out
+
+    fp32 = resolve_precision("off", "off", device)
 
     def reference() -> list[dict]:
         return [reference_attention(reference_net, image, labels, scales, device) for image, labels in images]
-
-    def ours_amp() -> list[dict]:
-        with torch.autocast(device.type, dtype=amp_dtype(device)):
-            return ours()
 
     def difference(a: list[dict], b: list[dict]) -> float:
         return max(float(np.abs(x[c] - y[c]).max()) for x, y in zip(a, b, strict=True) for c in x)
@@ -212,13 +209,13 @@ def inference_speed(config: Config, device: torch.device, sizes: list[tuple[int,
     expected = reference()
     result = {
         "image_sizes": [list(s) for s in sizes], "scales": list(scales), "passes": 2 * len(scales),
-        "backbone": config.model.backbone, "pcm": config.model.pcm, "max_abs_diff": difference(ours(), expected),
+        "backbone": config.model.backbone, "pcm": config.model.pcm,
+        "ours_precision": precision.describe_layout(), "ours_precision_reason": precision.reason,
+        "max_abs_diff": difference(ours(), expected), "fp32_max_abs_diff": difference(ours(fp32_net, fp32), expected),
     }
     fns = {"ours": ours, "reference": reference}
-    if amp:
-        fns["ours_amp"] = ours_amp
-        result["amp_dtype"] = str(amp_dtype(device)).replace("torch.", "")
-        result["amp_max_abs_diff"] = difference(ours_amp(), expected)
+    if precision.enabled or precision.channels_last:
+        fns["ours_fp32"] = lambda: ours(fp32_net, fp32)
     times = interleaved(fns, device, repeats, warmup)
     for name, samples in times.items():
         result[f"{name}_seconds"] = samples

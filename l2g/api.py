@@ -268,7 +268,10 @@ class AttentionMapper:
     """
 
     def __init__(self, net: torch.nn.Module, config: Config, class_names: list[str], device: torch.device) -> None:
-        self.net = net.to(device).eval()
+        from l2g.stages.cams import cams_precision, prepare_inference_net
+
+        self.precision = cams_precision(config, device)  # as l2g cams: cams.amp, runtime.channels_last
+        self.net = prepare_inference_net(net.to(device).eval(), self.precision)
         self.config = config
         self.class_names = list(class_names)
         self.device = device
@@ -310,13 +313,12 @@ class AttentionMapper:
                       ) -> dict[int, np.ndarray]:
         """``{0-based class index: map}``, the dict an ``l2g cams`` file holds."""
         from l2g.method.attention_maps import image_attention, scaled_inputs
-        from l2g.stages.cams import cams_precision
 
         cams = self.config.cams
         rgb = to_rgb_array(image, "stored")
         inputs = scaled_inputs(rgb, cams.scales, self.config.data.mean, self.config.data.std, cams.resize)
         inputs = inputs.to(self.device) if hasattr(inputs, "to") else [x.to(self.device) for x in inputs]
-        with cams_precision(self.config, self.device).autocast():  # as l2g cams: cams.resize, cams.amp
+        with self.precision.autocast():  # as l2g cams: cams.resize, cams.amp
             return image_attention(self.net, inputs, sorted({int(c) for c in labels}), cams.scales, cams.flip,
                                    cams.upsample, self.config.cams_use_softmax, size=rgb.shape[:2])
 

@@ -33,8 +33,11 @@ def test_quick_benchmark_reports_every_figure(tmp_path, capsys):
     # Same weights, same batch: the reference step and the library's step compute the same loss.
     assert figures["1_training_throughput"]["loss_abs_diff"] < 1e-5
     assert figures["1_training_throughput"]["flops_per_step"] > 0
-    # The fast attention maps equal the release's eight separate passes.
-    assert figures["2_attention_maps"]["max_abs_diff"] < 1e-4
+    # The fast attention maps equal the release's eight separate passes in float32; the default (bf16 autocast
+    # on a CPU with native bf16) stays within bf16's 8 significant bits of them.
+    maps = figures["2_attention_maps"]
+    assert maps["fp32_max_abs_diff"] < 1e-4
+    assert maps["max_abs_diff"] < (0.1 if maps["ours_precision"] != "float32" else 1e-4)
     # Both sweeps score the same maps (the reference's are 8-bit PNGs, hence the tolerance).
     assert figures["3_threshold_sweep"]["miou_max_abs_diff"] < 0.02
     assert figures["4_5_demo"]["mode"].startswith("quick")
@@ -114,9 +117,9 @@ def test_the_release_procedure_references_agree_with_l2g_on_resnet38_with_pcm():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        train = figures.training_throughput(config, torch.device("cpu"), 1, 0, False)
-        maps = figures.inference_speed(config, torch.device("cpu"), [(40, 56)], 1, 0, False)
+        train = figures.training_throughput(config, torch.device("cpu"), 1, 0)
+        maps = figures.inference_speed(config, torch.device("cpu"), [(40, 56)], 1, 0)
     finally:
         torch.set_num_threads(threads)
     assert train["loss_abs_diff"] < 1e-5 and train["pcm"]
-    assert maps["max_abs_diff"] < 1e-4
+    assert maps["fp32_max_abs_diff"] < 1e-4  # ours in float32 (the default may be bf16 here: a timing arm)

@@ -91,9 +91,11 @@ def test_dict_format_and_switching_back(l2g_run, tmp_path):
 
 
 def test_autocast_on_request_stays_close_to_float32(l2g_run, tmp_path):
-    cli("cams", "--run", l2g_run, "--out", tmp_path / "fp32", "--quiet")
+    cli("cams", "--run", l2g_run, "--out", tmp_path / "fp32", "--set", "cams.amp=off", "--quiet")
     cli("cams", "--run", l2g_run, "--out", tmp_path / "bf16", "--set", "cams.amp=on", "--quiet")
-    assert json.loads((tmp_path / "bf16" / "l2g-done.json").read_text())["inputs"]["precision"] == "bfloat16 autocast"
+    assert json.loads((tmp_path / "fp32" / "l2g-done.json").read_text())["inputs"]["precision"] == "float32"
+    bf16 = json.loads((tmp_path / "bf16" / "l2g-done.json").read_text())["inputs"]["precision"]
+    assert bf16 == "bfloat16 autocast, channels_last"  # runtime.channels_last auto follows autocast
     full, low = maps_of(tmp_path / "fp32"), maps_of(tmp_path / "bf16")
     gap = max(float(np.abs(full[i][c] - low[i][c]).max()) for i in full for c in full[i])
     assert 0 < gap < 0.1  # bf16 keeps 8 bits; docs/benchmarks.md gives the measured gap on larger runs

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from l2g import atomic
 from l2g.config import ConfigError, load_config, to_dict
 from l2g.engine import checkpoint, markers
+from l2g.engine import precision as precision_module
 from l2g.engine.guards import NonFiniteError, ensure_free_space, human_bytes
 from l2g.engine.loader import EpochSampler, epoch_permutation
 from l2g.engine.precision import resolve_precision
@@ -168,10 +169,13 @@ def test_two_ranks_of_batch_k_see_the_global_batches_of_one_rank_of_batch_2k():
 # --- precision ------------------------------------------------------------------------------------------
 
 
-def test_precision_switches_on_cpu():
+@pytest.mark.filterwarnings("ignore::l2g.engine.precision.SlowPrecisionWarning")
+def test_precision_switches_on_cpu(monkeypatch):
     cpu = torch.device("cpu")
+    monkeypatch.setattr(precision_module, "cpu_bf16_support", lambda: (False, "no native bf16 (pretend)"))
     auto = resolve_precision("auto", "auto", cpu)
     assert (auto.enabled, auto.channels_last, auto.describe()) == (False, False, "float32")
+    assert auto.reason == "amp auto: off, no native bf16 (pretend)"
     on = resolve_precision(True, "off", cpu)
     assert (on.enabled, on.dtype, on.scaler) == (True, torch.bfloat16, None)
     assert resolve_precision("on", True, cpu).channels_last
@@ -288,7 +292,7 @@ class _Pairs(Dataset):
 def _trainer(tmp_path: Path, step) -> Trainer:
     model = nn.Linear(1, 1)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    settings = LoopSettings(epochs=2, batch_size=2, checkpoint_every=1, log_every=1, progress=False)
+    settings = LoopSettings(epochs=2, batch_size=2, checkpoint_every=1, log_every=1, progress=False, amp="off")
     return Trainer(tmp_path, {}, model, optimizer, _Pairs(), step, settings,
                    batch_ids=lambda batch: [f"img{i}" for i in batch["index"].tolist()])
 

@@ -157,7 +157,8 @@ class CamsConfig:
     # The network input at each scale: "pil_bicubic" (release: the 8-bit image resized with PIL bicubic,
     # then normalised, in DataLoader workers) or "tensor_bilinear" (the normalised image resized on the device).
     resize: str = "tensor_bilinear"
-    amp: bool | str = "auto"  # autocast of the passes: auto = on with CUDA only (bf16, else fp16), on, off
+    # autocast of the passes, as the top-level amp: auto (CUDA, or a CPU with native bf16) | cuda | on | off
+    amp: bool | str = "auto"
     format: str = "npz"  # "npz" (pickle-free, l2g.data.cam_files) or "dict" (the release's / PSA's pickled dict .npy)
     dtype: str = "float16"  # maps in the npz files: float16 (within 2.4e-4) or float32; dict files are float32
 
@@ -232,7 +233,7 @@ class RuntimeConfig:
 
     checkpoint_every: int = 0  # also save a checkpoint every N iterations (0: at epoch ends only)
     keep_checkpoints: int = 2  # newest step checkpoints kept (2: a damaged newest one falls back)
-    channels_last: bool | str = "auto"  # auto: on when AMP runs on CUDA
+    channels_last: bool | str = "auto"  # auto: on when AMP is on (training, maps and segmentation)
     pin_memory: bool | str = "auto"  # auto: on with CUDA
     persistent_workers: bool | str = "auto"  # auto: on with workers, unless the dataset changes per epoch
     deterministic: bool = False  # torch.use_deterministic_algorithms (bit-exact resume; slower on GPUs)
@@ -258,7 +259,9 @@ class Config:
     seg: SegConfig = field(default_factory=SegConfig)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
-    amp: bool | str = "auto"  # auto (on with CUDA, off on CPU) | on | off; bf16 where supported, else fp16
+    # Mixed precision (l2g.engine.precision): auto = on with CUDA and on CPUs with native bf16 (AVX512-BF16, AMX,
+    # Arm BF16), off on other CPUs; cuda = on with CUDA only; on; off. bf16 where supported, else fp16.
+    amp: bool | str = "auto"
     threads: int = 0  # torch CPU threads, 0 = torch's default
     log_every: int = 10
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)

@@ -43,7 +43,8 @@ DATA_FORMATS = {
     "custom": ("images", "masks"),  # a folder of images + a label list (CSV or train_cls.txt form)
 }
 PRETRAINED_DATASETS = ("imagenet", "coco", "other")
-SWITCH_VALUES = ("auto", "on", "off")  # amp, cams.amp, runtime.channels_last / pin_memory / persistent_workers
+SWITCH_VALUES = ("auto", "on", "off")  # runtime.channels_last / pin_memory / persistent_workers
+AMP_VALUES = ("auto", "cuda", "on", "off")  # amp, cams.amp (l2g.engine.precision.amp_choice)
 
 
 def check_config(config: Any) -> None:
@@ -97,8 +98,10 @@ def check_config(config: Any) -> None:
     if not config.cams.scales:
         raise ConfigError("cams.scales must list at least one scale")
     _validate_seg(config.seg)
-    for key, value in (("amp", config.amp), ("cams.amp", config.cams.amp),
-                       ("runtime.channels_last", config.runtime.channels_last),
+    for key, value in (("amp", config.amp), ("cams.amp", config.cams.amp)):
+        if not isinstance(value, bool):
+            _choice(key, value, AMP_VALUES)
+    for key, value in (("runtime.channels_last", config.runtime.channels_last),
                        ("runtime.pin_memory", config.runtime.pin_memory),
                        ("runtime.persistent_workers", config.runtime.persistent_workers)):
         if not isinstance(value, bool):

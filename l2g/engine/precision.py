@@ -1,16 +1,20 @@
 """Mixed precision and memory layout: what ``amp`` and ``runtime.channels_last`` mean on a device.
 
-``amp``: ``auto`` (default) = on with CUDA, off on CPU; ``on``/``true`` = on everywhere; ``off``/``false``.
-When on, the forward pass and the loss run under ``torch.autocast`` in bfloat16 where the device
-supports it (CPUs, Ampere or newer GPUs), else in float16 with a ``GradScaler`` (whose state is saved in
-checkpoints). Weights, gradients and the optimiser stay in float32.
+``amp``: ``auto`` (default) = on with CUDA and on a CPU with native bf16 instructions, off on other CPUs;
+``cuda`` = on with CUDA only (float32 on every CPU: the paper presets, whose CPU runs exist to check the
+release's arithmetic); ``on``/``true`` = on everywhere; ``off``/``false``. When on, the forward pass and the
+loss run under ``torch.autocast`` in bfloat16 where the device supports it (CPUs, Ampere or newer GPUs),
+else in float16 with a ``GradScaler`` (whose state is saved in checkpoints). Weights, gradients and the
+optimiser stay in float32.
 
-``channels_last``: ``auto`` = on when AMP runs on CUDA (tensor-core convolutions prefer NHWC), else off
-(on CPUs it changes the convolution kernels and thus the last bits of results).
+``channels_last``: ``auto`` = on whenever AMP is on (tensor-core convolutions and oneDNN's bf16 kernels
+prefer NHWC), else off (in float32 on a CPU it changes the convolution kernels and thus the last bits of
+results, for a smaller gain).
 
 bf16 on a CPU is fast only with native bf16 instructions (x86: AVX512-BF16 or AMX-BF16; Arm: the BF16
 extension). Elsewhere (e.g. an AVX2-only CPU) torch emulates it, far slower than float32 (docs/benchmarks.md):
-:func:`cpu_bf16_support` tells, and turning AMP on for such a CPU warns.
+:func:`cpu_bf16_support` tells, ``auto`` stays off there (:attr:`Precision.reason` says why), and turning
+AMP on for such a CPU warns.
 """
 
 from __future__ import annotations
@@ -65,6 +69,21 @@ def switch(value: bool | str, auto: bool) -> bool:
     return {"auto": auto, "on": True, "off": False}[value]
 
 
+def amp_choice(amp: bool | str, device: torch.device) -> tuple[bool, str]:
+    """(autocast on?, why): what ``amp`` (``auto | cuda | on | off``) means on ``device``."""
+    if amp == "cuda":
+        return device.type == "cuda", f"amp cuda: {'on' if device.type == 'cuda' else 'off'} on {device.type}"
+    if amp != "auto":
+        enabled = switch(amp, False)
+        return enabled, f"amp {'on' if enabled else 'off'} (set in the config)"
+    if device.type == "cuda":
+        return True, "amp auto: on (CUDA)"
+    if device.type != "cpu":
+        return False, f"amp auto: off on {device.type}"
+    native, how = cpu_bf16_support()
+    return native, f"amp auto: {'on' if native else 'off'}, {how}"
+
+
 @dataclass
 class Precision:
     enabled: bool
@@ -72,6 +91,7 @@ class Precision:
     scaler: torch.amp.GradScaler | None
     channels_last: bool
     device_type: str
+    reason: str = ""  # why autocast is on or off (amp auto decides per device): for the run's log
 
     def autocast(self):
         if not self.enabled:
@@ -84,20 +104,28 @@ class Precision:
         name = str(self.dtype).replace("torch.", "")
         return f"{name} autocast" + (" + grad scaler" if self.scaler is not None else "")
 
+    def describe_layout(self) -> str:
+        """:meth:`describe` plus the memory layout, e.g. ``bfloat16 autocast, channels_last``."""
+        return self.describe() + (", channels_last" if self.channels_last else "")
+
+    def prepare(self, module: torch.nn.Module) -> torch.nn.Module:
+        """``module`` in the chosen memory layout (in place, as ``Module.to``)."""
+        return module.to(memory_format=torch.channels_last) if self.channels_last else module
+
 
 def resolve_precision(amp: bool | str, channels_last: bool | str, device: torch.device) -> Precision:
     """What ``amp`` means on ``device``; on a CPU without native bf16, turning it on warns (it is a slowdown)."""
-    enabled = switch(amp, device.type == "cuda")
+    enabled, reason = amp_choice(amp, device)
     dtype, scaler = None, None
     if enabled:
         if device.type == "cuda" and not torch.cuda.is_bf16_supported():
             dtype, scaler = torch.float16, torch.amp.GradScaler("cuda")
         else:
             dtype = torch.bfloat16
-        if device.type == "cpu":
+        if device.type == "cpu" and amp != "auto":
             native, how = cpu_bf16_support()
             if not native:
                 warnings.warn(f"amp is on, but {how}; set amp: off (and cams.amp: off) unless "
                               "you want bf16's results", SlowPrecisionWarning, stacklevel=2)
-    layout = switch(channels_last, enabled and device.type == "cuda")
-    return Precision(enabled, dtype, scaler, layout, device.type)
+    layout = switch(channels_last, enabled)
+    return Precision(enabled, dtype, scaler, layout, device.type, reason)

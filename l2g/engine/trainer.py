@@ -41,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -113,6 +114,7 @@ class TrainResult:
     last_checkpoint: Path | None
     resumed_from: Path | None
     precision: str
+    precision_reason: str = ""
 
 
 class _StepModule(nn.Module):
@@ -235,8 +237,9 @@ class Trainer:
             raise ValueError(f"{resumed_from}: {start} iterations done, more than the {total} configured "
                              "(optim.epochs decreased?)")
 
-        if precision.channels_last:
-            self.model.to(memory_format=torch.channels_last)
+        precision.prepare(self.model)
+        if s.progress and ctx.is_main and precision.reason:
+            tqdm.write(f"{s.description}: {precision.describe_layout()} ({precision.reason})", file=sys.stderr)
         model = self.model
         if ctx.distributed and distributed.has_batchnorm(model):
             model = self.model = distributed.convert_sync_batchnorm(model, device)
@@ -291,7 +294,7 @@ class Trainer:
                 log.close()
         distributed.barrier()
         return TrainResult(total, start, seconds_before + time.time() - started, self.last_saved, resumed_from,
-                           precision.describe())
+                           precision.describe_layout(), precision.reason)
 
     def finish(self, result: TrainResult, final: Path, final_payload: Callable[[], dict[str, Any]], images: int,
                **metrics: Any) -> Path:
@@ -304,6 +307,7 @@ class Trainer:
                 "device": str(self.ctx.device), "processes": self.ctx.world_size,
                 "global_batch": self.settings.batch_size * self.settings.accumulate_steps * self.ctx.world_size,
                 "accumulate_steps": self.settings.accumulate_steps, "precision": result.precision,
+                "precision_reason": result.precision_reason,
                 **metrics,
             })
             atomic.save_torch(final, final_payload())
