@@ -7,11 +7,15 @@ the derivation must give the same answers, key by key.
 
 from __future__ import annotations
 
+import fnmatch
+
 import pytest
 
-from l2g.config import flatten, load_config, to_dict
+from l2g.config import Config, flatten, load_config, stage_keys, to_dict
+from l2g.config.stage_keys import RUN_KEYS, STAGE_KEYS, input_values
 from l2g.engine.run_folder import RESUME_SAFE_KEYS, SEG_RESUME_SAFE_KEYS, is_safe
 from l2g.stages.pipeline import STAGES
+from l2g.stages.pipeline_stages import STAGE_NAMES
 
 # key -> (may change on resume of `l2g train`, may change on resume of `l2g seg train`)
 RESUME_CASES: dict[str, tuple[bool, bool]] = {
@@ -128,7 +132,8 @@ def test_pipeline_stage_inputs_of_the_synth_preset():
 @pytest.mark.parametrize(("override", "first"), [
     ("optim.lr=0.5", "train"), ("optim.epochs=3", "train"), ("data.workers=3", "train"), ("amp=on", "train"),
     ("seed=7", "train"), ("cams.scales=[1.0]", "cams"), ("eval.threshold=0.3", "threshold"),
-    ("eval.thresholds=[0.2,0.3]", "threshold"), ("seg.lr=0.5", "seg_train"), ("seg.pseudo_crf.enabled=true", "seg_train"),
+    ("eval.thresholds=[0.2,0.3]", "threshold"), ("seg.lr=0.5", "seg_train"),
+    ("seg.pseudo_crf.enabled=true", "seg_train"),
     ("seg.test_flip=false", "seg_eval"), ("seg.crf.enabled=true", "seg_eval"), ("threads=3", None),
     ("log_every=3", None), ("device=cpu", None), ("runtime.checkpoint_every=5", None), ("eval.workers=3", None),
 ])
@@ -136,3 +141,43 @@ def test_the_first_stage_a_changed_key_reruns(override, first):
     before, after = load_config("synth"), load_config("synth", [override])
     changed = [stage.name for stage in STAGES if stage.config_keys(before) != stage.config_keys(after)]
     assert changed[:1] == ([first] if first else [])
+
+
+def test_the_declaration_names_every_stage_and_every_key_once():
+    names = [*STAGE_KEYS]
+    assert tuple(names) == STAGE_NAMES
+    flat = flatten(to_dict(Config()))
+    owners: dict[str, list[str]] = {key: [] for key in flat}
+    for stage in names:
+        for name in input_values(Config(), stage):
+            for key in flat:
+                if key == name or key.startswith(f"{name}."):
+                    owners[key].append(stage)
+        for key in STAGE_KEYS[stage].runs_with:
+            owners[key].append(f"{stage} (runs with)")
+    for key in flat:
+        if key.split(".")[0] in RUN_KEYS:
+            owners[key].append("run")
+    assert not [key for key, found in owners.items() if not found], "keys of no stage"
+    shared = {key: found for key, found in owners.items() if len(found) > 1}
+    assert shared == {"eval.threshold": ["threshold", "pseudo"]}  # pseudo uses the threshold given there
+
+
+def test_resumable_keys_are_keys_the_stage_fixes():
+    """A resumable pattern outside the stage's inputs and kept keys would be safe anyway: a sign of a typo."""
+    flat = flatten(to_dict(Config()))
+    for stage, keys in STAGE_KEYS.items():
+        fixed = [*input_values(Config(), stage), *keys.keeps]
+        for pattern in keys.resumable:
+            matched = [k for k in flat if fnmatch.fnmatchcase(k, pattern)]
+            assert matched and all(any(k == f or k.startswith(f"{f}.") for f in fixed) for k in matched), pattern
+
+
+def test_a_new_section_is_the_classification_stages_and_a_new_seg_key_the_segmentation_stages(monkeypatch):
+    tree = to_dict(load_config("synth"))
+    tree["extra"] = {"x": 1}
+    tree["seg"]["extra"] = 2
+    monkeypatch.setattr(stage_keys, "to_dict", lambda config: tree)
+    assert "extra" in input_values(Config(), "train") and "seg.extra" not in input_values(Config(), "train")
+    assert "seg.extra" in input_values(Config(), "seg_train")
+    assert not is_safe("extra.x", stage_keys.resume_safe_keys("train"))
