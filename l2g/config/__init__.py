@@ -3,6 +3,8 @@
     schema.py      every section and key: type, default, meaning (``Config``, ``DataConfig``, ...)
     validation.py  what a value may be beyond its type (choices, rules between keys): ``ConfigError``
     loading.py     YAML files and their ``base:`` chain, shipped presets, ``--set`` overrides, ``to_dict``
+    stage_keys.py  which keys each stage depends on: the pipeline's stage inputs and the resume-safe keys
+    text_files.py  the dataset's small text files (class names, lists) read alike by the config and the data
 
 Unknown keys are errors (with a "did you mean" hint), never ignored. The names below are the package's
 public API: ``from l2g.config import Config, load_config`` keeps working whatever module defines them.

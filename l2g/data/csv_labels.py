@@ -12,6 +12,7 @@ import io
 import warnings
 from pathlib import Path
 
+from l2g.config.text_files import read_text
 from l2g.data.errors import DatasetError, DatasetWarning, listed
 from l2g.data.labels import (
     LabelTable,
@@ -20,7 +21,6 @@ from l2g.data.labels import (
     _parse_classes,
     check_num_classes,
     image_id_of,
-    read_text,
 )
 
 CSV_HEADER_WORDS = ("image", "images", "file", "filename", "image_id", "id")

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from l2g.atomic import write_text
+from l2g.config.text_files import content_lines
 from l2g.data.errors import DatasetError
 from l2g.data.image_files import IMAGE_SUFFIXES
 from l2g.data.palette import IGNORE_INDEX, bad_mask_values, load_mask, mask_value_error
@@ -56,24 +57,6 @@ class LabelTable:
     @property
     def source(self) -> str:
         return f"{self.path} ({self.kind})"
-
-
-def content_lines(path: Path) -> Iterable[tuple[int, str]]:
-    """(1-based line number, stripped text) of the lines that are neither blank nor ``#`` comments."""
-    for number, line in enumerate(read_text(path).splitlines(), start=1):
-        stripped = line.strip()
-        if stripped and not stripped.startswith("#"):
-            yield number, stripped
-
-
-def read_text(path: Path) -> str:
-    """The UTF-8 text of ``path`` (a byte-order mark is dropped); DatasetError when missing or not text."""
-    try:
-        return path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise DatasetError(f"{path}: unreadable ({error})") from error
 
 
 def check_num_classes(num_classes: int) -> None:

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from l2g.config.text_files import content_lines
 from l2g.data.errors import DatasetError, DatasetWarning
 from l2g.data.image_files import IMAGE_SUFFIXES, find_image
 from l2g.data.label_sources import label_reader
@@ -46,7 +47,6 @@ from l2g.data.labels import (
     VOC_CLASSES,
     LabelTable,
     check_num_classes,
-    content_lines,
     derived_labels,
     read_class_list,
     read_class_names,

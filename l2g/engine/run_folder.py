@@ -28,41 +28,14 @@ from typing import Any
 
 from l2g import atomic
 from l2g.config import ConfigError, flatten
+from l2g.config.stage_keys import resume_safe_keys
 from l2g.engine import elastic
 from l2g.engine.run_paths import CONFIG_FILE
 
-# Keys whose change does not change the experiment. optim.epochs may grow (continue training); with a
-# poly schedule the learning rate of the remaining iterations follows the new length.
-RESUME_SAFE_KEYS: tuple[str, ...] = (
-    "optim.epochs",
-    "log_every",
-    "threads",
-    "device",
-    "data.root",
-    "data.workers",
-    "data.check_images",
-    "runtime.*",
-    "cams.*",
-    "eval.*",
-)
-
-# The segmentation stage (l2g seg train) trains on the seg section: its length is seg.epochs, and the
-# classification stage's sections, the inference settings of seg and the pseudo-mask folder's location do
-# not change what it trains (data.* still does: the classes, normalisation and images are its inputs).
-SEG_RESUME_SAFE_KEYS: tuple[str, ...] = (
-    *(key for key in RESUME_SAFE_KEYS if key != "optim.epochs"),
-    "seg.epochs",
-    "seg.pseudo_dir",
-    "seg.val_split",
-    "seg.test_scales",
-    "seg.test_flip",
-    "seg.max_side",
-    "seg.crf.*",
-    "optim.*",
-    "method.*",
-    "model.*",
-    "views.*",
-)
+# The keys that a resumed `l2g train` and `l2g seg train` may change, derived from what each stage declares
+# (l2g.config.stage_keys.STAGE_KEYS, where the reasons are).
+RESUME_SAFE_KEYS: tuple[str, ...] = resume_safe_keys("train")
+SEG_RESUME_SAFE_KEYS: tuple[str, ...] = resume_safe_keys("seg_train")
 
 JOB_FILE = "torchrun_job.json"  # the torchrun job that last started or continued the run
 RESUME_AUTO = "auto"

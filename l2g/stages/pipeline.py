@@ -14,14 +14,14 @@ Stages and where they write (inside DIR)::
     report     report/index.html              the run report
 
 The stage markers are those of :mod:`l2g.engine.markers`, kept in ``stages/`` (every stage writes
-somewhere under DIR): a stage records its inputs (the config values it depends on and the stamp of the
-stage before) in ``stages/<name>.started.json`` before it runs, and when it finishes writes
-``stages/<name>.done.json`` last and atomically: the same inputs, every file of its outputs with its
-size, and a fresh stamp. A stage is complete when that marker exists, its inputs are unchanged and every
-listed file is still there with its size. So an interrupted pipeline continues where it stopped (a
-stage cut short resumes itself: training from its newest checkpoint, attention maps from the files
-already written), a changed config value reruns the stages that depend on it and every stage after, and
-nothing else is redone.
+somewhere under DIR): a stage records its inputs (the config values it depends on, as
+:data:`l2g.config.stage_keys.STAGE_KEYS` declares them, and the stamp of the stage before) in
+``stages/<name>.started.json`` before it runs, and when it finishes writes ``stages/<name>.done.json``
+last and atomically: the same inputs, every file of its outputs with its size, and a fresh stamp. A stage
+is complete when that marker exists, its inputs are unchanged and every listed file is still there with
+its size. So an interrupted pipeline continues where it stopped (a stage cut short resumes itself:
+training from its newest checkpoint, attention maps from the files already written), a changed config
+value reruns the stages that depend on it and every stage after, and nothing else is redone.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from l2g.config import Config, ConfigError, save_config, to_dict
+from l2g.config import Config, ConfigError, save_config
+from l2g.config.stage_keys import STAGE_KEYS, input_values
 from l2g.engine import markers
 from l2g.engine.run_paths import PipelineFolder, RunFolder
 from l2g.report.formatting import describe_threshold
@@ -48,9 +49,6 @@ from l2g.stages.seg_eval import evaluate_segmentation
 from l2g.stages.seg_train import train_segmentation
 from l2g.stages.threshold import choose_pipeline_threshold, warn_pseudo_masks
 from l2g.stages.train import train
-
-RUNTIME_KEYS = ("device", "threads", "log_every", "runtime")  # change how fast, not what comes out
-SEG_INFERENCE_KEYS = ("val_split", "test_scales", "test_flip", "max_side", "crf")
 
 
 @dataclass
@@ -80,9 +78,12 @@ class Pipeline:
 class Stage:
     name: str
     description: str
-    config_keys: Callable[[Config], dict[str, Any]]  # the config values its outputs depend on
     outputs: Callable[[Pipeline], list[Path]]  # checked for completeness; removed when stale
     run: Callable[[Pipeline], None]
+
+    def config_keys(self, config: Config) -> dict[str, Any]:
+        """The config values its outputs depend on, as declared in :data:`l2g.config.stage_keys.STAGE_KEYS`."""
+        return input_values(config, self.name)
 
 
 # --- the stages --------------------------------------------------------------------------------------
@@ -127,46 +128,22 @@ def _run_report(p: Pipeline) -> None:
     print(f"  {write_run_report(p.folder.report, p.config, p.cls.root, p.seg.root)}")
 
 
-def _section(config: Config, keys: tuple[str, ...]) -> dict[str, Any]:
-    values = to_dict(config)
-    picked = {}
-    for key in keys:
-        value: Any = values
-        for part in key.split("."):
-            value = value[part]
-        picked[key] = value
-    return picked
-
-
-def _train_keys(config: Config) -> dict[str, Any]:
-    later = ("seg", "cams", "eval", *RUNTIME_KEYS)
-    return {k: v for k, v in to_dict(config).items() if k not in later}  # new sections count as training ones
-
-
-def _seg_train_keys(config: Config) -> dict[str, Any]:
-    return {f"seg.{k}": v for k, v in to_dict(config.seg).items() if k not in SEG_INFERENCE_KEYS}
-
-
 STAGES: tuple[Stage, ...] = (
-    Stage("train", "classification stage", _train_keys,
-          lambda p: [p.cls.checkpoints, p.cls.train_log, p.cls.metrics,
-                     p.cls.config], _run_train),
-    Stage("cams", "attention maps", lambda c: _section(c, ("cams",)), lambda p: [p.cls.cams], _run_cams),
-    Stage("threshold", "background threshold", lambda c: _section(c, ("eval.thresholds",
-                                                                                    "eval.threshold")),
-          lambda p: [p.cls.sweep, p.cls.threshold], _run_threshold),
-    Stage("pseudo", "pseudo masks", lambda c: _section(c, ("eval.threshold",)), lambda p: [p.cls.pseudo],
-          _run_pseudo),
-    Stage("seg_train", "segmentation training", _seg_train_keys,
-          lambda p: [p.seg.checkpoints, p.seg.train_log, p.seg.metrics,
-                     p.seg.config, p.seg.init, p.seg.pseudo_crf], _run_seg_train),
-    Stage("seg_eval", "segmentation evaluation", lambda c: {f"seg.{k}": v for k, v in to_dict(c.seg).items()
-                                                            if k in SEG_INFERENCE_KEYS},
+    Stage("train", "classification stage",
+          lambda p: [p.cls.checkpoints, p.cls.train_log, p.cls.metrics, p.cls.config], _run_train),
+    Stage("cams", "attention maps", lambda p: [p.cls.cams], _run_cams),
+    Stage("threshold", "background threshold", lambda p: [p.cls.sweep, p.cls.threshold], _run_threshold),
+    Stage("pseudo", "pseudo masks", lambda p: [p.cls.pseudo], _run_pseudo),
+    Stage("seg_train", "segmentation training",
+          lambda p: [p.seg.checkpoints, p.seg.train_log, p.seg.metrics, p.seg.config, p.seg.init, p.seg.pseudo_crf],
+          _run_seg_train),
+    Stage("seg_eval", "segmentation evaluation",
           lambda p: [p.seg.evaluation(p.config.seg.val_split), p.seg.predictions_root], _run_seg_eval),
-    Stage("report", "report", lambda c: {}, lambda p: [p.folder.report], _run_report),
+    Stage("report", "report", lambda p: [p.folder.report], _run_report),
 )
-if tuple(stage.name for stage in STAGES) != STAGE_NAMES:  # pragma: no cover - a programming error
-    raise ImportError(f"l2g.stages.pipeline_stages.STAGE_NAMES {STAGE_NAMES} differs from the stages defined here")
+if tuple(stage.name for stage in STAGES) != STAGE_NAMES or tuple(STAGE_KEYS) != STAGE_NAMES:  # pragma: no cover
+    raise ImportError(f"l2g.stages.pipeline_stages.STAGE_NAMES {STAGE_NAMES} differs from the stages defined here "
+                      "or from those of l2g.config.stage_keys.STAGE_KEYS (a programming error)")
 
 
 # --- markers (l2g.engine.markers, kept in <out>/stages: every stage writes under <out>) -------------------
