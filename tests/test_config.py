@@ -118,6 +118,7 @@ def test_apply_override_on_a_value_as_section_raises():
         "optim.schedule=cosine",
         "cams.upsample=nearest",
         "device=tpu",
+        "runtime.compile=max",
     ],
 )
 def test_invalid_choices_raise(item):

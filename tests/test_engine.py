@@ -21,7 +21,7 @@ from l2g.engine import checkpoint, markers
 from l2g.engine import precision as precision_module
 from l2g.engine.guards import NonFiniteError, ensure_free_space, human_bytes
 from l2g.engine.loader import EpochSampler, epoch_permutation
-from l2g.engine.precision import resolve_precision
+from l2g.engine.precision import compile_choice, resolve_precision
 from l2g.engine.run_folder import (
     SEG_RESUME_SAFE_KEYS,
     check_resume_config,
@@ -289,10 +289,12 @@ class _Pairs(Dataset):
         return {"x": torch.tensor([float(index + 1)]), "index": index}
 
 
-def _trainer(tmp_path: Path, step) -> Trainer:
+def _trainer(tmp_path: Path, step, compile: str = "auto") -> Trainer:
+    torch.manual_seed(0)
     model = nn.Linear(1, 1)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    settings = LoopSettings(epochs=2, batch_size=2, checkpoint_every=1, log_every=1, progress=False, amp="off")
+    settings = LoopSettings(epochs=2, batch_size=2, checkpoint_every=1, log_every=1, progress=False, amp="off",
+                            compile=compile)
     return Trainer(tmp_path, {}, model, optimizer, _Pairs(), step, settings,
                    batch_ids=lambda batch: [f"img{i}" for i in batch["index"].tolist()])
 
@@ -304,6 +306,38 @@ def test_trainer_runs_logs_and_checkpoints(tmp_path):
         0, 1, 2, 3]
     assert [p.name for p in checkpoint.list_checkpoints(tmp_path / "checkpoints")] == [
         "step-00000003.pt", "step-00000004.pt"]
+
+
+def test_a_compiled_step_trains_the_same_weights_as_the_eager_one(tmp_path):
+    def step(model, batch):
+        return {"loss": (model(batch["x"]) - 2 * batch["x"]).pow(2).mean()}
+
+    eager = _trainer(tmp_path / "eager", step, compile="off")
+    eager.fit()
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    compiled = _trainer(tmp_path / "compiled", step, compile="on")
+    compiled.fit()
+    assert counters["stats"]["unique_graphs"] >= 1  # the step did go through torch.compile
+    assert not torch.equal(eager.model.weight, nn.Linear(1, 1).weight)  # it trained
+    for ours, theirs in zip(compiled.model.parameters(), eager.model.parameters(), strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_a_step_that_cannot_compile_names_the_off_switch(tmp_path):
+    def step(model, batch):
+        raise torch._dynamo.exc.Unsupported("a call torch.compile cannot trace")
+
+    with pytest.raises(ValueError, match="runtime.compile=off"):
+        _trainer(tmp_path, step, compile="on").fit()
+
+
+@pytest.mark.parametrize(("value", "device", "expected"), [
+    ("auto", "cuda", True), ("auto", "cpu", False), ("on", "cpu", True), ("off", "cuda", False),
+    (True, "cpu", True), (False, "cuda", False)])
+def test_compile_auto_means_cuda_only(value, device, expected):
+    assert compile_choice(value, torch.device(device)) is expected
 
 
 def test_trainer_hands_each_logged_record_to_on_log(tmp_path):

@@ -234,6 +234,9 @@ class RuntimeConfig:
     checkpoint_every: int = 0  # also save a checkpoint every N iterations (0: at epoch ends only)
     keep_checkpoints: int = 2  # newest step checkpoints kept (2: a damaged newest one falls back)
     channels_last: bool | str = "auto"  # auto: on when AMP is on (training, maps and segmentation)
+    # torch.compile of the training step: auto = on with CUDA, off on CPUs (there compiling a step took longer
+    # than it saved over a whole synthetic-benchmark run: docs/benchmarks.md); on; off.
+    compile: bool | str = "auto"
     pin_memory: bool | str = "auto"  # auto: on with CUDA
     persistent_workers: bool | str = "auto"  # auto: on with workers, unless the dataset changes per epoch
     deterministic: bool = False  # torch.use_deterministic_algorithms (bit-exact resume; slower on GPUs)
@@ -259,9 +262,11 @@ class Config:
     seg: SegConfig = field(default_factory=SegConfig)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
-    # Mixed precision (l2g.engine.precision): auto = on with CUDA and on CPUs with native bf16 (AVX512-BF16, AMX,
-    # Arm BF16), off on other CPUs; cuda = on with CUDA only; on; off. bf16 where supported, else fp16.
-    amp: bool | str = "auto"
+    # Mixed precision of training (l2g.engine.precision): cuda = on with CUDA only; auto = on with CUDA and on
+    # CPUs with native bf16 (AVX512-BF16, AMX, Arm BF16); on; off. bf16 where supported, else fp16. The default
+    # trains in float32 on CPUs because bf16 training moved CAM's pseudo labels by more than their seed spread
+    # on the synthetic benchmark (docs/benchmarks.md); the maps (cams.amp) showed no such cost.
+    amp: bool | str = "cuda"
     threads: int = 0  # torch CPU threads, 0 = torch's default
     log_every: int = 10
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)

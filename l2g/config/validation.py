@@ -43,7 +43,7 @@ DATA_FORMATS = {
     "custom": ("images", "masks"),  # a folder of images + a label list (CSV or train_cls.txt form)
 }
 PRETRAINED_DATASETS = ("imagenet", "coco", "other")
-SWITCH_VALUES = ("auto", "on", "off")  # runtime.channels_last / pin_memory / persistent_workers
+SWITCH_VALUES = ("auto", "on", "off")  # runtime.channels_last / compile / pin_memory / persistent_workers
 AMP_VALUES = ("auto", "cuda", "on", "off")  # amp, cams.amp (l2g.engine.precision.amp_choice)
 
 
@@ -102,6 +102,7 @@ def check_config(config: Any) -> None:
         if not isinstance(value, bool):
             _choice(key, value, AMP_VALUES)
     for key, value in (("runtime.channels_last", config.runtime.channels_last),
+                       ("runtime.compile", config.runtime.compile),
                        ("runtime.pin_memory", config.runtime.pin_memory),
                        ("runtime.persistent_workers", config.runtime.persistent_workers)):
         if not isinstance(value, bool):

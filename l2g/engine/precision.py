@@ -69,10 +69,18 @@ def switch(value: bool | str, auto: bool) -> bool:
     return {"auto": auto, "on": True, "off": False}[value]
 
 
+def compile_choice(value: bool | str, device: torch.device) -> bool:
+    """``runtime.compile`` on ``device``: ``auto`` = on with CUDA only (on a CPU the compile time of a step
+    exceeded what it saved over a synthetic-benchmark run)."""
+    return switch(value, device.type == "cuda")
+
+
 def amp_choice(amp: bool | str, device: torch.device) -> tuple[bool, str]:
     """(autocast on?, why): what ``amp`` (``auto | cuda | on | off``) means on ``device``."""
     if amp == "cuda":
-        return device.type == "cuda", f"amp cuda: {'on' if device.type == 'cuda' else 'off'} on {device.type}"
+        if device.type == "cuda":
+            return True, "amp cuda: on (CUDA)"
+        return False, f"amp cuda: off on {device.type} (amp auto trains in bf16 where the CPU has it natively)"
     if amp != "auto":
         enabled = switch(amp, False)
         return enabled, f"amp {'on' if enabled else 'off'} (set in the config)"

@@ -59,7 +59,7 @@ from l2g import atomic, faults
 from l2g.engine import distributed
 from l2g.engine.guards import TrainingInterrupted, format_losses, gradients_nonfinite, nonfinite_error, nonfinite_report
 from l2g.engine.loader import EpochSampler, build_loader, resolve_workers, worker_seed
-from l2g.engine.precision import resolve_precision
+from l2g.engine.precision import compile_choice, resolve_precision
 from l2g.engine.resume import load_resume_state, open_log, save_state
 from l2g.engine.run_paths import CHECKPOINT_DIR, LOG_FILE, METRICS_FILE
 from l2g.optim import set_learning_rate
@@ -77,6 +77,7 @@ class LoopSettings:
     keep_checkpoints: int = 2
     amp: bool | str = "auto"
     channels_last: bool | str = "auto"
+    compile: bool | str = "auto"  # torch.compile of the step (l2g.engine.precision.compile_choice)
     workers: int = -1  # -1: automatic (see l2g.engine.loader.resolve_workers)
     pin_memory: bool | str = "auto"
     persistent_workers: bool | str = "auto"
@@ -100,7 +101,8 @@ class LoopSettings:
             epochs=config.optim.epochs if epochs is None else epochs, accumulate_steps=accumulate_steps,
             batch_size=config.optim.batch_size if batch_size is None else batch_size, seed=config.seed,
             log_every=config.log_every, checkpoint_every=rt.checkpoint_every, keep_checkpoints=rt.keep_checkpoints,
-            amp=config.amp, channels_last=rt.channels_last, workers=config.data.workers, pin_memory=rt.pin_memory,
+            amp=config.amp, channels_last=rt.channels_last, compile=rt.compile, workers=config.data.workers,
+            pin_memory=rt.pin_memory,
             persistent_workers=rt.persistent_workers, deterministic=rt.deterministic, check_finite=rt.check_finite,
             find_unused_parameters=rt.find_unused_parameters, progress=progress, description=description,
         )
@@ -238,8 +240,10 @@ class Trainer:
                              "(optim.epochs decreased?)")
 
         precision.prepare(self.model)
+        compiled = compile_choice(s.compile, device)
         if s.progress and ctx.is_main and precision.reason:
-            tqdm.write(f"{s.description}: {precision.describe_layout()} ({precision.reason})", file=sys.stderr)
+            tqdm.write(f"{s.description}: {precision.describe_layout()}{', torch.compile' if compiled else ''} "
+                       f"({precision.reason})", file=sys.stderr)
         model = self.model
         if ctx.distributed and distributed.has_batchnorm(model):
             model = self.model = distributed.convert_sync_batchnorm(model, device)
@@ -247,6 +251,8 @@ class Trainer:
         if ctx.distributed:
             runner = DistributedDataParallel(runner, device_ids=[device.index] if device.type == "cuda" else None,
                                              find_unused_parameters=s.find_unused_parameters)
+        if compiled:
+            runner = torch.compile(runner)  # the whole step: forward, losses; backward through AOTAutograd
         parameters = [p for p in model.parameters() if p.requires_grad]
 
         log = self._open_log(start)
@@ -361,6 +367,9 @@ class Trainer:
         try:
             with precision.autocast():
                 losses = runner(batch)
+        except torch._dynamo.exc.TorchDynamoException as error:
+            raise ValueError(f"torch.compile could not compile the training step ({type(error).__name__}: "
+                             f"{str(error)[:300]}); train without it: --set runtime.compile=off") from error
         except RuntimeError as error:
             if "find_unused_parameters" not in str(error):
                 raise

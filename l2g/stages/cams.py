@@ -6,9 +6,10 @@ One file per image at its original size, holding its labelled classes only: by d
 
 Per image: DataLoader workers decode the image and build its network inputs (``cams.resize``: the
 release's PIL-bicubic resize of the 8-bit image at every scale, or one normalised image resized on the
-device), in pinned memory on CUDA; the passes run under autocast when ``cams.amp`` is on (default on
-CUDA only); a writer thread stores the maps while the next image is computed, with one fsync per file
-and one for the folder at the end.
+device), in pinned memory on CUDA; the passes run under autocast when ``cams.amp`` is on (``auto``: on
+CUDA and on CPUs with native bf16), then with BatchNorm folded into the convolutions and the chosen memory
+layout (:func:`prepare_inference_net`); a writer thread stores the maps while the next image is
+computed, with one fsync per file and one for the folder at the end.
 """
 
 from __future__ import annotations
