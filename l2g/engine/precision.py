@@ -75,6 +75,16 @@ def compile_choice(value: bool | str, device: torch.device) -> bool:
     return switch(value, device.type == "cuda")
 
 
+@contextlib.contextmanager
+def compile_errors_explained():
+    """Turn torch.compile's tracing errors into a user-facing error that names the off switch."""
+    try:
+        yield
+    except torch._dynamo.exc.TorchDynamoException as error:
+        raise ValueError(f"torch.compile could not compile the training step ({type(error).__name__}: "
+                         f"{str(error)[:300]}); train without it: --set runtime.compile=off") from error
+
+
 def amp_choice(amp: bool | str, device: torch.device) -> tuple[bool, str]:
     """(autocast on?, why): what ``amp`` (``auto | cuda | on | off``) means on ``device``."""
     if amp == "cuda":

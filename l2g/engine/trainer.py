@@ -1,39 +1,36 @@
 """The training loop every stage shares: data, DDP, AMP, checkpoints, logs, guards.
 
 A stage supplies the model (every trained module under one ``nn.Module``, already on the device of
-:func:`l2g.engine.distributed.setup`), its optimiser, a dataset whose items are dicts of tensors, and a
-step function ``step(model, batch) -> {"loss": tensor to minimise, other names: tensors to log}``.
-:class:`Trainer` then
+:func:`l2g.engine.distributed.setup`), its optimiser, a dataset whose items are dicts of tensors, and a step
+function ``step(model, batch) -> {"loss": tensor to minimise, other names: tensors to log}``. :class:`Trainer` then
 
-- deals each epoch's images out to the processes (:class:`~l2g.engine.loader.EpochSampler`; batch
-  sizes are per process), wraps the model in ``DistributedDataParallel`` with synchronised batch norm
-  when there are several processes, and runs the step under AMP when it is on;
-- accumulates the gradients of ``accumulate_steps`` (K) micro-batches of ``batch_size`` images per
-  optimiser step (the release's ``--iter_size``; each micro-batch's loss divided by K, DDP's gradient
-  all-reduce only on the last);
-- stops with :class:`~l2g.engine.guards.NonFiniteError` (iteration, loss term, image ids) before an
-  optimiser step would use a NaN/inf loss or gradient;
-- logs the loss terms, averaged over processes, to ``<run>/train_log.jsonl`` every ``log_every``
-  iterations and at epoch ends (rank 0 only);
+- deals each epoch's images out to the processes (:class:`~l2g.engine.loader.EpochSampler`; batch sizes are per
+  process), wraps the model in ``DistributedDataParallel`` with synchronised batch norm when there are several
+  processes, and runs the step under AMP when it is on;
+- accumulates the gradients of ``accumulate_steps`` (K) micro-batches of ``batch_size`` images per optimiser step
+  (the release's ``--iter_size``; each micro-batch's loss divided by K, DDP's gradient all-reduce only on the last);
+- stops with :class:`~l2g.engine.guards.NonFiniteError` (iteration, loss term, image ids) before an optimiser step
+  would use a NaN/inf loss or gradient;
+- logs the loss terms, averaged over processes, to ``<run>/train_log.jsonl`` every ``log_every`` iterations and at
+  epoch ends (rank 0 only);
 - saves a checkpoint every ``checkpoint_every`` iterations and at every epoch end, keeping the newest
-  ``keep_checkpoints`` (rank 0 only), and with ``resume=True`` continues from the newest readable one,
-  mid-epoch included, to the same weights an uninterrupted run reaches.
+  ``keep_checkpoints`` (rank 0 only), and with ``resume=True`` continues from the newest readable one, mid-epoch
+  included, to the same weights an uninterrupted run reaches.
 
-The learning rate is a function of the iteration (``lr_schedule(iteration, iterations_per_epoch,
-total_iterations) -> base lr``, multiplied by each parameter group's ``lr_mult``), so resuming needs no
-scheduler state.
+The learning rate is a function of the iteration (``lr_schedule(iteration, iterations_per_epoch, total_iterations)
+-> base lr``, times each parameter group's ``lr_mult``), so resuming needs no scheduler state.
 
-Iterations are optimiser steps. With accumulation an epoch has ``images // (batch_size x K x processes)``
-of them, and the iteration counters (``log_every``, ``checkpoint_every``, the learning-rate schedule,
-checkpoints) count those steps: K micro-batches of b images step like one batch of K x b images.
-Checkpoints are only written between optimiser steps, so a run killed mid-accumulation resumes at the
-first micro-batch of the step it was in (its partial gradients are recomputed, from the same images);
-resuming with another K (or batch size, or number of processes) is refused.
+Iterations are optimiser steps. With accumulation an epoch has ``images // (batch_size x K x processes)`` of them,
+and the iteration counters (``log_every``, ``checkpoint_every``, the learning-rate schedule, checkpoints) count
+those steps: K micro-batches of b images step like one batch of K x b images. Checkpoints are only written between
+optimiser steps, so a run killed mid-accumulation resumes at the first micro-batch of the step it was in (its
+partial gradients are recomputed, from the same images); resuming with another K (or batch size, or number of
+processes) is refused.
 
-Host synchronisations: the step itself needs none (view boxes stay on the host, see ``host_keys``);
-with ``check_finite`` one small flag (loss terms and gradient norms, all-reduced over processes) is read
-per optimiser step, just before it, which is what keeps a NaN out of every update; the loss terms are
-copied to the host only every ``log_every`` iterations, for the log.
+Host synchronisations: the step itself needs none (view boxes stay on the host, see ``host_keys``); with
+``check_finite`` one small flag (loss terms and gradient norms, all-reduced over processes) is read per optimiser
+step, just before it, which keeps a NaN out of every update; loss terms reach the host every ``log_every``
+iterations, for the log.
 """
 
 from __future__ import annotations
@@ -59,7 +56,7 @@ from l2g import atomic, faults
 from l2g.engine import distributed
 from l2g.engine.guards import TrainingInterrupted, format_losses, gradients_nonfinite, nonfinite_error, nonfinite_report
 from l2g.engine.loader import EpochSampler, build_loader, resolve_workers, worker_seed
-from l2g.engine.precision import compile_choice, resolve_precision
+from l2g.engine.precision import compile_choice, compile_errors_explained, resolve_precision
 from l2g.engine.resume import load_resume_state, open_log, save_state
 from l2g.engine.run_paths import CHECKPOINT_DIR, LOG_FILE, METRICS_FILE
 from l2g.optim import set_learning_rate
@@ -365,11 +362,8 @@ class Trainer:
 
     def _forward(self, runner, batch, precision) -> dict[str, torch.Tensor]:
         try:
-            with precision.autocast():
+            with precision.autocast(), compile_errors_explained():
                 losses = runner(batch)
-        except torch._dynamo.exc.TorchDynamoException as error:
-            raise ValueError(f"torch.compile could not compile the training step ({type(error).__name__}: "
-                             f"{str(error)[:300]}); train without it: --set runtime.compile=off") from error
         except RuntimeError as error:
             if "find_unused_parameters" not in str(error):
                 raise
