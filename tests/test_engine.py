@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from l2g import atomic
-from l2g.config import ConfigError, load_config, to_dict
+from l2g.config import Config, ConfigError, load_config, to_dict
 from l2g.engine import checkpoint, markers
 from l2g.engine import precision as precision_module
 from l2g.engine.guards import NonFiniteError, ensure_free_space, human_bytes
@@ -338,6 +338,10 @@ def test_a_step_that_cannot_compile_names_the_off_switch(tmp_path):
     (True, "cpu", True), (False, "cuda", False)])
 def test_compile_auto_means_cuda_only(value, device, expected):
     assert compile_choice(value, torch.device(device)) is expected
+
+
+def test_the_loop_and_the_config_default_to_the_same_precision():
+    assert LoopSettings(epochs=1, batch_size=1).amp == Config().amp == "cuda"
 
 
 def test_trainer_hands_each_logged_record_to_on_log(tmp_path):

@@ -62,8 +62,8 @@ def test_amp_cuda_keeps_float32_on_every_cpu_and_off_turns_everything_off(monkey
     monkeypatch.setattr(precision, "cpu_bf16_support", lambda: (native, "pretend"))
     cpu = torch.device("cpu")
     cuda_only = resolve_precision("cuda", "auto", cpu)
-    assert (cuda_only.enabled, cuda_only.channels_last) == (False, False)
-    assert cuda_only.reason.startswith("amp cuda: off on cpu (amp auto trains in bf16")
+    assert (cuda_only.enabled, cuda_only.channels_last, cuda_only.reason) == (
+        False, False, "amp cuda: off on cpu (amp auto trains in bf16 where the CPU has it natively)")
     off = resolve_precision("off", "auto", cpu)
     assert (off.enabled, off.channels_last, off.reason) == (False, False, "amp off (set in the config)")
 

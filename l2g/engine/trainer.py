@@ -72,7 +72,7 @@ class LoopSettings:
     log_every: int = 10
     checkpoint_every: int = 0  # iterations between checkpoints; 0: epoch ends only
     keep_checkpoints: int = 2
-    amp: bool | str = "auto"
+    amp: bool | str = "cuda"  # as Config.amp: float32 on CPUs unless asked (l2g.engine.precision.amp_choice)
     channels_last: bool | str = "auto"
     compile: bool | str = "auto"  # torch.compile of the step (l2g.engine.precision.compile_choice)
     workers: int = -1  # -1: automatic (see l2g.engine.loader.resolve_workers)
