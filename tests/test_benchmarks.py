@@ -123,3 +123,22 @@ def test_the_release_procedure_references_agree_with_l2g_on_resnet38_with_pcm():
         torch.set_num_threads(threads)
     assert train["loss_abs_diff"] < 1e-5 and train["pcm"]
     assert maps["fp32_max_abs_diff"] < 1e-4  # ours in float32 (the default may be bf16 here: a timing arm)
+
+
+def test_gradient_precision_benchmark_measures_each_precision_against_float64(tmp_path, capsys):
+    """benchmarks/gradient_precision.py at a tiny width and size: float64 is the reference, so float32
+    reproduces it far more closely than bf16 autocast does at every stage, and the table names each stage."""
+    from benchmarks.gradient_precision import main as gradient_precision
+
+    out = tmp_path / "gradients.json"
+    report = gradient_precision(["--width", "4", "--size", "32", "--batch", "2", "--batches", "1", "--out", str(out)])
+    errors = report["errors"]
+    assert set(errors) == {"float32", "float32 channels_last", "bf16", "bf16 channels_last"}
+    stages = set(errors["float32"])
+    assert stages == {"head"} | {f"backbone.stage{k}" for k in range(1, 6)}
+    for stage in stages:
+        assert errors["float32"][stage] < 1e-3, (stage, errors["float32"][stage])
+        assert 10 * errors["float32"][stage] < errors["bf16"][stage], stage
+        assert 10 * errors["float32"][stage] < errors["bf16 channels_last"][stage], stage
+    assert json.loads(out.read_text())["errors"] == errors
+    assert "| float32 |" in capsys.readouterr().out
