@@ -13,7 +13,7 @@ into ``<out>/seed<k>/<label>/`` and reads the pseudo-label mIoU at the variant's
 threshold. It prints and writes (``<out>/seeds.json``, ``<out>/seeds.md``):
 
 - per variant: mean +- std (sample standard deviation, n - 1) of mIoU over the seeds, the seeds on
-  which ``l2g train`` warned that attention transfer was stuck, and (on data that mark the objects'
+  which ``l2g train`` warned that attention transfer was stuck or had failed, and (on data that mark the objects'
   parts, like the synthetic set) the mean own-class attention on parts, bodies and background;
 - per variant against the reference (``--reference``, default ``cam``): the paired difference
   ``mIoU(variant, seed) - mIoU(reference, seed)`` per seed, its mean +- std, and on how many seeds the
@@ -187,6 +187,13 @@ def fit_summary(run_dir: Path, images: int, progress: bool) -> dict | None:
 
 
 
+def _flag(warning: str | None) -> str:
+    """The mark a run's progress line gets for its transfer warning (l2g.method.diagnostics)."""
+    if not warning:
+        return ""
+    return "  STUCK" if "stuck" in warning else "  TRANSFER FAILED"
+
+
 def run_one(config, run_dir: Path, progress: bool, fixed_threshold: float = FIXED_THRESHOLD,
             fit_images: int = FIT_IMAGES) -> SeedRun:
     """Train (unless finished), infer maps and sweep thresholds of one run; its row of the table."""
@@ -201,7 +208,7 @@ def run_one(config, run_dir: Path, progress: bool, fixed_threshold: float = FIXE
     infer_cams(config, run_dir, progress=progress)  # skipped when the maps of this checkpoint are complete
     sweep = evaluate_cams(config, RunFolder(run_dir).cams, progress=progress)  # seconds: always redone
     metrics = json.loads(RunFolder(run_dir).metrics.read_text())
-    warnings = [w for w in metrics.get("warnings", []) if "stuck" in w]
+    warnings = [w for w in metrics.get("warnings", []) if w.startswith("attention transfer")]  # stuck or failed
     samples = split_samples(config, config.cams.split, need_masks=True, check_images="exists")
     attention = attention_on_parts(config, samples, RunFolder(run_dir).cams)  # None unless the data mark parts
     extra: dict = {"attention": attention} if attention else {}
@@ -244,7 +251,7 @@ def run_seeds(out: str | Path, variants: list[Variant], seeds: list[int], config
             run.label = variant.label
             runs.append(run)
             print(f"seed {seed}  {variant.label:<24} mIoU {100 * run.miou:5.1f}  threshold {run.threshold:.2f}  "
-                  f"train {run.train_minutes:.1f} min{'  STUCK' if run.stuck_warning else ''}", flush=True)
+                  f"train {run.train_minutes:.1f} min{_flag(run.stuck_warning)}", flush=True)
     summary = summarize(runs, labels, reference)
     title = (f"Seed benchmark: config {config}, {len(seeds)} seed(s) ({', '.join(map(str, seeds))}), data {data_root}"
              + (f", overrides {' '.join(overrides)}" if overrides else ""))

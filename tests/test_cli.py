@@ -231,6 +231,20 @@ def test_train_logs_kt_stuck_and_reports_a_stuck_transfer(tiny_root, tmp_path, c
     assert len(warnings) == 1 and warnings[0] in err
 
 
+def test_train_logs_kt_contrast_and_reports_a_failed_transfer_at_the_end(tiny_root, tmp_path, capsys, monkeypatch):
+    from l2g.method.diagnostics import ContrastMonitor
+
+    # Any contrast is below a bar of 1000: the wiring from the log to the user must say so and record it.
+    monkeypatch.setattr("l2g.stages.train.ContrastMonitor", lambda **kw: ContrastMonitor(window=1, level=1000.0, **kw))
+    code, _, err = train_cli(capsys, tiny_root, tmp_path / "run", "l2g")
+    assert code == 0, err
+    records = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert all(record["kt_contrast"] > 0 for record in records)
+    assert "warning: attention transfer failed" in err and "fewer optim.epochs" in err
+    warnings = json.loads((tmp_path / "run" / "train_metrics.json").read_text())["warnings"]
+    assert len(warnings) == 1 and warnings[0] in err
+
+
 def test_unknown_override_key_suggests(tiny_root, tmp_path, capsys):
     run = tmp_path / "run"
     code, _, err = run_cli(capsys, "train", "synth", "--run", run, "--set", "method.nme=l2g", *tiny_set(tiny_root),

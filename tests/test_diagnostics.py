@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from l2g.method.diagnostics import StuckMonitor, stuck_share
+from l2g.method.diagnostics import ContrastMonitor, StuckMonitor, stuck_share, taught_contrast
 
 
 def scores_for(probabilities: list[list[float]]) -> torch.Tensor:
@@ -50,6 +50,31 @@ def test_stuck_share_refuses_mismatched_shapes():
         stuck_share(torch.zeros(1, 3, 2, 2), torch.zeros(1, 3, 2, 3))
 
 
+def test_contrast_compares_each_class_where_taught_with_where_background_is_taught_in_the_same_view():
+    # Channels: class 0, class 1, background. View 1, five pixels:
+    #   taught class 0 twice (global gives class 0 0.6 and 0.4), class 1 once (class 1: 0.5),
+    #   background twice (class 0: 0.2 and 0.1; class 1: 0.1 and 0.3).
+    # Pairs: class 0: a = 0.5, b = 0.15; class 1: a = 0.5, b = 0.2 -> mean(a) / mean(b) = 0.5 / 0.175.
+    # View 2 teaches class 0 everywhere and no background: no pair, so its (very wrong) scores do not count.
+    view1_targets = targets_for([[0.7, 0, 0], [0.5, 0, 0], [0, 0, 0.8], [0, 0.9, 0], [0, 0, 0.6]])
+    view1_scores = scores_for([[0.6, 0.1, 0.3], [0.4, 0.2, 0.4], [0.2, 0.1, 0.7], [0.1, 0.5, 0.4], [0.1, 0.3, 0.6]])
+    view2_targets = targets_for([[0.9, 0, 0]] * 5)
+    view2_scores = scores_for([[0.01, 0.01, 0.98]] * 5)
+    value = taught_contrast(torch.cat([view1_scores, view2_scores]), torch.cat([view1_targets, view2_targets]))
+    assert value.item() == pytest.approx(0.5 / 0.175)
+    assert not value.requires_grad
+
+
+def test_contrast_is_one_for_a_network_that_answers_every_pixel_alike_or_when_nothing_compares():
+    targets = targets_for([[0.7, 0, 0], [0, 0, 0.8], [0, 0.4, 0], [0, 0, 0]])
+    same_everywhere = scores_for([[0.2, 0.3, 0.5]] * 4)
+    assert taught_contrast(same_everywhere, targets).item() == pytest.approx(1.0)  # a collapsed global network
+    only_classes = targets_for([[0.7, 0, 0], [0, 0.4, 0]])
+    assert taught_contrast(scores_for([[0.9, 0.05, 0.05]] * 2), only_classes).item() == 1.0
+    with pytest.raises(ValueError, match="global crops"):
+        taught_contrast(torch.zeros(1, 3, 2, 2), torch.zeros(1, 3, 2, 3))
+
+
 def test_monitor_waits_for_a_full_window_then_warns_once():
     monitor = StuckMonitor(threshold=0.5, window=3)
     assert monitor.update({"iteration": 0, "kt_stuck": 0.9}) is None  # window not full yet
@@ -90,3 +115,26 @@ def test_the_warning_says_what_to_change():
     # a kl run with the release's head is told to start the head at zero; one that has it is not
     assert "--set model.head_init=zero" in stuck_advice("kl", 1.0, "xavier")
     assert "head_init" not in stuck_advice("kl", 1.0, "zero")
+
+
+def test_contrast_monitor_judges_the_mean_of_the_last_full_window_at_the_end():
+    monitor = ContrastMonitor(window=3, level=1.1, advice="Try this.")
+    for iteration, value in enumerate([1.0, 1.0, 1.0, 2.0, 1.2, 1.0]):
+        monitor.update({"iteration": 10 * iteration, "kt_contrast": value})
+    assert monitor.finish() is None  # last three: (2.0 + 1.2 + 1.0) / 3 = 1.4; the early 1.0s do not count
+    monitor.update({"iteration": 60, "loss": 1.0})  # no kt_contrast (a cam run): skipped
+    for iteration, value in [(70, 1.1), (80, 1.0)]:
+        monitor.update({"iteration": iteration, "kt_contrast": value})
+    warning = monitor.finish()  # (1.0 + 1.1 + 1.0) / 3 = 1.033 < 1.1
+    assert warning is not None and warning.startswith("attention transfer failed")
+    assert "iterations 50-80" in warning and "1.03x" in warning and "below 1.1" in warning
+    assert warning.endswith("Try this.")
+
+
+def test_contrast_monitor_says_nothing_before_a_full_window():
+    monitor = ContrastMonitor(window=10)
+    for iteration in range(9):
+        monitor.update({"iteration": iteration, "kt_contrast": 1.0})
+    assert monitor.finish() is None
+    monitor.update({"iteration": 9, "kt_contrast": 1.0})
+    assert monitor.finish() is not None

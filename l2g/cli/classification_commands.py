@@ -205,8 +205,11 @@ COMMANDS = (
             "checkpoints/step-<iterations>.pt (every epoch and every runtime.checkpoint_every iterations) and "
             "checkpoints/final.pt. Runs under torchrun for several GPUs/nodes (optim.batch_size is per process; "
             "see docs/distributed.md). The log holds every loss term; L2G runs also log kt_stuck, the share of "
-            "class pixels where the global network is stuck on another channel, and warn when it stays at 0.5 "
-            "or more, saying what to change (docs/synthetic-benchmark.md). --set runtime.tensorboard=true mirrors "
+            "class pixels where the global network is stuck on another channel, and kt_contrast, how much more "
+            "probability the global network gives a class where it is taught than where background is. They "
+            "warn, saying what to change, when kt_stuck stays at 0.5 or more, and at the end when kt_contrast "
+            "ends below 1.1 (docs/reliability.md). "
+            "--set runtime.tensorboard=true mirrors "
             "the log to <run>/tensorboard (pip install 'l2g[tensorboard]').",
             train_arguments, run_train, TRAIN_EPILOG),
     Command("cams", "infer attention maps with a trained run",

@@ -41,6 +41,34 @@ def stuck_share(global_crops: torch.Tensor, targets: torch.Tensor, confidence: f
         return stuck.sum().float() / taught.sum().clamp(min=1).float()
 
 
+def taught_contrast(global_crops: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """How much more the global softmax gives a class where the targets teach it than where they teach
+    background, in the same view: does the global map localise what it is taught?
+
+    Same pixels as :func:`stuck_share`: a pixel is taught the channel of its largest target value when that
+    value is positive. For every view v and class c taught somewhere in v, beside pixels taught background:
+    ``a_vc`` = mean probability of c over the pixels taught c, ``b_vc`` = mean probability of c over the
+    pixels taught background. Returns ``mean(a) / mean(b)`` over those pairs (0-dim, no gradient): about 1
+    for a global network that gives every pixel the same answer (collapsed), well above 1 for one that
+    follows its targets. 1 when no view has such a pair (nothing to compare).
+    """
+    if global_crops.shape != targets.shape:
+        raise ValueError(f"global crops {tuple(global_crops.shape)} vs targets {tuple(targets.shape)}")
+    with torch.no_grad():
+        probabilities = torch.softmax(global_crops.float(), dim=1)
+        channels = targets.shape[1]
+        best, winner = targets.float().max(dim=1)
+        taught = torch.nn.functional.one_hot(winner, channels).movedim(-1, 1) & (best > 0).unsqueeze(1)
+        classes, background = taught[:, :-1], taught[:, -1:]  # (V, C, h, w), (V, 1, h, w)
+        class_count, background_count = classes.sum(dim=(2, 3)), background.sum(dim=(2, 3))
+        pairs = (class_count > 0) & (background_count > 0)  # (V, C)
+        where_taught = (probabilities[:, :-1] * classes).sum(dim=(2, 3)) / class_count.clamp(min=1)
+        where_background = (probabilities[:, :-1] * background).sum(dim=(2, 3)) / background_count.clamp(min=1)
+        if not bool(pairs.any()):
+            return probabilities.new_ones(())
+        return where_taught[pairs].mean() / where_background[pairs].mean().clamp(min=1e-12)
+
+
 class StuckMonitor:
     """Watches the logged ``kt_stuck`` values and says once when the transfer looks stuck.
 
@@ -74,6 +102,47 @@ class StuckMonitor:
             "objects." + (f" {self.advice}" if self.advice else "")
         )
         return self.warning
+
+
+class ContrastMonitor:
+    """Says once, at the end of training, when the global network's maps do not localise what it is taught.
+
+    Feed it every log record (``{"iteration": ..., "kt_contrast": ...}``); :meth:`finish` judges the mean of
+    the last ``window`` logged values of ``kt_contrast`` (:func:`taught_contrast`): below ``level`` the global
+    network gives each class about as much probability where it is taught background as where it is taught
+    the class, and its attention maps will miss the objects or cover everything. Judged at the end only and
+    over a full window: before the global network has learnt anything it is near 1 too
+    (docs/reliability.md has the measurements that set ``level``).
+    """
+
+    def __init__(self, window: int = 10, level: float = 1.1, advice: str = "") -> None:
+        self.window = window
+        self.level = level
+        self.advice = advice
+        self.recent: deque[tuple[int, float]] = deque(maxlen=window)
+
+    def update(self, record: dict) -> None:
+        if "kt_contrast" in record:
+            self.recent.append((record.get("iteration", -1), float(record["kt_contrast"])))
+
+    def finish(self) -> str | None:
+        if len(self.recent) < self.window:
+            return None  # too short a run to judge
+        mean = sum(value for _, value in self.recent) / len(self.recent)
+        if mean >= self.level:
+            return None
+        first, last = self.recent[0][0], self.recent[-1][0]
+        return (f"attention transfer failed: over iterations {first}-{last} the global network gave each class "
+                f"{mean:.2f}x the probability where its targets teach it than where they teach background "
+                f"(kt_contrast in train_log.jsonl; below {self.level} it does not localise what it is taught), "
+                "so its attention maps will miss the objects or cover everything."
+                + (f" {self.advice}" if self.advice else ""))
+
+
+CONTRAST_ADVICE = (
+    "Measured on a pretrained backbone: the preset's schedule (4 epochs, lam 100 after a one-epoch warm-up) kept "
+    "the global network localising where 12 epochs made it collapse; try fewer optim.epochs, a lower method.lam or "
+    "optim.lr, or saliency maps (method.name=l2g_shape). docs/synthetic-benchmark.md, section 6.")
 
 
 def stuck_advice(transfer_loss: str, lam_warmup_epochs: float, head_init: str = "xavier") -> str:

@@ -21,7 +21,7 @@ from l2g.engine.run_folder import start_run
 from l2g.engine.run_paths import RunFolder
 from l2g.engine.tensorboard import require_tensorboard
 from l2g.engine.trainer import LoopSettings, Trainer
-from l2g.method.diagnostics import StuckMonitor, stuck_advice
+from l2g.method.diagnostics import CONTRAST_ADVICE, ContrastMonitor, StuckMonitor, stuck_advice
 from l2g.method.methods import build_method
 from l2g.optim import build_optimizer, learning_rate
 from l2g.report.provenance import git_commit
@@ -66,8 +66,10 @@ def train(config: Config, run_dir: str | Path, *, resume: bool | str = False, pr
     settings = LoopSettings.from_config(config, progress, f"train {config.method.name}")
     monitor = StuckMonitor(advice=stuck_advice(config.method.transfer_loss, config.method.lam_warmup_epochs,
                                                 config.model.head_init))
+    contrast = ContrastMonitor(advice=CONTRAST_ADVICE)
 
     def watch(record: dict) -> None:
+        contrast.update(record)
         warning = monitor.update(record)
         if warning is not None:
             tqdm.write(f"{run_dir}: warning: {warning}", file=sys.stderr)
@@ -95,7 +97,10 @@ def train(config: Config, run_dir: str | Path, *, resume: bool | str = False, pr
         raise with_fix(error, "optim.lr", config.optim.lr, config.amp) from None
     finally:
         hooks.close()
-    warnings = [monitor.warning] if monitor.warning else []
+    failed = contrast.finish()  # judged on the last logged steps, so only now
+    if failed:
+        tqdm.write(f"{run_dir}: warning: {failed}", file=sys.stderr)
+    warnings = [warning for warning in (monitor.warning, failed) if warning]
     return trainer.finish(result, final, lambda: {"model": method.inference_net().state_dict(),
                                                   "method": config.method.name}, len(samples), warnings=warnings,
                           commit=git_commit())
