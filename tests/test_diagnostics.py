@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from l2g.method.diagnostics import ContrastMonitor, StuckMonitor, stuck_share, taught_contrast
+from l2g.method.diagnostics import ContrastMonitor, StuckMonitor, stuck_share, taught_contrast, transfer_diagnostics
 
 
 def scores_for(probabilities: list[list[float]]) -> torch.Tensor:
@@ -138,3 +138,15 @@ def test_contrast_monitor_says_nothing_before_a_full_window():
     assert monitor.finish() is None
     monitor.update({"iteration": 9, "kt_contrast": 1.0})
     assert monitor.finish() is not None
+
+
+def test_transfer_diagnostics_give_both_values_from_one_reading_of_the_step():
+    targets = targets_for([[0.7, 0, 0], [0, 0.4, 0], [0, 0, 0.8], [0.9, 0, 0]])
+    scores = scores_for([[0.00025, 0.00025, 0.9995], [0.1, 0.6, 0.3], [0.2, 0.1, 0.7], [0.6, 0.1, 0.3]])
+    logged = transfer_diagnostics(scores, targets)
+    assert list(logged) == ["kt_stuck", "kt_contrast"]  # the order L2G runs log them in
+    assert logged["kt_stuck"].item() == pytest.approx(1 / 3)  # pixel 1 of the three taught a class
+    assert logged["kt_stuck"].item() == stuck_share(scores, targets).item()
+    assert logged["kt_contrast"].item() == taught_contrast(scores, targets).item()
+    # class 0: a = (0.00025 + 0.6) / 2, b = 0.2; class 1: a = 0.6, b = 0.1
+    assert logged["kt_contrast"].item() == pytest.approx(((0.00025 + 0.6) / 2 + 0.6) / 2 / ((0.2 + 0.1) / 2))

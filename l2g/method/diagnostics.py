@@ -20,6 +20,37 @@ import torch
 STUCK_CONFIDENCE = 0.999
 
 
+class _Taught:
+    """What both diagnostics read from one step: the global softmax and, per pixel, the channel the targets
+    teach (the one with the largest target value, when that value is positive)."""
+
+    def __init__(self, global_crops: torch.Tensor, targets: torch.Tensor) -> None:
+        if global_crops.shape != targets.shape:
+            raise ValueError(f"global crops {tuple(global_crops.shape)} vs targets {tuple(targets.shape)}")
+        self.probabilities = torch.softmax(global_crops.detach().float(), dim=1)
+        best, self.winner = targets.detach().float().max(dim=1)
+        self.positive = best > 0
+
+    def stuck_share(self, confidence: float) -> torch.Tensor:
+        taught = self.positive & (self.winner < self.probabilities.shape[1] - 1)
+        confident, choice = self.probabilities.max(dim=1)
+        stuck = taught & (confident >= confidence) & (choice != self.winner)
+        return stuck.sum().float() / taught.sum().clamp(min=1).float()
+
+    def contrast(self) -> torch.Tensor:
+        channels = self.probabilities.shape[1]
+        taught = torch.nn.functional.one_hot(self.winner, channels).movedim(-1, 1) & self.positive.unsqueeze(1)
+        classes, background = taught[:, :-1], taught[:, -1:]  # (V, C, h, w), (V, 1, h, w)
+        class_count, background_count = classes.sum(dim=(2, 3)), background.sum(dim=(2, 3))
+        pairs = (class_count > 0) & (background_count > 0)  # (V, C)
+        class_probabilities = self.probabilities[:, :-1]
+        where_taught = (class_probabilities * classes).sum(dim=(2, 3)) / class_count.clamp(min=1)
+        where_background = (class_probabilities * background).sum(dim=(2, 3)) / background_count.clamp(min=1)
+        if not bool(pairs.any()):
+            return self.probabilities.new_ones(())
+        return where_taught[pairs].mean() / where_background[pairs].mean().clamp(min=1e-12)
+
+
 def stuck_share(global_crops: torch.Tensor, targets: torch.Tensor, confidence: float = STUCK_CONFIDENCE
                 ) -> torch.Tensor:
     """Share of the taught class pixels where the global network is confidently wrong.
@@ -30,15 +61,8 @@ def stuck_share(global_crops: torch.Tensor, targets: torch.Tensor, confidence: f
     softmax gives at least ``confidence`` to another channel. Returns a 0-dim tensor in [0, 1]; 0 when
     no pixel is taught a class (nothing can be stuck).
     """
-    if global_crops.shape != targets.shape:
-        raise ValueError(f"global crops {tuple(global_crops.shape)} vs targets {tuple(targets.shape)}")
     with torch.no_grad():
-        probabilities = torch.softmax(global_crops.float(), dim=1)
-        best, winner = targets.float().max(dim=1)
-        taught = (best > 0) & (winner < targets.shape[1] - 1)
-        confident, choice = probabilities.max(dim=1)
-        stuck = taught & (confident >= confidence) & (choice != winner)
-        return stuck.sum().float() / taught.sum().clamp(min=1).float()
+        return _Taught(global_crops, targets).stuck_share(confidence)
 
 
 def taught_contrast(global_crops: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -52,21 +76,16 @@ def taught_contrast(global_crops: torch.Tensor, targets: torch.Tensor) -> torch.
     for a global network that gives every pixel the same answer (collapsed), well above 1 for one that
     follows its targets. 1 when no view has such a pair (nothing to compare).
     """
-    if global_crops.shape != targets.shape:
-        raise ValueError(f"global crops {tuple(global_crops.shape)} vs targets {tuple(targets.shape)}")
     with torch.no_grad():
-        probabilities = torch.softmax(global_crops.float(), dim=1)
-        channels = targets.shape[1]
-        best, winner = targets.float().max(dim=1)
-        taught = torch.nn.functional.one_hot(winner, channels).movedim(-1, 1) & (best > 0).unsqueeze(1)
-        classes, background = taught[:, :-1], taught[:, -1:]  # (V, C, h, w), (V, 1, h, w)
-        class_count, background_count = classes.sum(dim=(2, 3)), background.sum(dim=(2, 3))
-        pairs = (class_count > 0) & (background_count > 0)  # (V, C)
-        where_taught = (probabilities[:, :-1] * classes).sum(dim=(2, 3)) / class_count.clamp(min=1)
-        where_background = (probabilities[:, :-1] * background).sum(dim=(2, 3)) / background_count.clamp(min=1)
-        if not bool(pairs.any()):
-            return probabilities.new_ones(())
-        return where_taught[pairs].mean() / where_background[pairs].mean().clamp(min=1e-12)
+        return _Taught(global_crops, targets).contrast()
+
+
+def transfer_diagnostics(global_crops: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``kt_stuck`` (:func:`stuck_share`) and ``kt_contrast`` (:func:`taught_contrast`) of one step, from one
+    softmax and one reading of the targets: what an L2G step logs."""
+    with torch.no_grad():
+        taught = _Taught(global_crops, targets)
+        return {"kt_stuck": taught.stuck_share(STUCK_CONFIDENCE), "kt_contrast": taught.contrast()}
 
 
 class StuckMonitor:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from l2g.config import Config
-from l2g.method.diagnostics import stuck_share, taught_contrast
+from l2g.method.diagnostics import transfer_diagnostics
 from l2g.method.losses import classification_loss, transfer_loss
 from l2g.method.registry import METHODS
 from l2g.method.roi import cut_global_map
@@ -143,8 +143,7 @@ class L2GMethod(LocalMethod):
             "loss_kt": loss_kt.detach(),
             # trained only with method.global_cls_weight > 0 (the paper, Sec. 4.2, logs it without training it)
             "loss_cls_global": loss_cls_global.detach(),
-            "kt_stuck": stuck_share(step.crops, step.targets),  # see l2g.method.diagnostics
-            "kt_contrast": taught_contrast(step.crops, step.targets),
+            **transfer_diagnostics(step.crops, step.targets),  # kt_stuck, kt_contrast: l2g.method.diagnostics
         }
         if method.lam_warmup_epochs > 0:
             logged["kt_weight"] = torch.tensor(method.lam * self.lam_factor)
