@@ -289,12 +289,12 @@ class _Pairs(Dataset):
         return {"x": torch.tensor([float(index + 1)]), "index": index}
 
 
-def _trainer(tmp_path: Path, step, compile: str = "auto") -> Trainer:
+def _trainer(tmp_path: Path, step, compile: str = "auto", **loop: object) -> Trainer:
     torch.manual_seed(0)
     model = nn.Linear(1, 1)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    settings = LoopSettings(epochs=2, batch_size=2, checkpoint_every=1, log_every=1, progress=False, amp="off",
-                            compile=compile)
+    settings = LoopSettings(**{"epochs": 2, "batch_size": 2, "checkpoint_every": 1, "log_every": 1,
+                               "progress": False, "amp": "off", "compile": compile, **loop})
     return Trainer(tmp_path, {}, model, optimizer, _Pairs(), step, settings,
                    batch_ids=lambda batch: [f"img{i}" for i in batch["index"].tolist()])
 
@@ -306,6 +306,43 @@ def test_trainer_runs_logs_and_checkpoints(tmp_path):
         0, 1, 2, 3]
     assert [p.name for p in checkpoint.list_checkpoints(tmp_path / "checkpoints")] == [
         "step-00000003.pt", "step-00000004.pt"]
+
+
+@pytest.mark.filterwarnings("ignore::l2g.engine.precision.SlowPrecisionWarning")
+@pytest.mark.parametrize(("warmup_epochs", "float32_steps"), [(0.0, 0), (0.5, 1), (1.0, 2), (3.0, 4)])
+def test_amp_warmup_trains_the_first_epochs_in_float32_then_autocasts(tmp_path, warmup_epochs, float32_steps):
+    # 4 images in batches of 2: 2 iterations per epoch, 4 in all; a warm-up longer than the run never autocasts
+    seen = []
+
+    def step(model, batch):
+        seen.append(torch.is_autocast_enabled("cpu"))
+        return {"loss": model(batch["x"]).float().pow(2).mean()}
+
+    trainer = _trainer(tmp_path, step, compile="off", amp="on", amp_warmup_epochs=warmup_epochs)
+    result = trainer.fit()
+    assert seen == [False] * float32_steps + [True] * (4 - float32_steps)
+    assert result.precision.startswith("bfloat16 autocast")
+    warmup = round(2 * warmup_epochs)  # iterations, as the log says
+    assert (f"after {warmup} float32 iterations" in result.precision) == (warmup > 0)
+
+
+def test_amp_warmup_resumes_where_it_stopped(tmp_path):
+    # a run resumed after the warm-up autocasts from its first step; one resumed inside it finishes it first
+    seen = []
+
+    def step(model, batch):
+        seen.append(torch.is_autocast_enabled("cpu"))
+        return {"loss": model(batch["x"]).float().pow(2).mean()}
+
+    _trainer(tmp_path, step, compile="off", amp="on", amp_warmup_epochs=1.0, epochs=1).fit()
+    assert seen == [False, False]
+    seen.clear()
+    resumed = _trainer(tmp_path, step, compile="off", amp="on", amp_warmup_epochs=1.0, epochs=2)
+    resumed.resume = True
+    resumed.fit()
+    assert seen == [True, True]
+    with pytest.raises(ConfigError, match="amp_warmup_epochs = -1"):
+        load_config(None, ["amp_warmup_epochs=-1"])
 
 
 def test_a_compiled_step_trains_the_same_weights_as_the_eager_one(tmp_path):

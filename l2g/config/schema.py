@@ -267,6 +267,9 @@ class Config:
     # trains in float32 on CPUs because bf16 training moved CAM's pseudo labels by more than their seed spread
     # on the synthetic benchmark (docs/benchmarks.md); the maps (cams.amp) showed no such cost.
     amp: bool | str = "cuda"
+    # Epochs trained in float32 before autocast starts (when amp is on), e.g. 1: the early steps' gradient is
+    # where bf16 rounding does its damage (docs/benchmarks.md); 0 = autocast from the first step.
+    amp_warmup_epochs: float = 0.0
     threads: int = 0  # torch CPU threads, 0 = torch's default
     log_every: int = 10
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)

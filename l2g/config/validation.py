@@ -65,6 +65,9 @@ def check_config(config: Any) -> None:
     _choice("method.view_gate", config.method.view_gate, VIEW_GATES)
     if config.method.lam_warmup_epochs < 0:
         raise ConfigError(f"method.lam_warmup_epochs = {config.method.lam_warmup_epochs}: must be >= 0")
+    if config.amp_warmup_epochs < 0:
+        raise ConfigError(f"amp_warmup_epochs = {config.amp_warmup_epochs}: must be >= 0 (epochs in float32 "
+                          "before autocast starts)")
     _choice("views.strategy", config.views.strategy, VIEW_STRATEGIES)
     _choice("optim.schedule", config.optim.schedule, ("step", "poly"))
     _choice("cams.source", config.cams.source, ("auto", "logits", "softmax"))

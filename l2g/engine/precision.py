@@ -110,9 +110,13 @@ class Precision:
     channels_last: bool
     device_type: str
     reason: str = ""  # why autocast is on or off (amp auto decides per device): for the run's log
+    # Training iterations run in float32 before autocast starts (amp_warmup_epochs): bf16 from the first
+    # step costs CAM on the synthetic benchmark, after a float32 start it does not (docs/benchmarks.md).
+    float32_iterations: int = 0
 
-    def autocast(self):
-        if not self.enabled:
+    def autocast(self, iteration: int | None = None):
+        """Autocast if on; during the float32 warm-up (``iteration`` below :attr:`float32_iterations`) not."""
+        if not self.enabled or (iteration is not None and iteration < self.float32_iterations):
             return contextlib.nullcontext()
         return torch.autocast(self.device_type, dtype=self.dtype)
 
@@ -120,7 +124,8 @@ class Precision:
         if not self.enabled:
             return "float32"
         name = str(self.dtype).replace("torch.", "")
-        return f"{name} autocast" + (" + grad scaler" if self.scaler is not None else "")
+        warmup = f" after {self.float32_iterations} float32 iterations" if self.float32_iterations else ""
+        return f"{name} autocast" + (" + grad scaler" if self.scaler is not None else "") + warmup
 
     def describe_layout(self) -> str:
         """:meth:`describe` plus the memory layout, e.g. ``bfloat16 autocast, channels_last``."""

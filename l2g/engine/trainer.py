@@ -73,6 +73,7 @@ class LoopSettings:
     checkpoint_every: int = 0  # iterations between checkpoints; 0: epoch ends only
     keep_checkpoints: int = 2
     amp: bool | str = "cuda"  # as Config.amp: float32 on CPUs unless asked (l2g.engine.precision.amp_choice)
+    amp_warmup_epochs: float = 0.0  # epochs in float32 before autocast starts (Config.amp_warmup_epochs)
     channels_last: bool | str = "auto"
     compile: bool | str = "auto"  # torch.compile of the step (l2g.engine.precision.compile_choice)
     workers: int = -1  # -1: automatic (see l2g.engine.loader.resolve_workers)
@@ -98,8 +99,8 @@ class LoopSettings:
             epochs=config.optim.epochs if epochs is None else epochs, accumulate_steps=accumulate_steps,
             batch_size=config.optim.batch_size if batch_size is None else batch_size, seed=config.seed,
             log_every=config.log_every, checkpoint_every=rt.checkpoint_every, keep_checkpoints=rt.keep_checkpoints,
-            amp=config.amp, channels_last=rt.channels_last, compile=rt.compile, workers=config.data.workers,
-            pin_memory=rt.pin_memory,
+            amp=config.amp, amp_warmup_epochs=config.amp_warmup_epochs, channels_last=rt.channels_last,
+            compile=rt.compile, workers=config.data.workers, pin_memory=rt.pin_memory,
             persistent_workers=rt.persistent_workers, deterministic=rt.deterministic, check_finite=rt.check_finite,
             find_unused_parameters=rt.find_unused_parameters, progress=progress, description=description,
         )
@@ -226,6 +227,8 @@ class Trainer:
             raise ValueError(f"{len(self.dataset)} training images give no batch of {s.batch_size} x "
                              f"{s.accumulate_steps} accumulated per process x {ctx.world_size} process(es)")
         total = s.epochs * per_epoch
+        if precision.enabled:
+            precision.float32_iterations = round(s.amp_warmup_epochs * per_epoch)
 
         start, seconds_before, resumed_from = 0, 0.0, None
         if self.resume:
@@ -336,7 +339,7 @@ class Trainer:
             # DDP all-reduces gradients in backward: only once per optimiser step, on the last micro-batch.
             sync = contextlib.nullcontext() if last or not hasattr(runner, "no_sync") else runner.no_sync()
             with sync:
-                losses = self._forward(runner, batch, precision)
+                losses = self._forward(runner, batch, precision, iteration)
                 values = torch.stack([v.detach().float().reshape(()) for v in losses.values()])
                 if s.check_finite:
                     loss_bad |= ~torch.isfinite(values).all()
@@ -360,9 +363,9 @@ class Trainer:
             self.optimizer.step()
         return names, values, lr
 
-    def _forward(self, runner, batch, precision) -> dict[str, torch.Tensor]:
+    def _forward(self, runner, batch, precision, iteration) -> dict[str, torch.Tensor]:
         try:
-            with precision.autocast(), compile_errors_explained():
+            with precision.autocast(iteration), compile_errors_explained():
                 losses = runner(batch)
         except RuntimeError as error:
             if "find_unused_parameters" not in str(error):
