@@ -67,14 +67,14 @@ def training_throughput(config: Config, device: torch.device, repeats: int, warm
     ours); before timing, their losses on the same batch are compared with every network in eval mode
     (no dropout, BatchNorm's statistics: a deterministic comparison of the computation). Timed: ours as
     ``l2g train`` runs it on ``device`` (``amp`` and ``runtime.channels_last`` of the config, resolved as the
-    trainer does: on a CPU with native bf16, ``auto`` means bf16 autocast and channels_last), ours in
+    trainer does: on a CPU with native bf16, ``auto`` means bf16 autocast without channels_last), ours in
     float32 when that differs, and the reference in float32 (the release trains in fp32), with torchvision's
     RoIAlign and with l2g's.
     """
     torch.manual_seed(config.seed)
     method = build_method(config).to(device).train()
     fp32_method = copy.deepcopy(method)
-    precision = resolve_precision(config.amp, config.runtime.channels_last, device)
+    precision = resolve_precision(config.amp, config.runtime.channels_last, device, training=True)
     precision.prepare(method)
     optimizers = {"ours": build_optimizer(method, _pretrained(method), config.optim),
                   "ours_fp32": build_optimizer(fp32_method, _pretrained(fp32_method), config.optim)}

@@ -144,7 +144,7 @@ def run(args: argparse.Namespace) -> dict:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("benchmarks.run: --device cuda but torch sees no GPU")
     config, note = network_config(size, device, args.overrides)
-    precision = resolve_precision(config.amp, config.runtime.channels_last, device)
+    precision = resolve_precision(config.amp, config.runtime.channels_last, device, training=True)
     if any(item.startswith("threads=") for item in args.overrides) and config.threads > 0:
         torch.set_num_threads(config.threads)  # only when asked: the synth preset's threads=2 suits 2 cores only
     report: dict = {"settings": {"size": size_name, "device": str(device), "repeats": repeats,

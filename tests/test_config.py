@@ -177,3 +177,35 @@ def test_save_load_round_trip(tmp_path):
     assert loaded == config
     assert loaded != Config()
     assert loaded.optim.step_epochs == (3, 6) and loaded.eval.thresholds == (0.1, 0.25)
+
+
+def _write(path, text: str):
+    path.write_text(text)
+    return path
+
+
+def test_by_method_gives_one_method_its_own_settings_and_set_still_wins(tmp_path):
+    base = _write(tmp_path / "base.yaml", "optim: {epochs: 12, lr: 0.002}\nby_method:\n"
+                                          "  l2g: {optim: {epochs: 30}, cams: {source: logits}}\n")
+    child = _write(tmp_path / "child.yaml", "base: base\nby_method:\n  l2g: {optim: {lr: 0.004}}\n")
+    picked = {m: load_config(base, [f"method.name={m}"]) for m in ("cam", "l2g")}
+    assert (picked["cam"].optim.epochs, picked["cam"].cams.source) == (12, "auto")
+    assert (picked["l2g"].optim.epochs, picked["l2g"].cams.source, picked["l2g"].optim.lr) == (30, "logits", 0.002)
+    merged = load_config(child, ["method.name=l2g"])  # the child's section merges into its base's, key by key
+    assert (merged.optim.epochs, merged.cams.source, merged.optim.lr) == (30, "logits", 0.004)
+    assert load_config(base, ["method.name=l2g", "optim.epochs=5"]).optim.epochs == 5
+    saved = tmp_path / "saved.yaml"
+    save_config(picked["l2g"], saved)  # a run's config.yaml holds the resolved values, no by_method
+    assert "by_method" not in saved.read_text() and load_config(saved).optim.epochs == 30
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("by_method: [l2g]", "by_method must map method names"),
+    ("by_method:\n  l2gg: {optim: {epochs: 30}}", "unknown method 'l2gg'.*did you mean 'l2g'"),
+    ("by_method:\n  l2g: {optim: {epoch: 30}}", r"by_method\.l2g\.optim: unknown key 'epoch'"),
+    ("by_method:\n  l2g: {method: {name: cam}}", "cannot choose another method"),
+])
+def test_by_method_errors_name_the_file_and_the_key(tmp_path, text, message):
+    path = _write(tmp_path / "bad.yaml", text + "\n")
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)

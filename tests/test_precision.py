@@ -56,6 +56,17 @@ def test_native_bf16_is_found_by_probe_or_flag(monkeypatch, probes, flags, named
     assert not resolve_precision("auto", "off", torch.device("cpu")).channels_last  # each switch has its off
 
 
+def test_training_on_a_cpu_keeps_the_default_layout_unless_asked(monkeypatch):
+    # auto: channels_last with autocast for the maps, not for CPU training (it cost CAM there); on CUDA both
+    monkeypatch.setattr(precision, "cpu_bf16_support", lambda: (True, "pretend"))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    layouts = {(device.type, training): resolve_precision("on", "auto", device, training=training).channels_last
+               for device in (cpu, cuda) for training in (False, True)}
+    assert layouts == {("cpu", False): True, ("cpu", True): False, ("cuda", False): True, ("cuda", True): True}
+    assert resolve_precision("on", "on", cpu, training=True).channels_last  # asked for: granted
+
+
 @pytest.mark.parametrize("native", [True, False])
 def test_amp_cuda_keeps_float32_on_every_cpu_and_off_turns_everything_off(monkeypatch, native):
     assert Config().amp == "cuda" and Config().cams.amp == "auto"  # training float32 on CPUs, maps bf16 if native

@@ -21,24 +21,54 @@ import yaml
 
 from l2g.config.schema import Config, DataConfig
 from l2g.config.validation import ConfigError
+from l2g.method.registry import METHOD_NAMES
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """A Config from a YAML file (or the defaults when ``path`` is None) plus ``key=value`` overrides.
 
-    A file may start from another with a top-level ``base:`` key (see :func:`read_config_file`).
+    A file may start from another with a top-level ``base:`` key (see :func:`read_config_file`), and may
+    give one method its own settings under ``by_method:`` (applied when ``method.name`` is that method, after
+    the file and before the overrides, so ``--set`` still wins).
     """
     raw: dict[str, Any] = {}
     if path is not None:
         path = resolve_config_path(path)
         raw = read_config_file(path)
-    config = from_dict(Config, raw, where=str(path) if path else "config")
-    for item in overrides or []:
-        apply_override(config, item)
+    by_method = raw.pop(BY_METHOD_KEY, None) or {}
+    where = str(path) if path else "config"
+    config = _with_overrides(from_dict(Config, raw, where=where), overrides)
+    section = by_method.get(config.method.name)
+    if section:  # the method is known only now (a --set may choose it): rebuild with its section
+        config = _with_overrides(from_dict(Config, merge_configs(raw, section),
+                                           where=f"{where}: {BY_METHOD_KEY}.{config.method.name}"), overrides)
     return config.validate()
 
 
+def _with_overrides(config: Config, overrides: list[str] | None) -> Config:
+    for item in overrides or []:
+        apply_override(config, item)
+    return config
+
+
 BASE_KEY = "base"
+# Per-method settings of a config file: {method name: sections as at the top level}, e.g. a longer training
+# for l2g only. Not a field of Config: a run's saved config.yaml holds the resolved values.
+BY_METHOD_KEY = "by_method"
+
+
+def _check_by_method(value: Any, path: Path) -> None:
+    """``by_method:`` of one file: a mapping from method names to config sections (method.name excluded)."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: {BY_METHOD_KEY} must map method names to settings, got {value!r}")
+    for name, section in value.items():
+        if name not in METHOD_NAMES:
+            raise ConfigError(f"{path}: {BY_METHOD_KEY}: unknown method {name!r} (choose from "
+                              f"{', '.join(METHOD_NAMES)}){_did_you_mean(str(name), METHOD_NAMES)}")
+        if "name" in ((section or {}).get("method") or {}):
+            raise ConfigError(f"{path}: {BY_METHOD_KEY}.{name} sets method.name: a method's own settings cannot "
+                              "choose another method")
+        from_dict(Config, section or {}, where=f"{path}: {BY_METHOD_KEY}.{name}")
 
 
 def read_config_file(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
@@ -60,7 +90,11 @@ def read_config_file(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[st
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
     base = raw.pop(BASE_KEY, None)
+    by_method = raw.pop(BY_METHOD_KEY, None)
     from_dict(Config, raw, where=str(path))  # unknown keys and wrong types, named with this file
+    if by_method is not None:
+        _check_by_method(by_method, path)
+        raw[BY_METHOD_KEY] = by_method
     if base is None:
         return raw
     if not isinstance(base, str) or not base.strip():

@@ -9,7 +9,9 @@ optimiser stay in float32.
 
 ``channels_last``: ``auto`` = on whenever AMP is on (tensor-core convolutions and oneDNN's bf16 kernels
 prefer NHWC), else off (in float32 on a CPU it changes the convolution kernels and thus the last bits of
-results, for a smaller gain).
+results, for a smaller gain); except for training on a CPU, where ``auto`` is off: on the synthetic
+benchmark CAM trained in bf16 with channels_last lost more than without it, and float32 with it lost too
+(docs/benchmarks.md), while the maps (inference) showed no such cost.
 
 bf16 on a CPU is fast only with native bf16 instructions (x86: AVX512-BF16 or AMX-BF16; Arm: the BF16
 extension). Elsewhere (e.g. an AVX2-only CPU) torch emulates it, far slower than float32 (docs/benchmarks.md):
@@ -136,8 +138,10 @@ class Precision:
         return module.to(memory_format=torch.channels_last) if self.channels_last else module
 
 
-def resolve_precision(amp: bool | str, channels_last: bool | str, device: torch.device) -> Precision:
-    """What ``amp`` means on ``device``; on a CPU without native bf16, turning it on warns (it is a slowdown)."""
+def resolve_precision(amp: bool | str, channels_last: bool | str, device: torch.device,
+                      training: bool = False) -> Precision:
+    """What ``amp`` means on ``device`` (for a training loop if ``training``: there ``channels_last: auto`` is
+    off on CPUs); on a CPU without native bf16, turning it on warns (it is a slowdown)."""
     enabled, reason = amp_choice(amp, device)
     dtype, scaler = None, None
     if enabled:
@@ -150,5 +154,5 @@ def resolve_precision(amp: bool | str, channels_last: bool | str, device: torch.
             if not native:
                 warnings.warn(f"amp is on, but {how}; set amp: off (and cams.amp: off) unless "
                               "you want bf16's results", SlowPrecisionWarning, stacklevel=2)
-    layout = switch(channels_last, enabled)
+    layout = switch(channels_last, enabled and not (training and device.type == "cpu"))
     return Precision(enabled, dtype, scaler, layout, device.type, reason)

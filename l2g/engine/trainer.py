@@ -214,7 +214,7 @@ class Trainer:
     def _fit(self) -> TrainResult:
         ctx, s = self.ctx, self.settings
         device = ctx.device
-        precision = resolve_precision(s.amp, s.channels_last, device)
+        precision = resolve_precision(s.amp, s.channels_last, device, training=True)
         sampler = EpochSampler(self.dataset, ctx.world_size, ctx.rank, s.seed)
         workers = resolve_workers(s.workers, device, ctx.local_world_size)
         loader, loader_generator = build_loader(self.dataset, s.batch_size, sampler, workers, device, s.pin_memory,
