@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from l2g.engine.trainer import LoopSettings, Trainer, _to_device
+from l2g.engine.loader import batch_to_device
+from l2g.engine.trainer import LoopSettings, Trainer
 from l2g.method.roi import cut_global_map
 
 
@@ -69,7 +70,7 @@ def test_the_training_step_reads_one_flag_from_the_device(tmp_path, monkeypatch,
 
 def test_host_keys_stay_where_they_are():
     batch = {"image": torch.zeros(1, 3, 4, 4), "boxes": torch.zeros(1, 2, 4, dtype=torch.int64)}
-    moved = _to_device(batch, torch.device("cpu"), True, frozenset({"boxes"}))
+    moved = batch_to_device(batch, torch.device("cpu"), True, frozenset({"boxes"}))
     assert moved["boxes"] is batch["boxes"]  # untouched
     assert moved["image"].is_contiguous(memory_format=torch.channels_last)
 

@@ -102,7 +102,7 @@ SEG_TRAIN_INPUTS = ["seg.arch", "seg.width", "seg.aspp_rates", "seg.pretrained",
                     "seg.flip", "seg.epochs", "seg.batch_size", "seg.lr", "seg.head_lr_mult", "seg.momentum",
                     "seg.weight_decay", "seg.poly_power", "seg.pseudo_crf"]
 PIPELINE_INPUTS: dict[str, list[str]] = {  # the names in stages/<stage>.*.json, in their order
-    "train": ["data", "views", "model", "method", "optim", "seed", "amp"],
+    "train": ["data", "views", "model", "method", "optim", "seed", "amp", "amp_warmup_epochs"],
     "cams": ["cams"],
     "threshold": ["eval.thresholds", "eval.threshold"],
     "pseudo": ["eval.threshold"],

@@ -63,7 +63,7 @@ STAGE_KEYS: dict[str, StageKeys] = {  # in the pipeline's order (l2g.stages.pipe
     "pseudo": StageKeys(inputs=("eval.threshold",)),
     # Trained on the pseudo masks, with the classification stage's data, seed and precision; its inference
     # settings are seg_eval's. Where the pseudo masks are is not what they hold.
-    "seg_train": StageKeys(inputs=("seg.*",), keeps=("data", "seed", "amp"),
+    "seg_train": StageKeys(inputs=("seg.*",), keeps=("data", "seed", "amp", "amp_warmup_epochs"),
                            resumable=("seg.epochs", "seg.pseudo_dir", *DATA_PLACE)),
     "seg_eval": StageKeys(inputs=SEG_INFERENCE),
     "report": StageKeys(),

@@ -100,3 +100,17 @@ def build_loader(dataset: Dataset, batch_size: int, sampler: EpochSampler, worke
         generator=generator, collate_fn=collate_fn,
     )
     return loader, generator
+
+
+def batch_to_device(batch: dict, device: torch.device, channels_last: bool,
+                    host_keys: frozenset[str] = frozenset()) -> dict:
+    """A collated batch on ``device``: tensors moved (4-d float ones to channels_last if asked), except those
+    under ``host_keys`` (the view boxes, read on the host) and anything not a tensor."""
+    moved = {}
+    for key, value in batch.items():
+        if torch.is_tensor(value) and key not in host_keys:
+            value = value.to(device, non_blocking=device.type == "cuda")
+            if channels_last and value.dim() == 4 and value.is_floating_point():
+                value = value.contiguous(memory_format=torch.channels_last)
+        moved[key] = value
+    return moved

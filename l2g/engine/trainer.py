@@ -55,7 +55,7 @@ from tqdm import tqdm
 from l2g import atomic, faults
 from l2g.engine import distributed
 from l2g.engine.guards import TrainingInterrupted, format_losses, gradients_nonfinite, nonfinite_error, nonfinite_report
-from l2g.engine.loader import EpochSampler, build_loader, resolve_workers, worker_seed
+from l2g.engine.loader import EpochSampler, batch_to_device, build_loader, resolve_workers, worker_seed
 from l2g.engine.precision import compile_choice, compile_errors_explained, resolve_precision
 from l2g.engine.resume import load_resume_state, open_log, save_state
 from l2g.engine.run_paths import CHECKPOINT_DIR, LOG_FILE, METRICS_FILE
@@ -334,7 +334,7 @@ class Trainer:
         loss_bad = torch.zeros((), dtype=torch.bool, device=device)
         for k in range(accumulate):
             host_batch = next(micro_batches)
-            batch = _to_device(host_batch, device, precision.channels_last, self.host_keys)
+            batch = batch_to_device(host_batch, device, precision.channels_last, self.host_keys)
             last = k == accumulate - 1
             # DDP all-reduces gradients in backward: only once per optimiser step, on the last micro-batch.
             sync = contextlib.nullcontext() if last or not hasattr(runner, "no_sync") else runner.no_sync()
@@ -391,13 +391,3 @@ class Trainer:
         if saved is not None:
             self.last_saved = saved
 
-
-def _to_device(batch: dict, device: torch.device, channels_last: bool, host_keys: frozenset[str] = frozenset()) -> dict:
-    moved = {}
-    for key, value in batch.items():
-        if torch.is_tensor(value) and key not in host_keys:
-            value = value.to(device, non_blocking=device.type == "cuda")
-            if channels_last and value.dim() == 4 and value.is_floating_point():
-                value = value.contiguous(memory_format=torch.channels_last)
-        moved[key] = value
-    return moved
