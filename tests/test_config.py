@@ -194,6 +194,10 @@ def test_by_method_gives_one_method_its_own_settings_and_set_still_wins(tmp_path
     merged = load_config(child, ["method.name=l2g"])  # the child's section merges into its base's, key by key
     assert (merged.optim.epochs, merged.cams.source, merged.optim.lr) == (30, "logits", 0.004)
     assert load_config(base, ["method.name=l2g", "optim.epochs=5"]).optim.epochs == 5
+    # a file built on it that sets a key itself wins over the base's per-method value of that key, not others
+    shorter = _write(tmp_path / "shorter.yaml", "base: base\noptim: {epochs: 6}\n")
+    assert (load_config(shorter, ["method.name=l2g"]).optim.epochs,
+            load_config(shorter, ["method.name=l2g"]).cams.source) == (6, "logits")
     saved = tmp_path / "saved.yaml"
     save_config(picked["l2g"], saved)  # a run's config.yaml holds the resolved values, no by_method
     assert "by_method" not in saved.read_text() and load_config(saved).optim.epochs == 30

@@ -29,7 +29,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
     A file may start from another with a top-level ``base:`` key (see :func:`read_config_file`), and may
     give one method its own settings under ``by_method:`` (applied when ``method.name`` is that method, after
-    the file and before the overrides, so ``--set`` still wins).
+    the file and before the overrides, so ``--set`` still wins; a file built on it with ``base:`` that sets
+    a key itself wins over the base's per-method value of that key).
     """
     raw: dict[str, Any] = {}
     if path is not None:
@@ -99,7 +100,23 @@ def read_config_file(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[st
         return raw
     if not isinstance(base, str) or not base.strip():
         raise ConfigError(f"{path}: {BASE_KEY} must name a config file or preset, got {base!r}")
-    return merge_configs(read_config_file(resolve_base_path(base, path), chain), raw)
+    inherited = read_config_file(resolve_base_path(base, path), chain)
+    if BY_METHOD_KEY in inherited:  # a key this file sets wins over the base's per-method value of it
+        own = {key: value for key, value in raw.items() if key != BY_METHOD_KEY}
+        inherited[BY_METHOD_KEY] = {name: _without(section or {}, own)
+                                    for name, section in inherited[BY_METHOD_KEY].items()}
+    return merge_configs(inherited, raw)
+
+
+def _without(section: dict[str, Any], keys: dict[str, Any]) -> dict[str, Any]:
+    """``section`` less every key that ``keys`` sets (nested mappings compared key by key)."""
+    kept = {}
+    for key, value in section.items():
+        if key not in keys:
+            kept[key] = value
+        elif isinstance(value, dict) and isinstance(keys[key], dict):
+            kept[key] = _without(value, keys[key])
+    return kept
 
 
 def resolve_base_path(base: str, including: Path) -> Path:
