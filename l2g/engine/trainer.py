@@ -229,6 +229,10 @@ class Trainer:
         total = s.epochs * per_epoch
         if precision.enabled:
             precision.float32_iterations = round(s.amp_warmup_epochs * per_epoch)
+            if precision.float32_iterations >= total:  # the log must not claim an autocast that never happens
+                precision.enabled = False
+                precision.reason += (f"; float32: amp_warmup_epochs {s.amp_warmup_epochs:g} covers all {total} "
+                                     "iterations")
 
         start, seconds_before, resumed_from = 0, 0.0, None
         if self.resume:
