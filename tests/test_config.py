@@ -208,6 +208,8 @@ def test_by_method_gives_one_method_its_own_settings_and_set_still_wins(tmp_path
     ("by_method:\n  l2gg: {optim: {epochs: 30}}", "unknown method 'l2gg'.*did you mean 'l2g'"),
     ("by_method:\n  l2g: {optim: {epoch: 30}}", r"by_method\.l2g\.optim: unknown key 'epoch'"),
     ("by_method:\n  l2g: {method: {name: cam}}", "cannot choose another method"),
+    ("by_method:\n  l2g: [1]", r"by_method\.l2g: expected a mapping, got list"),
+    ("by_method:\n  l2g: {method: [cam]}", r"by_method\.l2g\.method: expected a mapping"),
 ])
 def test_by_method_errors_name_the_file_and_the_key(tmp_path, text, message):
     path = _write(tmp_path / "bad.yaml", text + "\n")

@@ -66,10 +66,10 @@ def _check_by_method(value: Any, path: Path) -> None:
         if name not in METHOD_NAMES:
             raise ConfigError(f"{path}: {BY_METHOD_KEY}: unknown method {name!r} (choose from "
                               f"{', '.join(METHOD_NAMES)}){_did_you_mean(str(name), METHOD_NAMES)}")
+        from_dict(Config, section or {}, where=f"{path}: {BY_METHOD_KEY}.{name}")  # its shape, keys and types first
         if "name" in ((section or {}).get("method") or {}):
             raise ConfigError(f"{path}: {BY_METHOD_KEY}.{name} sets method.name: a method's own settings cannot "
                               "choose another method")
-        from_dict(Config, section or {}, where=f"{path}: {BY_METHOD_KEY}.{name}")
 
 
 def read_config_file(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
