@@ -16,7 +16,7 @@ from benchmarks.run import main
 FIGURES = {
     "training_ratio", "training_ours_images_per_s", "training_reference_images_per_s",
     "attention_maps_ratio", "attention_maps_ours_seconds_per_image", "attention_maps_reference_seconds_per_image",
-    "sweep_ratio", "sweep_ours_seconds", "sweep_reference_seconds",
+    "attention_maps_new_sizes_ratio", "sweep_ratio", "sweep_ours_seconds", "sweep_reference_seconds",
     "flops_fraction_of_fp32_peak", "training_achieved_gflops", "fp32_matmul_peak_gflops",
     "demo_peak_rss_gb", "demo_wall_seconds",
 }
@@ -38,6 +38,8 @@ def test_quick_benchmark_reports_every_figure(tmp_path, capsys):
     maps = figures["2_attention_maps"]
     assert maps["fp32_max_abs_diff"] < 1e-4
     assert maps["max_abs_diff"] < (0.1 if maps["ours_precision"] != "float32" else 1e-4)
+    # Timed again with every call on image sizes no earlier call had (each side on its own sizes).
+    assert all(maps[f"{name}_new_sizes_seconds_per_image"] > 0 for name in ("ours", "reference"))
     # Both sweeps score the same maps (the reference's are 8-bit PNGs, hence the tolerance).
     assert figures["3_threshold_sweep"]["miou_max_abs_diff"] < 0.02
     assert figures["4_5_demo"]["mode"].startswith("quick")

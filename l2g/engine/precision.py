@@ -10,8 +10,9 @@ optimiser stay in float32.
 ``channels_last``: ``auto`` = on whenever AMP is on (tensor-core convolutions and oneDNN's bf16 kernels
 prefer NHWC), else off (in float32 on a CPU it changes the convolution kernels and thus the last bits of
 results, for a smaller gain); except for training on a CPU, where ``auto`` is off: on the synthetic
-benchmark CAM trained in bf16 with channels_last lost more than without it, and float32 with it lost too
-(docs/benchmarks.md), while the maps (inference) showed no such cost.
+benchmark CAM trained in bf16 with channels_last lost more than without it, float32 with it lost too, and
+so did CAM and L2G in bf16 after a float32 epoch (every seed, 0.2-2.3 points; docs/benchmarks.md), while the
+maps (inference) showed no such cost.
 
 bf16 on a CPU is fast only with native bf16 instructions (x86: AVX512-BF16 or AMX-BF16; Arm: the BF16
 extension). Elsewhere (e.g. an AVX2-only CPU) torch emulates it, far slower than float32 (docs/benchmarks.md):
