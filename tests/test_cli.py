@@ -371,7 +371,7 @@ def test_demo_then_rerun_skips_training(tiny_root, tmp_path, capsys):
     assert [row[0] for row in deeplab.rows] == ["L2G + shape", "CAM baseline"]
     assert deeplab.rows[0][2] == f"{100 * seg_rows[0]['seg_miou']:.1f}"
     # the config keys that differ: the method's name, and the read-out the synth preset gives l2g (by_method;
-    # its 30 epochs are overridden by the tiny settings)
+    # its 45 epochs are overridden by the tiny settings)
     differing = table_with_header(page, "Key")
     assert [row[0] for row in differing.rows] == ["method.name", "cams.source"]
     assert differing.rows[0][1:] == list(METHODS)
