@@ -45,7 +45,7 @@ COMMAND_GROUPS: tuple[tuple[str, tuple[Command, ...]], ...] = (
 )
 
 EPILOG = """examples:
-  l2g demo                                   # the synthetic benchmark, 7-9 min on 2 CPU cores
+  l2g demo                                   # the synthetic benchmark, 8-12 min on 2 CPU cores
   l2g synth --out data/synth
   l2g train synth --out runs/l2g_shape --set method.name=l2g_shape --set optim.epochs=4
   l2g cams --run runs/l2g_shape

@@ -25,7 +25,7 @@ its file. Masks are optional: without them the background threshold comes from t
 masks for a few images choose it instead), and the report shows predicted masks instead of mIoU."""
 
 DEMO_EPILOG = """examples:
-  l2g demo                                   # the synthetic benchmark, 7-9 min on 2 CPU cores
+  l2g demo                                   # the synthetic benchmark, 8-12 min on 2 CPU cores
   l2g demo --backbone efficientnet_lite0     # the same from ImageNet weights (offline), ~45 min
   l2g demo --out runs/demo_fast --methods cam,l2g_shape --set optim.epochs=4
 
