@@ -117,6 +117,18 @@ class Precision:
     # step costs CAM on the synthetic benchmark, after a float32 start it does not (docs/benchmarks.md).
     float32_iterations: int = 0
 
+    def warm_up(self, float32_iterations: int, total_iterations: int, setting: str) -> None:
+        """Train the first ``float32_iterations`` of a run's ``total_iterations`` in float32, autocast after
+        (nothing to do when autocast is off). A warm-up that covers the whole run turns autocast off, with
+        the reason (``setting`` names what asked for it), so that the log does not claim an autocast that
+        never happens."""
+        if not self.enabled:
+            return
+        self.float32_iterations = float32_iterations
+        if float32_iterations >= total_iterations:
+            self.enabled = False
+            self.reason += f"; float32: {setting} covers all {total_iterations} iterations"
+
     def autocast(self, iteration: int | None = None):
         """Autocast if on; during the float32 warm-up (``iteration`` below :attr:`float32_iterations`) not."""
         if not self.enabled or (iteration is not None and iteration < self.float32_iterations):

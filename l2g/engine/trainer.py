@@ -227,12 +227,7 @@ class Trainer:
             raise ValueError(f"{len(self.dataset)} training images give no batch of {s.batch_size} x "
                              f"{s.accumulate_steps} accumulated per process x {ctx.world_size} process(es)")
         total = s.epochs * per_epoch
-        if precision.enabled:
-            precision.float32_iterations = round(s.amp_warmup_epochs * per_epoch)
-            if precision.float32_iterations >= total:  # the log must not claim an autocast that never happens
-                precision.enabled = False
-                precision.reason += (f"; float32: amp_warmup_epochs {s.amp_warmup_epochs:g} covers all {total} "
-                                     "iterations")
+        precision.warm_up(round(s.amp_warmup_epochs * per_epoch), total, f"amp_warmup_epochs {s.amp_warmup_epochs:g}")
 
         start, seconds_before, resumed_from = 0, 0.0, None
         if self.resume:
