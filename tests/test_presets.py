@@ -356,6 +356,8 @@ def test_synth_presets_give_each_method_its_measured_length_read_out_and_precisi
     assert picked("synth", "l2g") == (45, "logits", "auto", 1.0)
     for method in ("cam", "local", "l2g_shape"):
         assert picked("synth", method) == (12, "auto", "auto", 1.0)
+    assert picked("synth_efficientnet", "l2g") == (12, "logits", "cuda", 0.0)  # with lam 30: its own by_method
     for method in ("cam", "l2g", "l2g_shape"):
-        assert picked("synth_efficientnet", method) == (4, "auto", "cuda", 0.0)
+        if method != "l2g":
+            assert picked("synth_efficientnet", method) == (4, "auto", "cuda", 0.0)
         assert picked("synth_release", method) == (30, "logits", "cuda", 0.0)

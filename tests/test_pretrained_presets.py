@@ -15,16 +15,31 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 PAPER_PRESETS = [name for name in preset_names() if name.startswith(("voc12_", "coco14_"))]
 
 
-def test_the_benchmark_preset_measures_the_recommended_method_settings():
-    recommended, benchmark = to_dict(load_config("pretrained_l2g")), to_dict(load_config("synth_efficientnet"))
+@pytest.mark.parametrize("method", ["l2g", "l2g_shape"])
+def test_the_benchmark_preset_measures_the_recommended_method_settings(method):
+    """What synth_efficientnet measures for a method is what pretrained_l2g runs for it (by_method included)."""
+    recommended = to_dict(load_config("pretrained_l2g", [f"method.name={method}"]))
+    benchmark = to_dict(load_config("synth_efficientnet", [f"method.name={method}"]))
+    assert recommended["method"] == benchmark["method"]
+    assert recommended["cams"]["source"] == benchmark["cams"]["source"]
     assert recommended["method"]["transfer_loss"] == "kl"
-    for key, value in recommended["method"].items():
-        if key != "name":  # the benchmark runs every method; pretrained_l2g names the one without saliency
-            assert benchmark["method"][key] == value, key
-    assert recommended["method"]["name"] == "l2g"
     assert recommended["model"]["backbone"] == benchmark["model"]["backbone"] == "efficientnet_lite0"
+    assert recommended["model"]["head_init"] == benchmark["model"]["head_init"] == "zero"
     assert benchmark["optim"]["lr"] == recommended["optim"]["lr"]
     assert load_config("pretrained_l2g").data.mean == (0.5, 0.5, 0.5)  # the backbone's normalisation
+
+
+def test_l2g_without_saliency_has_its_measured_setting_on_the_pretrained_presets():
+    """L2G alone: lam 30 and the raw map (12 epochs on the benchmark); L2G + shape and CAM keep lam 100, the
+    softmax (auto) and the benchmark's 4 epochs (docs/synthetic-benchmark.md, section 6)."""
+    assert load_config("pretrained_l2g").method.name == "l2g"
+    l2g = load_config("synth_efficientnet", ["method.name=l2g"])
+    assert (l2g.method.lam, l2g.optim.epochs, l2g.cams.source) == (30.0, 12, "logits")
+    for method in ("cam", "local", "l2g_shape"):
+        other = load_config("synth_efficientnet", [f"method.name={method}"])
+        assert (other.method.lam, other.optim.epochs, other.cams.source) == (100.0, 4, "auto"), method
+    assert load_config("pretrained_l2g", ["method.name=l2g_shape"]).method.lam == 100.0
+    assert load_config("pretrained_l2g", ["method.lam=50"]).method.lam == 50.0  # --set still wins
 
 
 @pytest.mark.parametrize("name", PAPER_PRESETS)

