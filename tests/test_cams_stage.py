@@ -21,15 +21,12 @@ def cli(*argv: object) -> None:
 
 @pytest.fixture(scope="module")
 def l2g_run(tiny_root, tmp_path_factory) -> Path:
-    """A finished tiny L2G run (two networks; the global one makes the maps). Read-only for the tests.
-
-    Four views (synth's L2G takes eight): the bounds below were set on this one-epoch network, whose raw maps
-    are near zero on much of the image (eight views of 24 px train a network whose maps flip between resizes)."""
+    """A finished tiny L2G run (two networks; the global one makes the maps). Read-only for the tests."""
     run = tmp_path_factory.mktemp("l2g") / "run"
     cli("train", "synth", "--run", run, "--set", f"data.root={tiny_root}", "--set", "data.num_classes=3",
         "--set", "method.name=l2g", "--set", "optim.epochs=1", "--set", "optim.batch_size=4", "--set", "model.width=4",
         "--set", "data.resize_short=48", "--set", "data.global_size=40", "--set", "views.patch_size=24",
-        "--set", "views.n=4", "--set", "threads=1", "--quiet")
+        "--set", "threads=1", "--quiet")
     return run
 
 

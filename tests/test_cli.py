@@ -370,13 +370,12 @@ def test_demo_then_rerun_skips_training(tiny_root, tmp_path, capsys):
     deeplab = table_with_header(page, "pseudo masks from")
     assert [row[0] for row in deeplab.rows] == ["L2G + shape", "CAM baseline"]
     assert deeplab.rows[0][2] == f"{100 * seg_rows[0]['seg_miou']:.1f}"
-    # the config keys that differ: the method's name, and the views and read-out the synth preset gives l2g
-    # (by_method; its 45 epochs and 70 px views are overridden by the tiny settings)
+    # the config keys that differ: the method's name, and the read-out the synth preset gives l2g (by_method;
+    # its 45 epochs are overridden by the tiny settings)
     differing = table_with_header(page, "Key")
-    assert [row[0] for row in differing.rows] == ["views.n", "method.name", "cams.source"]
-    assert differing.rows[0][1:] == ["4", "4", "8", "4"]
-    assert differing.rows[1][1:] == list(METHODS)
-    assert differing.rows[2][1:] == ["auto", "auto", "logits", "auto"]
+    assert [row[0] for row in differing.rows] == ["method.name", "cams.source"]
+    assert differing.rows[0][1:] == list(METHODS)
+    assert differing.rows[1][1:] == ["auto", "auto", "logits", "auto"]
     summary_table = table_with_header(page, "Method")
     assert summary_table.headers[-2:] == ["Training (min)", "Total (min)"]
     assert any(name.startswith("example_") for name in page.images)
