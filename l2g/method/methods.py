@@ -114,10 +114,12 @@ class L2GMethod(LocalMethod):
         warmup = self.config.method.lam_warmup_epochs * iterations_per_epoch
         self.lam_factor = 1.0 if warmup <= 0 else min(1.0, (iteration + 1) / warmup)
 
-    def transfer(self, batch: dict) -> Transfer:
-        """One batch's attention transfer: the local network's targets and the global map's crops."""
+    def transfer(self, batch: dict, local_step: tuple | None = None) -> Transfer:
+        """One batch's attention transfer: the local network's targets and the global map's crops.
+        ``local_step``: :meth:`local_forward`'s result when it has been computed already (a run that trains
+        several global networks from one local network, :mod:`l2g.stages.train_shared`)."""
         method = self.config.method
-        local_out, labels, loss_cls = self.local_forward(batch)
+        local_out, labels, loss_cls = local_step if local_step is not None else self.local_forward(batch)
         presence = view_presence(local_out.logits, method.view_gate)
         targets = attention_targets(local_out.maps, labels, method.background, presence=presence)
         size = tuple(targets.shape[2:])
@@ -130,15 +132,20 @@ class L2GMethod(LocalMethod):
         return Transfer(targets, crops, labels, loss_cls, global_out.logits)
 
     def losses(self, batch: dict) -> dict[str, torch.Tensor]:
+        return self.losses_from(batch, self.local_forward(batch))[1]
+
+    def losses_from(self, batch: dict, local_step: tuple) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The global network's part of the loss (what is added to the local classification loss, Eq. 4)
+        and the logged terms, given the local network's :meth:`local_forward` on ``batch``."""
         method = self.config.method
-        step = self.transfer(batch)
+        step = self.transfer(batch, local_step)
         loss_kt = self.transfer_loss(step.crops, step.targets)
         loss_cls_global = classification_loss(step.global_logits, batch["labels"])
-        loss = step.loss_cls + method.lam * self.lam_factor * loss_kt
+        global_part = method.lam * self.lam_factor * loss_kt
         if method.global_cls_weight:
-            loss = loss + method.global_cls_weight * loss_cls_global
+            global_part = global_part + method.global_cls_weight * loss_cls_global
         logged = {
-            "loss": loss,
+            "loss": step.loss_cls + global_part,
             "loss_cls": step.loss_cls.detach(),
             "loss_kt": loss_kt.detach(),
             # trained only with method.global_cls_weight > 0 (the paper, Sec. 4.2, logs it without training it)
@@ -147,7 +154,7 @@ class L2GMethod(LocalMethod):
         }
         if method.lam_warmup_epochs > 0:
             logged["kt_weight"] = torch.tensor(method.lam * self.lam_factor)
-        return logged
+        return global_part, logged
 
     def inference_net(self) -> AttentionNet:
         return self.global_net

@@ -29,6 +29,7 @@ from l2g.stages.common import dataset_class_names, split_samples, write_json
 from l2g.stages.eval_cams import evaluate_cams
 from l2g.stages.seg_demo import seg_table, segmentation_demo
 from l2g.stages.train import train
+from l2g.stages.train_shared import shared_groups, train_shared
 from l2g.stages.transfer_fit import measure_transfer_fit
 
 FIT_IMAGES = 120  # transfer-fit sample: ~20 s per method on 2 cores
@@ -43,6 +44,7 @@ class DemoRow:
     train_minutes: float
     total_minutes: float
     attention: dict | None = None  # mean own-class attention on parts / bodies / background
+    shared_with: tuple[str, ...] = ()  # methods trained in the same run (l2g.stages.train_shared)
 
 
 def demo_config(method: str, data_root: str, preset: str, overrides: list[str]) -> Config:
@@ -51,7 +53,10 @@ def demo_config(method: str, data_root: str, preset: str, overrides: list[str]) 
 
 def run_demo(out: str | Path = "runs/demo", data_root: str | Path = "data/synth", preset: str = "synth",
              methods: tuple[str, ...] = METHOD_NAMES, overrides: list[str] | None = None,
-             synth: SynthSpec | None = None, progress: bool = True) -> list[DemoRow]:
+             synth: SynthSpec | None = None, progress: bool = True, share_local: bool = True) -> list[DemoRow]:
+    """The whole benchmark into ``out`` (see the module text). ``share_local``: train L2G and L2G + shape in
+    one run sharing their local network when their configs allow it (:mod:`l2g.stages.train_shared`; the
+    same weights as two runs, in less time)."""
     if not methods:
         raise ValueError("demo: no method given (choose from " + ", ".join(METHODS) + ")")
     unknown = [m for m in methods if m not in METHODS]
@@ -65,22 +70,30 @@ def run_demo(out: str | Path = "runs/demo", data_root: str | Path = "data/synth"
     # of the split, and the maps, masks and part masks are checked as they are read.
     listing = demo_config(methods[-1], str(data_root), preset, overrides or [])
     samples = split_samples(listing, listing.cams.split, need_masks=True, check_images="exists")
+    configs = {method: demo_config(method, str(data_root), preset, overrides or []) for method in methods}
+    if share_local:
+        pending = [(configs[m], out / m) for m in methods if not RunFolder(out / m).final.exists()]
+        for group in shared_groups(pending):
+            train_shared([config for config, _ in group], [run_dir for _, run_dir in group], progress=progress)
     rows, results = [], []
     for method in methods:
-        config = demo_config(method, str(data_root), preset, overrides or [])
+        config = configs[method]
         run_dir = out / method
         started = time.time()
         if not RunFolder(run_dir).final.exists():
             train(config, run_dir, resume="auto", progress=progress)
         infer_cams(config, run_dir, progress=progress)
         sweep = evaluate_cams(config, RunFolder(run_dir).cams, progress=progress)
-        train_minutes = json.loads((run_dir / "train_metrics.json").read_text())["minutes"]
+        metrics = json.loads(RunFolder(run_dir).metrics.read_text())
         total_minutes = (time.time() - started) / 60
         row = DemoRow(method, METHODS[method].title, sweep["best"]["miou"], sweep["best"]["threshold"],
-                      train_minutes, total_minutes, attention_on_parts(config, samples, RunFolder(run_dir).cams))
+                      metrics["minutes"], total_minutes, attention_on_parts(config, samples, RunFolder(run_dir).cams),
+                      tuple(metrics.get("shared_with", ())))
         rows.append(row)
+        others = ", ".join(METHODS[m].title if m in METHODS else m for m in row.shared_with)
+        together = f" (one run with {others})" if others else ""
         print(f"{row.title:<20} mIoU {100 * row.miou:5.1f}  threshold {row.threshold:.2f}  "
-              f"train {row.train_minutes:.1f} min")
+              f"train {row.train_minutes:.1f} min{together}")
         results.append(MethodResult(method, row.title, RunFolder(run_dir).cams, sweep, row.train_minutes,
                                     run_dir / "train_log.jsonl", row.total_minutes, to_dict(config)))
     tables = [summary_table(rows)]
@@ -161,10 +174,13 @@ def summary_table(rows: list[DemoRow]) -> Table:
     """The demo's table (terminal and summary.md)."""
     return Table(["method", "pseudo-label mIoU (train)", "best threshold", "attention part / body / background",
                   "training (min)", "total (min)"],
-                 [[r.title, f"{100 * r.miou:.1f}", f"{r.threshold:.2f}", " / ".join(_attention_cells(r)),
+                 [[r.title + (" *" if r.shared_with else ""), f"{100 * r.miou:.1f}", f"{r.threshold:.2f}",
+                   " / ".join(_attention_cells(r)),
                    f"{r.train_minutes:.1f}", f"{r.total_minutes:.1f}"] for r in rows],
                  "training: the classification network's training; total: training + attention maps + threshold "
-                 "sweep in this invocation (a step skipped on a rerun counts zero).")
+                 "sweep in this invocation (a step skipped on a rerun counts zero)."
+                 + (" Methods marked * trained in one run sharing their local network: each row shows that "
+                    "run's minutes." if any(r.shared_with for r in rows) else ""))
 
 
 def attention_table(rows: list[DemoRow]) -> Table:

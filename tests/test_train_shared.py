@@ -1,0 +1,137 @@
+"""One run training L2G and L2G + shape from one local network gives each the weights of its own run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from l2g.config import load_config
+from l2g.engine.run_paths import RunFolder
+from l2g.stages.train import train
+from l2g.stages.train_shared import member_records, shared_groups, shared_run_dir, sharing_problem, train_shared
+from l2g.stages.transfer_fit import measure_transfer_fit
+from tests.test_cli import TINY_SETTINGS
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def tiny(root, method: str, *extra: str):
+    # Two epochs: the synth preset's float32 epoch, then bf16 autocast where the CPU has native bf16.
+    return load_config("synth", [*TINY_SETTINGS, f"data.root={root}", f"method.name={method}", "optim.epochs=2",
+                                 "seed=3", *extra])
+
+
+def weights(path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=False)["model"]
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_root, tmp_path_factory):
+    """The same two methods trained alone and in one shared run (L2G with its own lambda and read-out)."""
+    base = tmp_path_factory.mktemp("shared")
+    configs = [tiny(tiny_root, "l2g", "method.lam=7", "cams.source=logits"), tiny(tiny_root, "l2g_shape")]
+    for config in configs:
+        train(config, base / "alone" / config.method.name, progress=False)
+    finals = train_shared(configs, [base / "together" / c.method.name for c in configs], progress=False)
+    return base, configs, finals
+
+
+def test_each_member_gets_the_weights_of_its_own_run(runs):
+    base, configs, finals = runs
+    for config, final in zip(configs, finals, strict=True):
+        alone = weights(RunFolder(base / "alone" / config.method.name).final)
+        together = weights(final)
+        assert alone.keys() == together.keys()
+        for key in alone:
+            torch.testing.assert_close(together[key], alone[key], rtol=0, atol=0, msg=key)  # bit for bit
+    # The local networks of both members are one network, equal to either run's own.
+    l2g_local = {k: v for k, v in weights(_step(base / "together" / "l2g")).items() if k.startswith("local.")}
+    own_local = {k: v for k, v in weights(_step(base / "alone" / "l2g_shape")).items() if k.startswith("local.")}
+    for key, value in own_local.items():
+        torch.testing.assert_close(l2g_local[key], value, rtol=0, atol=1e-6, msg=key)
+
+
+def _step(run_dir):
+    return sorted(RunFolder(run_dir).checkpoints.glob("step-*.pt"))[-1]
+
+
+def test_member_folders_read_like_their_own_runs(runs):
+    base, configs, _ = runs
+    for config in configs:
+        alone, together = RunFolder(base / "alone" / config.method.name), RunFolder(base / "together" /
+                                                                                    config.method.name)
+        assert load_config(together.config) == load_config(alone.config)
+        own = [json.loads(line) for line in alone.train_log.read_text().splitlines()]
+        shared = [json.loads(line) for line in together.train_log.read_text().splitlines()]
+        assert [r["iteration"] for r in shared] == [r["iteration"] for r in own]
+        assert set(shared[0]) == set(own[0])  # its own terms under their own names, no other member's
+        for mine, theirs in zip(shared, own, strict=True):
+            assert mine["loss"] == pytest.approx(theirs["loss"], rel=1e-5)
+            assert mine["loss_kt"] == pytest.approx(theirs["loss_kt"], rel=1e-5)
+        metrics = json.loads(together.metrics.read_text())
+        assert metrics["shared_with"] == [c.method.name for c in configs if c is not config]
+        assert metrics["iterations"] == json.loads(alone.metrics.read_text())["iterations"]
+    # l2g transfer-fit reads a member's step checkpoint as it reads a run's own.
+    fit = measure_transfer_fit(base / "together" / "l2g_shape", images=2, progress=False)
+    own = measure_transfer_fit(base / "alone" / "l2g_shape", images=2, progress=False)
+    assert fit["regions"].keys() == own["regions"].keys()
+    for region, row in own["regions"].items():
+        assert fit["regions"][region] == pytest.approx(row, abs=1e-5), region
+
+
+def test_a_finished_shared_run_is_not_trained_again(runs, capsys):
+    base, configs, finals = runs
+    before = [path.stat().st_mtime_ns for path in finals]
+    again = train_shared(configs, [base / "together" / c.method.name for c in configs], progress=False)
+    assert again == finals and [path.stat().st_mtime_ns for path in again] == before
+
+
+def test_the_shared_log_names_each_members_terms(tmp_path):
+    log = tmp_path / "train_log.jsonl"
+    log.write_text(json.dumps({"epoch": 0, "iteration": 0, "lr": 0.1, "loss": 3.0, "a/loss": 1.0, "a/loss_kt": 0.5,
+                               "b/loss": 2.0, "b/loss_kt": 0.25}) + "\n")
+    assert member_records(log, "b") == [{"epoch": 0, "iteration": 0, "lr": 0.1, "loss": 2.0, "loss_kt": 0.25}]
+
+
+def test_which_runs_can_share(tiny_root, tmp_path):
+    l2g, shape = tiny(tiny_root, "l2g"), tiny(tiny_root, "l2g_shape", "method.lam=3", "cams.scales=[0.5,1.0]")
+    assert sharing_problem([l2g, shape]) is None
+    assert "optim.lr" in sharing_problem([l2g, tiny(tiny_root, "l2g_shape", "optim.lr=0.1")])
+    assert "optim.epochs" in sharing_problem([l2g, tiny(tiny_root, "l2g_shape", "optim.epochs=3")])
+    assert "seed" in sharing_problem([l2g, tiny(tiny_root, "l2g_shape", "seed=4")])
+    assert "trains no global network" in sharing_problem([l2g, tiny(tiny_root, "cam")])
+    assert "shared_backbone" in sharing_problem([l2g, tiny(tiny_root, "l2g_shape", "model.shared_backbone=true")])
+    assert sharing_problem([l2g]) == "fewer than two runs"
+
+    cam = tiny(tiny_root, "cam")
+    longer = tiny(tiny_root, "l2g", "optim.epochs=5")
+    runs = [(cam, tmp_path / "cam"), (l2g, tmp_path / "l2g"), (longer, tmp_path / "long"), (shape, tmp_path / "shape")]
+    assert shared_groups(runs) == [[runs[1], runs[3]]]
+    (tmp_path / "shape").mkdir()
+    (tmp_path / "shape" / "config.yaml").write_text("{}")  # a separate run of its own: resumed alone
+    assert shared_groups(runs) == []
+    assert shared_run_dir([tmp_path / "l2g", tmp_path / "shape"]) == tmp_path / "l2g+shape"
+
+
+def test_a_member_folder_holding_something_else_is_refused_before_training(tiny_root, tmp_path):
+    (tmp_path / "l2g_shape").mkdir()
+    (tmp_path / "l2g_shape" / "notes.txt").write_text("mine")
+    configs = [tiny(tiny_root, "l2g"), tiny(tiny_root, "l2g_shape")]
+    with pytest.raises(ValueError, match="not empty"):
+        train_shared(configs, [tmp_path / "l2g", tmp_path / "l2g_shape"], progress=False)
+    assert not (tmp_path / "l2g+l2g_shape").exists()
+    with pytest.raises(ValueError, match="differ in optim.lr"):
+        train_shared([configs[0], tiny(tiny_root, "l2g_shape", "optim.lr=0.1")], [tmp_path / "a", tmp_path / "b"],
+                     progress=False)
+
+
+def test_the_demo_trains_them_apart_when_asked(tiny_root, tmp_path):
+    from l2g.stages.demo import run_demo
+
+    overrides = [*TINY_SETTINGS, "optim.epochs=1"]
+    run_demo(tmp_path / "apart", tiny_root, "synth", ("l2g", "l2g_shape"), overrides, progress=False,
+             share_local=False)
+    assert sorted(p.name for p in (tmp_path / "apart").iterdir() if p.is_dir()) == ["l2g", "l2g_shape", "report"]
+    assert "shared_with" not in json.loads(RunFolder(tmp_path / "apart" / "l2g").metrics.read_text())
