@@ -10,7 +10,14 @@ import torch
 from l2g.config import load_config
 from l2g.engine.run_paths import RunFolder
 from l2g.stages.train import train
-from l2g.stages.train_shared import member_records, shared_groups, shared_run_dir, sharing_problem, train_shared
+from l2g.stages.train_shared import (
+    member_records,
+    progress_terms,
+    shared_groups,
+    shared_run_dir,
+    sharing_problem,
+    train_shared,
+)
 from l2g.stages.transfer_fit import measure_transfer_fit
 from tests.test_cli import TINY_SETTINGS
 
@@ -93,6 +100,9 @@ def test_the_shared_log_names_each_members_terms(tmp_path):
     log.write_text(json.dumps({"epoch": 0, "iteration": 0, "lr": 0.1, "loss": 3.0, "a/loss": 1.0, "a/loss_kt": 0.5,
                                "b/loss": 2.0, "b/loss_kt": 0.25}) + "\n")
     assert member_records(log, "b") == [{"epoch": 0, "iteration": 0, "lr": 0.1, "loss": 2.0, "loss_kt": 0.25}]
+    # the progress bar shows the summed loss and each member's transfer loss, not every term twice
+    assert progress_terms({"loss": 3.0, "a/loss": 1.0, "a/loss_kt": 0.5, "b/kt_stuck": 0.0, "b/loss_kt": 0.25}) == {
+        "loss": 3.0, "a/loss_kt": 0.5, "b/loss_kt": 0.25}
 
 
 def test_which_runs_can_share(tiny_root, tmp_path):

@@ -170,7 +170,8 @@ class Trainer:
                  batch_ids: Callable[[dict], list[str]] | None = None, resume: bool = False,
                  on_epoch_start: Callable[[int], None] | None = None, collate_fn=None,
                  on_log: Callable[[dict], None] | None = None,
-                 on_epoch_end: Callable[[int], None] | None = None, host_keys: tuple[str, ...] = ()) -> None:
+                 on_epoch_end: Callable[[int], None] | None = None, host_keys: tuple[str, ...] = (),
+                 shown: Callable[[dict[str, float]], dict[str, float]] | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.config = config
         self.model = model
@@ -185,6 +186,7 @@ class Trainer:
         self.on_log = on_log  # rank 0 only, with each record written to the log
         self.on_epoch_end = on_epoch_end  # every rank, after the epoch's last step and checkpoint
         self.collate_fn = collate_fn
+        self.shown = shown or (lambda terms: terms)  # the logged terms the progress bar shows (default: all)
         # Batch entries that stay on the host (pinned with CUDA): e.g. the view boxes, whose values become
         # Python slice bounds, which would otherwise cost a device-to-host copy and a sync every step.
         self.host_keys = frozenset(host_keys)
@@ -284,7 +286,7 @@ class Trainer:
                             log.flush()
                             if self.on_log is not None:
                                 self.on_log(record)
-                        bar.set_postfix_str(format_losses(mean))
+                        bar.set_postfix_str(format_losses(self.shown(mean)))
                     bar.update(1)
                     done = iteration + 1
                     if step == per_epoch - 1 or (s.checkpoint_every and done % s.checkpoint_every == 0):

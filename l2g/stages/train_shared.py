@@ -119,6 +119,11 @@ class SharedLocal(nn.Module):
         return {"loss": loss, **logged}
 
 
+def progress_terms(terms: dict[str, float]) -> dict[str, float]:
+    """What the progress bar shows of a shared run's terms: the summed loss and each member's transfer loss."""
+    return {key: value for key, value in terms.items() if key == "loss" or key.endswith(f"{SEPARATOR}loss_kt")}
+
+
 def member_records(log_path: Path, name: str) -> list[dict]:
     """A member's log records out of the shared run's log: its own terms under their usual names."""
     prefix = f"{name}{SEPARATOR}"
@@ -190,7 +195,7 @@ def train_shared(configs: Sequence[Config], run_dirs: Sequence[str | Path], *, p
     trainer = Trainer(folder, combined, model, optimizer, dataset, step=lambda m, batch: m.losses(batch),
                       settings=settings, lr_schedule=schedule,
                       batch_ids=lambda batch: [samples[i].image_id for i in batch["index"].tolist()],
-                      resume=plan == "resume", on_log=watch, host_keys=("boxes",))
+                      resume=plan == "resume", on_log=watch, host_keys=("boxes",), shown=progress_terms)
     if plan != "finished":
         try:
             result = trainer.fit()
