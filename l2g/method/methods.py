@@ -132,13 +132,16 @@ class L2GMethod(LocalMethod):
         return Transfer(targets, crops, labels, loss_cls, global_out.logits)
 
     def losses(self, batch: dict) -> dict[str, torch.Tensor]:
-        return self.losses_from(batch, self.local_forward(batch))[1]
+        return self.transfer_losses(batch, self.transfer(batch))[1]
 
     def losses_from(self, batch: dict, local_step: tuple) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """:meth:`transfer_losses` given the local network's :meth:`local_forward` on ``batch``."""
+        return self.transfer_losses(batch, self.transfer(batch, local_step))
+
+    def transfer_losses(self, batch: dict, step: Transfer) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The global network's part of the loss (what is added to the local classification loss, Eq. 4)
-        and the logged terms, given the local network's :meth:`local_forward` on ``batch``."""
+        and the logged terms (whose ``"loss"`` is the whole loss of this method)."""
         method = self.config.method
-        step = self.transfer(batch, local_step)
         loss_kt = self.transfer_loss(step.crops, step.targets)
         loss_cls_global = classification_loss(step.global_logits, batch["labels"])
         global_part = method.lam * self.lam_factor * loss_kt
