@@ -145,3 +145,30 @@ def test_the_demo_trains_them_apart_when_asked(tiny_root, tmp_path):
              share_local=False)
     assert sorted(p.name for p in (tmp_path / "apart").iterdir() if p.is_dir()) == ["l2g", "l2g_shape", "report"]
     assert "shared_with" not in json.loads(RunFolder(tmp_path / "apart" / "l2g").metrics.read_text())
+
+
+def test_a_killed_shared_run_resumes_to_the_same_weights(tiny_root, tmp_path, capsys):
+    """``l2g demo`` SIGKILLed inside the shared run (after its 6th of 8 checkpoints), then run again: it
+    resumes the shared run, and each member ends with the weights of its own uninterrupted run."""
+    from tests.test_reliability import held_subprocess, sigkill, weights
+
+    settings = [*TINY_SETTINGS, "optim.batch_size=2", "optim.epochs=2", "runtime.checkpoint_every=1"]
+    argv = ["demo", "--out", tmp_path / "demo", "--data", tiny_root, "--methods", "l2g,l2g_shape",
+            *[arg for setting in settings for arg in ("--set", setting)], "--quiet"]
+    proc = held_subprocess(argv, "checkpoint:6")
+    sigkill(proc)
+    shared = tmp_path / "demo" / "l2g+l2g_shape"
+    assert sorted(p.name for p in (shared / "checkpoints").glob("step-*.pt"))[-1] == "step-00000006.pt"
+    assert not (tmp_path / "demo" / "l2g").exists()  # members are written only when the shared run ends
+
+    from l2g.cli import main
+
+    assert main([str(arg) for arg in argv]) == 0
+    assert json.loads(RunFolder(tmp_path / "demo" / "l2g").metrics.read_text())["iterations"] == 8
+    for method in ("l2g", "l2g_shape"):
+        config = load_config("synth", [*settings, f"data.root={tiny_root}", f"method.name={method}"])
+        train(config, tmp_path / "alone" / method, progress=False)
+        alone = weights(RunFolder(tmp_path / "alone" / method).final)
+        resumed = weights(RunFolder(tmp_path / "demo" / method).final)
+        assert all(torch.equal(alone[k], resumed[k]) for k in alone), [k for k in alone
+                                                                        if not torch.equal(alone[k], resumed[k])]
