@@ -248,7 +248,7 @@ def test_config_changes_and_safe_keys(tmp_path):
 
 
 def test_segmentation_runs_resume_with_their_own_safe_keys_and_epochs(tmp_path):
-    old = to_dict(load_config("synth"))
+    old = to_dict(load_config("synth", ["method.name=local"]))  # 12 epochs, as the cam below (by_method)
     later = to_dict(load_config("synth", ["seg.epochs=20", "seg.test_flip=false", "optim.lr=0.1", "method.name=cam"]))
     assert len(check_resume_config(tmp_path, old, later, SEG_RESUME_SAFE_KEYS)) == 4
     for unsafe in ("seg.lr=0.1", "seg.crop_size=64", "data.num_classes=3", "seed=1", "amp=on"):
