@@ -29,13 +29,9 @@ from l2g.engine.precision import Precision, resolve_precision
 from l2g.method.attention_maps import image_attention, scaled_inputs
 from l2g.method.methods import build_method
 from l2g.method.roi import roi_align_separable
-from l2g.optim import build_optimizer
+from l2g.optim import build_optimizer, pretrained_parameters
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def _pretrained(module: nn.Module) -> list[nn.Parameter]:
-    return [p for m in module.modules() if hasattr(m, "pretrained_parameters") for p in m.pretrained_parameters()]
 
 
 def make_batch(config: Config, device: torch.device, seed: int = 0) -> dict:
@@ -76,8 +72,8 @@ def training_throughput(config: Config, device: torch.device, repeats: int, warm
     fp32_method = copy.deepcopy(method)
     precision = resolve_precision(config.amp, config.runtime.channels_last, device, training=True)
     precision.prepare(method)
-    optimizers = {"ours": build_optimizer(method, _pretrained(method), config.optim),
-                  "ours_fp32": build_optimizer(fp32_method, _pretrained(fp32_method), config.optim)}
+    optimizers = {"ours": build_optimizer(method, pretrained_parameters(method), config.optim),
+                  "ours_fp32": build_optimizer(fp32_method, pretrained_parameters(fp32_method), config.optim)}
     classes = config.data.num_classes
 
     def reference_step(roi_align=None) -> ReferenceL2GStep:

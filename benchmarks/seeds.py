@@ -231,7 +231,7 @@ def run_seeds(out: str | Path, variants: list[Variant], seeds: list[int], config
     ``share_local``: variants that differ only in their transfer (L2G and L2G + shape of the same length)
     train in one run per seed sharing their local network (l2g.stages.train_shared: the same weights)."""
     from l2g.data.synth import SynthSpec, write_dataset
-    from l2g.stages.train_shared import shared_groups, train_shared
+    from l2g.stages.train_shared import train_shared_groups
 
     out, data_root = Path(out), Path(data_root)
     labels = [v.label for v in variants]
@@ -249,10 +249,7 @@ def run_seeds(out: str | Path, variants: list[Variant], seeds: list[int], config
     started = time.time()
     for seed in seeds:
         if share_local:
-            pending = [(configs[(v.label, seed)], out / f"seed{seed}" / v.label) for v in variants
-                       if not RunFolder(out / f"seed{seed}" / v.label).final.exists()]
-            for group in shared_groups(pending):
-                train_shared([config for config, _ in group], [run_dir for _, run_dir in group], progress=progress)
+            train_shared_groups([(configs[(v.label, seed)], out / f"seed{seed}" / v.label) for v in variants], progress)
         for variant in variants:
             run = run_one(configs[(variant.label, seed)], out / f"seed{seed}" / variant.label, progress,
                           fixed_threshold, fit_images)

@@ -36,7 +36,7 @@ from l2g.data.splits import split_samples
 from l2g.engine.loader import EpochSampler
 from l2g.method.diagnostics import stuck_share
 from l2g.method.methods import L2GMethod, build_method
-from l2g.optim import build_optimizer, learning_rate
+from l2g.optim import build_optimizer, learning_rate, pretrained_parameters
 from l2g.stages.common import seed_everything, set_threads
 
 COLUMNS = ("bg_share", "target_class", "margin_bg", "margin_taught", "pmax", "sat", "kt_stuck", "grad_head",
@@ -86,9 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("transfer_probe: method.name must be l2g or l2g_shape")
     samples = split_samples(config, config.data.train_split, need_saliency=method.uses_saliency)
     dataset = ClassificationDataset(samples, config, method.uses_saliency, seed=config.seed)
-    pretrained = [p for m in method.modules() if hasattr(m, "pretrained_parameters")
-                  for p in m.pretrained_parameters()]
-    optimizer = build_optimizer(method, pretrained, config.optim)
+    optimizer = build_optimizer(method, pretrained_parameters(method), config.optim)
     batch_size = config.optim.batch_size
     per_epoch = len(dataset) // batch_size
     total = config.optim.epochs * per_epoch

@@ -9,6 +9,11 @@ from torch import nn
 from l2g.config import OptimConfig
 
 
+def pretrained_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters that a module of ``model`` reports as loaded from pretrained weights (each once)."""
+    return [p for m in model.modules() if hasattr(m, "pretrained_parameters") for p in m.pretrained_parameters()]
+
+
 def parameter_groups(model: nn.Module, pretrained: list[nn.Parameter], cfg: OptimConfig) -> list[dict]:
     """Four groups (pretrained weights, pretrained biases, new weights, new biases), each with its
     multiplier; biases and BatchNorm parameters (1-D) count as biases and get no weight decay."""

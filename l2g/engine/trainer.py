@@ -106,6 +106,17 @@ class LoopSettings:
         )
 
 
+def run_metrics(seconds: float, iterations: int, images: int, device: torch.device | str, processes: int,
+                settings: LoopSettings, precision: str, precision_reason: str, **metrics: Any) -> dict[str, Any]:
+    """The record of a finished training run (``<run>/train_metrics.json``), then ``metrics``."""
+    return {
+        "minutes": seconds / 60, "iterations": iterations, "images": images, "device": str(device),
+        "processes": processes, "global_batch": settings.batch_size * settings.accumulate_steps * processes,
+        "accumulate_steps": settings.accumulate_steps, "precision": precision, "precision_reason": precision_reason,
+        **metrics,
+    }
+
+
 @dataclass
 class TrainResult:
     iterations: int  # total iterations of the run
@@ -309,14 +320,9 @@ class Trainer:
         processes, global batch, precision, then ``metrics``) and then ``final`` (``final_payload()``, e.g.
         the inference weights) last, because its existence means the run is complete. Every rank waits."""
         if self.ctx.is_main:
-            atomic.write_json(self.run_dir / METRICS_FILE, {
-                "minutes": result.seconds / 60, "iterations": result.iterations, "images": images,
-                "device": str(self.ctx.device), "processes": self.ctx.world_size,
-                "global_batch": self.settings.batch_size * self.settings.accumulate_steps * self.ctx.world_size,
-                "accumulate_steps": self.settings.accumulate_steps, "precision": result.precision,
-                "precision_reason": result.precision_reason,
-                **metrics,
-            })
+            atomic.write_json(self.run_dir / METRICS_FILE, run_metrics(
+                result.seconds, result.iterations, images, self.ctx.device, self.ctx.world_size, self.settings,
+                result.precision, result.precision_reason, **metrics))
             atomic.save_torch(final, final_payload())
         distributed.barrier()
         return final

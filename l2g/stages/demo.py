@@ -29,7 +29,7 @@ from l2g.stages.common import dataset_class_names, split_samples, write_json
 from l2g.stages.eval_cams import evaluate_cams
 from l2g.stages.seg_demo import seg_table, segmentation_demo
 from l2g.stages.train import train
-from l2g.stages.train_shared import shared_groups, train_shared
+from l2g.stages.train_shared import train_shared_groups
 from l2g.stages.transfer_fit import measure_transfer_fit
 
 FIT_IMAGES = 120  # transfer-fit sample: ~20 s per method on 2 cores
@@ -72,9 +72,7 @@ def run_demo(out: str | Path = "runs/demo", data_root: str | Path = "data/synth"
     samples = split_samples(listing, listing.cams.split, need_masks=True, check_images="exists")
     configs = {method: demo_config(method, str(data_root), preset, overrides or []) for method in methods}
     if share_local:
-        pending = [(configs[m], out / m) for m in methods if not RunFolder(out / m).final.exists()]
-        for group in shared_groups(pending):
-            train_shared([config for config, _ in group], [run_dir for _, run_dir in group], progress=progress)
+        train_shared_groups([(configs[m], out / m) for m in methods], progress)
     rows, results = [], []
     for method in methods:
         config = configs[method]

@@ -20,7 +20,6 @@ and ``checkpoints/final.pt`` last.
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import shutil
 import sys
@@ -32,16 +31,16 @@ from torch import nn
 from tqdm import tqdm
 
 from l2g import atomic
-from l2g.config import Config, flatten, save_config, to_dict
+from l2g.config import Config, save_config, to_dict
 from l2g.data.classification import ClassificationDataset
 from l2g.engine import checkpoint, distributed
 from l2g.engine.guards import NonFiniteError, with_fix
-from l2g.engine.run_folder import prepare_run
+from l2g.engine.run_folder import config_changes, is_safe, prepare_run
 from l2g.engine.run_paths import RunFolder
-from l2g.engine.trainer import LoopSettings, Trainer
+from l2g.engine.trainer import LoopSettings, Trainer, run_metrics
 from l2g.method.diagnostics import CONTRAST_ADVICE, ContrastMonitor, StuckMonitor, stuck_advice
 from l2g.method.methods import L2GMethod, build_method, method_class
-from l2g.optim import build_optimizer, learning_rate
+from l2g.optim import build_optimizer, learning_rate, pretrained_parameters
 from l2g.report.provenance import git_commit
 from l2g.stages.common import require_num_classes, seed_everything, set_threads, split_samples
 
@@ -61,11 +60,9 @@ def sharing_problem(configs: Sequence[Config]) -> str | None:
             return "model.shared_backbone: the transfer's gradient reaches the local network's backbone"
         if config.runtime.tensorboard:
             return "runtime.tensorboard: a shared run writes no TensorBoard logs"
-    first = flatten(to_dict(configs[0]))
+    first = to_dict(configs[0])
     for config in configs[1:]:
-        other = flatten(to_dict(config))
-        differ = [key for key in sorted(set(first) | set(other)) if first.get(key) != other.get(key)
-                  and not any(fnmatch.fnmatchcase(key, pattern) for pattern in MAY_DIFFER)]
+        differ = [key for key, _, _ in config_changes(first, to_dict(config)) if not is_safe(key, MAY_DIFFER)]
         if differ:
             return f"{config.method.name} and {configs[0].method.name} differ in {', '.join(differ)}"
     return None
@@ -85,6 +82,14 @@ def shared_groups(runs: Sequence[tuple[Config, Path]]) -> list[list[tuple[Config
         else:
             groups.append([(config, run_dir)])
     return [group for group in groups if len(group) > 1]
+
+
+def train_shared_groups(runs: Sequence[tuple[Config, Path]], progress: bool = True) -> None:
+    """Train every group of unfinished ``runs`` that can share a run (:func:`shared_groups`) in its shared
+    run; the rest are left for ``l2g train`` (their final checkpoint says which were trained here)."""
+    pending = [(config, Path(run_dir)) for config, run_dir in runs if not RunFolder(run_dir).final.exists()]
+    for group in shared_groups(pending):
+        train_shared([config for config, _ in group], [run_dir for _, run_dir in group], progress=progress)
 
 
 def shared_run_dir(run_dirs: Sequence[Path]) -> Path:
@@ -124,15 +129,16 @@ def progress_terms(terms: dict[str, float]) -> dict[str, float]:
     return {key: value for key, value in terms.items() if key == "loss" or key.endswith(f"{SEPARATOR}loss_kt")}
 
 
-def member_records(log_path: Path, name: str) -> list[dict]:
-    """A member's log records out of the shared run's log: its own terms under their usual names."""
+def member_terms(record: dict, name: str) -> dict:
+    """A member's part of a shared run's log record: the common keys and its own terms under their usual names."""
     prefix = f"{name}{SEPARATOR}"
-    records = []
-    for line in log_path.read_text().splitlines():
-        record = json.loads(line)
-        records.append({key.removeprefix(prefix): value for key, value in record.items()
-                        if SEPARATOR not in key or key.startswith(prefix)})
-    return records
+    return {key.removeprefix(prefix): value for key, value in record.items()
+            if SEPARATOR not in key or key.startswith(prefix)}
+
+
+def member_records(log_path: Path, name: str) -> list[dict]:
+    """A member's log records out of the shared run's log (:func:`member_terms` of each)."""
+    return [member_terms(json.loads(line), name) for line in log_path.read_text().splitlines()]
 
 
 def train_shared(configs: Sequence[Config], run_dirs: Sequence[str | Path], *, progress: bool = True) -> list[Path]:
@@ -172,8 +178,7 @@ def train_shared(configs: Sequence[Config], run_dirs: Sequence[str | Path], *, p
                        safe_keys=(), epochs_key="")
     dataset = ClassificationDataset(samples, first, saliency, seed=first.seed)
     model.to(ctx.device)
-    pretrained = [p for m in model.modules() if hasattr(m, "pretrained_parameters") for p in m.pretrained_parameters()]
-    optimizer = build_optimizer(model, list(dict.fromkeys(pretrained)), first.optim)
+    optimizer = build_optimizer(model, pretrained_parameters(model), first.optim)
     settings = LoopSettings.from_config(first, progress, f"train {' + '.join(names)}")
     monitors = {name: (StuckMonitor(advice=stuck_advice(c.method.transfer_loss, c.method.lam_warmup_epochs,
                                                          c.model.head_init)), ContrastMonitor(advice=CONTRAST_ADVICE))
@@ -181,8 +186,7 @@ def train_shared(configs: Sequence[Config], run_dirs: Sequence[str | Path], *, p
 
     def watch(record: dict) -> None:
         for name, (stuck, contrast) in monitors.items():
-            mine = {key.removeprefix(f"{name}{SEPARATOR}"): value for key, value in record.items()
-                    if SEPARATOR not in key or key.startswith(f"{name}{SEPARATOR}")}
+            mine = member_terms(record, name)
             contrast.update(mine)
             warning = stuck.update(mine)
             if warning is not None:
@@ -248,14 +252,9 @@ def _write_member(shared: Path, name: str, config: Config, member: L2GMethod, ru
     checkpoint.save_checkpoint(folder.checkpoints, iterations, {
         "model": member.state_dict(), "iteration": iterations, "config": to_dict(config), "seconds": seconds,
         "shared_run": str(shared)}, keep=1)
-    atomic.write_json(folder.metrics, {
-        "minutes": seconds / 60, "iterations": iterations, "images": images,
-        "device": str(distributed.current().device), "processes": 1,
-        "global_batch": settings.batch_size * settings.accumulate_steps,
-        "accumulate_steps": settings.accumulate_steps, "precision": precision[0], "precision_reason": precision[1],
-        "warnings": warnings, "commit": git_commit(),
-        "shared_with": others, "shared_run": str(shared),  # minutes: the shared run's, for all its members
-    })
+    atomic.write_json(folder.metrics, run_metrics(
+        seconds, iterations, images, distributed.current().device, 1, settings, *precision, warnings=warnings,
+        commit=git_commit(), shared_with=others, shared_run=str(shared)))  # minutes: the shared run's, for all
     atomic.save_torch(folder.final, {"model": member.inference_net().state_dict(), "method": config.method.name})
     if run_dir.exists():
         run_dir.rmdir()  # empty (checked before training), else this refuses
