@@ -138,13 +138,30 @@ def test_a_member_folder_holding_something_else_is_refused_before_training(tiny_
 
 
 def test_the_demo_trains_them_apart_when_asked(tiny_root, tmp_path):
-    from l2g.stages.demo import run_demo
+    from l2g.cli import main
 
-    overrides = [*TINY_SETTINGS, "optim.epochs=1"]
-    run_demo(tmp_path / "apart", tiny_root, "synth", ("l2g", "l2g_shape"), overrides, progress=False,
-             share_local=False)
+    settings = [arg for setting in [*TINY_SETTINGS, "optim.epochs=1"] for arg in ("--set", setting)]
+    argv = ["demo", "--out", tmp_path / "apart", "--data", tiny_root, "--methods", "l2g,l2g_shape", *settings,
+            "--quiet", "--separate-runs"]
+    assert main([str(arg) for arg in argv]) == 0
     assert sorted(p.name for p in (tmp_path / "apart").iterdir() if p.is_dir()) == ["l2g", "l2g_shape", "report"]
     assert "shared_with" not in json.loads(RunFolder(tmp_path / "apart" / "l2g").metrics.read_text())
+
+
+def test_the_seed_benchmark_shares_unless_asked_not_to(tiny_root, tmp_path):
+    from benchmarks.seeds import main
+
+    settings = [arg for setting in [*TINY_SETTINGS, "optim.epochs=1"] for arg in ("--set", setting)]
+    common = ["--seeds", "1", "--data", str(tiny_root), "--fit-images", "0", "--quiet", "--variant", "l2g",
+              "--variant", "shape=l2g_shape", *settings]
+    assert main(["--out", str(tmp_path / "shared"), *common]) == 0
+    assert main(["--out", str(tmp_path / "apart"), *common, "--separate-runs"]) == 0
+    assert (tmp_path / "shared" / "seed0" / "l2g+shape" / "checkpoints" / "final.pt").exists()
+    assert not (tmp_path / "apart" / "seed0" / "l2g+shape").exists()
+    assert json.loads(RunFolder(tmp_path / "shared" / "seed0" / "shape").metrics.read_text())["shared_with"] == ["l2g"]
+    # the same weights either way, so the same table
+    runs = [json.loads((tmp_path / mode / "seeds.json").read_text())["runs"] for mode in ("shared", "apart")]
+    assert [r["miou"] for r in runs[0]] == [r["miou"] for r in runs[1]]
 
 
 def test_a_killed_shared_run_resumes_to_the_same_weights(tiny_root, tmp_path, capsys):
