@@ -67,6 +67,7 @@ def peak_bytes(device: torch.device) -> int | None:
 def training_steps(config, device: torch.device, precision: str, steps: int, warmup: int) -> dict:
     """``steps`` timed optimiser steps (after ``warmup``) of the library's L2G step in ``precision``."""
     from benchmarks.figures import make_batch
+    from l2g.engine.precision import cuda_bf16_support
     from l2g.method.methods import build_method
     from l2g.optim import build_optimizer
 
@@ -76,8 +77,8 @@ def training_steps(config, device: torch.device, precision: str, steps: int, war
     batch = make_batch(config, device, seed=0)
     batch["boxes"] = batch["boxes"].cpu()  # as the trainer keeps them (host_keys)
     dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    if dtype == torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        return {"skipped": "this GPU has no bf16"}
+    if dtype == torch.bfloat16 and device.type == "cuda" and not cuda_bf16_support(device)[0]:
+        return {"skipped": "this GPU has no native bf16 (training uses fp16 + a gradient scaler there)"}
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     losses, times = [], []
     reset_peak(device)
@@ -162,6 +163,7 @@ def ddp_one_process(config, device: torch.device, steps: int) -> dict:
 
 def cams_memory(config, device: torch.device, size: tuple[int, int]) -> dict:
     """Peak memory and time of the attention-map passes of one image: scale 2.0 alone, then all four."""
+    from l2g.engine.precision import cuda_bf16_support
     from l2g.method.attention_maps import image_attention, scaled_inputs
     from l2g.models.attention_net import build_attention_net
 
@@ -170,7 +172,7 @@ def cams_memory(config, device: torch.device, size: tuple[int, int]) -> dict:
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
     labels = [0, 14]
-    low = torch.bfloat16 if device.type == "cpu" or torch.cuda.is_bf16_supported() else torch.float16
+    low = torch.bfloat16 if device.type == "cpu" or cuda_bf16_support(device)[0] else torch.float16
     out: dict = {"image": list(size), "autocast_dtype": str(low).replace("torch.", "")}
     maps = {}
     for scales in ((2.0,), (0.5, 1.0, 1.5, 2.0)):

@@ -205,14 +205,16 @@ def export_voc(seg_run_dir: str | Path, out: str | Path, *, split: str = "test",
 
 
 def run_pipeline(config: Config, out_dir: str | Path, *, until: str | None = None, progress: bool = True,
-                 resume: bool | str = "auto") -> Path:
+                 resume: bool | str = "auto", allow_degenerate_masks: bool = False) -> Path:
     """Every stage (train, cams, threshold, pseudo, seg_train, seg_eval, report) into ``out_dir``, skipping
     complete ones; ``until`` stops after that stage. Returns the report's ``index.html``. ``resume=True``
     requires a pipeline in ``out_dir`` to continue; ``"auto"`` (and False) continue one or start one.
-    Same as ``l2g run``."""
+    Pseudo masks almost all background or all foreground raise :class:`l2g.errors.DegenerateMasksError`
+    before the segmentation stage, unless ``allow_degenerate_masks``. Same as ``l2g run``."""
     from l2g.stages.pipeline import run_pipeline as run
 
-    return run(config, out_dir, progress=progress, until=until, resume=resume)
+    return run(config, out_dir, progress=progress, until=until, resume=resume,
+               allow_degenerate_masks=allow_degenerate_masks)
 
 
 # --- inference objects -----------------------------------------------------------------------------
@@ -312,15 +314,17 @@ class AttentionMapper:
     def maps_by_index(self, image: str | Path | Image.Image | np.ndarray, labels: Sequence[int]
                       ) -> dict[int, np.ndarray]:
         """``{0-based class index: map}``, the dict an ``l2g cams`` file holds."""
-        from l2g.method.attention_maps import image_attention, scaled_inputs
+        from l2g.method.attention_maps import base_short_side, bounded_image, image_attention, scaled_inputs
 
         cams = self.config.cams
         rgb = to_rgb_array(image, "stored")
-        inputs = scaled_inputs(rgb, cams.scales, self.config.data.mean, self.config.data.std, cams.resize)
+        base = bounded_image(rgb, base_short_side(self.config), cams.max_side, self.config.data.resize_interpolation)
+        inputs = scaled_inputs(base, cams.scales, self.config.data.mean, self.config.data.std, cams.resize)
         inputs = inputs.to(self.device) if hasattr(inputs, "to") else [x.to(self.device) for x in inputs]
-        with self.precision.autocast():  # as l2g cams: cams.resize, cams.amp
+        with self.precision.autocast():  # as l2g cams: cams.short_side, cams.max_side, cams.resize, cams.amp
             return image_attention(self.net, inputs, sorted({int(c) for c in labels}), cams.scales, cams.flip,
-                                   cams.upsample, self.config.cams_use_softmax, size=rgb.shape[:2])
+                                   cams.upsample, self.config.cams_use_softmax, size=base.shape[:2],
+                                   out_size=rgb.shape[:2])
 
     def __call__(self, image: str | Path | Image.Image | np.ndarray, tags: Sequence[str | int]
                  ) -> dict[str | int, np.ndarray]:

@@ -32,6 +32,10 @@ class NotEnoughDiskSpace(L2GError, OSError):
     """The disk holding an output folder has less free space than the output is estimated to need."""
 
 
+class DegenerateMasksError(L2GError, ValueError):
+    """Pseudo masks almost all background or all foreground: the segmentation stage would learn nothing."""
+
+
 # The l2g errors that a distributed run re-creates on every rank (l2g.engine.distributed.agree), most
 # specific first: another rank's error becomes the first of these in its class lineage.
 USER_ERRORS: tuple[type[L2GError], ...] = (ConfigError, DatasetError, CheckpointError, NonFiniteError,

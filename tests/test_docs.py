@@ -2,7 +2,9 @@
 
 They run from a folder holding the tiny synthetic dataset at ``data/synth`` (the path the page uses), and
 every ``l2g.load_config`` call gets TINY_SETTINGS first (the page's own overrides still win), so the
-page's training runs take seconds. Nothing else is changed: the functions, paths and files are real.
+page's training runs take seconds; ``l2g.run_pipeline`` goes on past the degenerate pseudo masks such
+tiny runs make (``allow_degenerate_masks=True``). Nothing else is changed: the functions, paths and files
+are real.
 """
 
 from __future__ import annotations
@@ -35,7 +37,11 @@ def test_api_page_examples_run(tiny_root, tmp_path, monkeypatch, capsys):
     def tiny_load_config(preset_or_path=None, overrides=None):
         return api.load_config(preset_or_path, [*TINY_SETTINGS, *api.override_strings(overrides)])
 
+    def tiny_run_pipeline(config, out_dir, **options):
+        return api.run_pipeline(config, out_dir, **{"allow_degenerate_masks": True, **options})
+
     monkeypatch.setattr(l2g, "load_config", tiny_load_config)
+    monkeypatch.setattr(l2g, "run_pipeline", tiny_run_pipeline)
     namespace: dict = {}
     for number, block in enumerate(blocks, 1):
         try:

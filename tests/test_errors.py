@@ -13,6 +13,7 @@ from l2g.models.mxnet_params import MXNetFormatError
 @pytest.mark.parametrize("kind,builtin", [
     (errors.ConfigError, ValueError), (errors.DatasetError, ValueError), (errors.CheckpointError, ValueError),
     (errors.NonFiniteError, FloatingPointError), (errors.NotEnoughDiskSpace, OSError), (MXNetFormatError, ValueError),
+    (errors.DegenerateMasksError, ValueError),
 ])
 def test_each_user_error_is_an_l2g_error_of_its_builtin_type(kind, builtin):
     assert issubclass(kind, errors.L2GError) and issubclass(kind, builtin)

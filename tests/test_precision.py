@@ -1,4 +1,5 @@
-"""bf16 on CPUs without native bf16: detected (torch's probes, else the kernel's CPU flags), and amp: on warns."""
+"""bf16 on CPUs without native bf16: detected (torch's probes, else the kernel's CPU flags), and amp: on warns;
+on GPUs bf16 only from compute capability 8.0 on, else fp16 with a gradient scaler (device queries faked)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 
 from l2g.config import Config
 from l2g.engine import precision
-from l2g.engine.precision import SlowPrecisionWarning, cpu_bf16_support, resolve_precision
+from l2g.engine.precision import SlowPrecisionWarning, cpu_bf16_support, cuda_bf16_support, resolve_precision
 
 
 def pretend(monkeypatch, probes: dict[str, bool | None], flags: set[str]) -> None:
@@ -59,7 +60,7 @@ def test_native_bf16_is_found_by_probe_or_flag(monkeypatch, probes, flags, named
 def test_training_on_a_cpu_keeps_the_default_layout_unless_asked(monkeypatch):
     # auto: channels_last with autocast for the maps, not for CPU training (it cost CAM there); on CUDA both
     monkeypatch.setattr(precision, "cpu_bf16_support", lambda: (True, "pretend"))
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    pretend_gpu(monkeypatch, "NVIDIA A100-SXM4-40GB", (8, 0))
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     layouts = {(device.type, training): resolve_precision("on", "auto", device, training=training).channels_last
                for device in (cpu, cuda) for training in (False, True)}
@@ -79,18 +80,85 @@ def test_amp_cuda_keeps_float32_on_every_cpu_and_off_turns_everything_off(monkey
     assert (off.enabled, off.channels_last, off.reason) == (False, False, "amp off (set in the config)")
 
 
+def pretend_gpu(monkeypatch, name: str, capability: tuple[int, int]) -> None:
+    """Fake a CUDA GPU's queries on a CPU. torch's is_bf16_supported counts emulated bf16 unless told
+    otherwise (``including_emulation=True``, its default): so does the fake, which says yes to every GPU then,
+    and a choice that trusted it would pick bf16 on a V100 or T4 again."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    native = capability >= (8, 0)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation or native)
+    monkeypatch.setattr(torch.version, "hip", None)
+
+
+AMPERE, VOLTA, TURING = ("NVIDIA A100-SXM4-40GB", (8, 0)), ("Tesla V100-SXM2-16GB", (7, 0)), ("Tesla T4", (7, 5))
+
+
 @pytest.mark.filterwarnings("ignore:torch.cuda.amp.GradScaler is enabled")
-@pytest.mark.parametrize(("amp", "bf16", "dtype", "scaler"), [
-    ("auto", True, torch.bfloat16, False), ("auto", False, torch.float16, True),
-    ("cuda", True, torch.bfloat16, False), ("cuda", False, torch.float16, True),
+@pytest.mark.parametrize("amp", ["auto", "cuda", "on", True])
+@pytest.mark.parametrize(("gpu", "dtype", "scaler", "told"), [
+    (AMPERE, torch.bfloat16, False, "bf16: NVIDIA A100-SXM4-40GB (compute capability 8.0) has native bf16"),
+    (("NVIDIA H100 80GB HBM3", (9, 0)), torch.bfloat16, False,
+     "bf16: NVIDIA H100 80GB HBM3 (compute capability 9.0) has native bf16"),
+    (VOLTA, torch.float16, True,
+     "fp16 + gradient scaler: Tesla V100-SXM2-16GB (compute capability 7.0) has no native bf16"),
+    (TURING, torch.float16, True, "fp16 + gradient scaler: Tesla T4 (compute capability 7.5) has no native bf16"),
 ])
-def test_on_cuda_auto_and_cuda_pick_mixed_precision_and_channels_last(monkeypatch, amp, bf16, dtype, scaler):
+def test_on_cuda_bf16_only_where_native_else_fp16_with_a_scaler(monkeypatch, amp, gpu, dtype, scaler, told):
     # resolved without a GPU: only the choice is tested (the GradScaler is built lazily for cuda)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
-    chosen = resolve_precision(amp, "auto", torch.device("cuda"))
+    pretend_gpu(monkeypatch, *gpu)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings.filterwarnings("ignore", "torch.cuda.amp.GradScaler is enabled")
+        chosen = resolve_precision(amp, "auto", torch.device("cuda"))  # no slowness warning: fp16 is fast
     picked = (chosen.enabled, chosen.dtype, chosen.scaler is not None, chosen.channels_last)
     assert picked == (True, dtype, scaler, True)
-    assert chosen.reason in ("amp auto: on (CUDA)", "amp cuda: on (CUDA)")
+    assert isinstance(chosen.scaler, torch.amp.GradScaler) if scaler else chosen.scaler is None
+    assert told in chosen.reason  # the run's log names the GPU, its capability and the reason
+    assert chosen.reason.startswith(("amp auto: on (CUDA); ", "amp cuda: on (CUDA); ", "amp on (set in the config); "))
+    expected = "float16 autocast + grad scaler" if scaler else "bfloat16 autocast"
+    assert chosen.describe_layout() == f"{expected}, channels_last"
+
+
+@pytest.mark.filterwarnings("ignore:torch.cuda.amp.GradScaler is enabled")
+def test_cuda_bf16_support_asks_the_device_it_is_given_not_the_emulation_counting_probe(monkeypatch):
+    pretend_gpu(monkeypatch, *VOLTA)
+    assert torch.cuda.is_bf16_supported()  # the fake, as torch: emulated bf16 counts by default
+    asked = []
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: asked.append(device) or (7, 0))
+    native, how = cuda_bf16_support(torch.device("cuda", 1))
+    assert not native and "Tesla V100-SXM2-16GB (compute capability 7.0) has no native bf16" in how
+    assert asked == [torch.device("cuda", 1)]  # the training process's own GPU, not whichever is current
+    # off stays off on any GPU, and asks nothing about it
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: pytest.fail("asked"))
+    off = resolve_precision("off", "auto", torch.device("cuda"))
+    assert (off.enabled, off.dtype, off.scaler, off.reason) == (False, None, None, "amp off (set in the config)")
+
+
+def test_rocm_counts_as_native_bf16_as_torch_has_it(monkeypatch):
+    pretend_gpu(monkeypatch, "AMD Instinct MI250X", (9, 0))
+    monkeypatch.setattr(torch.version, "hip", "6.0")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 0))  # not CUDA's scale
+    chosen = resolve_precision("auto", "auto", torch.device("cuda"))
+    assert (chosen.dtype, chosen.scaler) == (torch.bfloat16, None)
+
+
+@pytest.mark.parametrize("gpu", [AMPERE, VOLTA])
+def test_without_a_gpu_the_cpu_choice_is_unchanged_and_asks_no_gpu(monkeypatch, gpu):
+    pretend_gpu(monkeypatch, *gpu)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for query in ("get_device_name", "get_device_capability", "is_bf16_supported"):
+        monkeypatch.setattr(torch.cuda, query, lambda *a, query=query, **k: pytest.fail(f"{query} asked on a CPU"))
+    monkeypatch.setattr(precision, "cpu_bf16_support", lambda: (True, "native bf16 (pretend)"))
+    cpu = torch.device("cpu")
+    auto, on = resolve_precision("auto", "auto", cpu), resolve_precision("on", "auto", cpu, training=True)
+    assert (auto.enabled, auto.dtype, auto.scaler, auto.reason) == (
+        True, torch.bfloat16, None, "amp auto: on, native bf16 (pretend)")
+    assert (on.dtype, on.scaler, on.channels_last, on.reason) == (
+        torch.bfloat16, None, False, "amp on (set in the config)")
+    cuda_only = resolve_precision("cuda", "auto", cpu)
+    assert (cuda_only.enabled, cuda_only.dtype, cuda_only.scaler) == (False, None, None)
 
 
 def test_this_machine_is_reported_consistently_with_its_flags():

@@ -96,7 +96,7 @@ def test_synth_release_is_the_release_recipe_and_runs_end_to_end(tiny_root, tmp_
     assert c.eval.thresholds[0] == 0.05 and c.eval.thresholds[-1] == 0.95 and 0.25 in c.eval.thresholds
     out = tmp_path / "release"
     code, stdout, err = run_cli(capsys, "run", "synth_release", "--out", out, *tiny_set(tiny_root),
-                               "--set", "seg.epochs=1", *seg_set(), "--quiet")
+                               "--set", "seg.epochs=1", *seg_set(), "--quiet", "--allow-degenerate-masks")
     assert code == 0, err
     ran = load_config(out / "cls" / "config.yaml")
     assert (ran.model.pcm, ran.views.n, ran.method.background) == (True, 6, "release")

@@ -258,7 +258,7 @@ def _mtimes(paths: list[Path]) -> list[int]:
 def test_run_pipeline_continues_after_kills_without_redoing_finished_stages(tiny_root, tmp_path, capsys,
                                                                           monkeypatch):
     out = tmp_path / "pipeline"
-    argv = ["run", "synth", "--out", out, *tiny_set(tiny_root), *seg_set(), "--quiet"]
+    argv = ["run", "synth", "--out", out, *tiny_set(tiny_root), *seg_set(), "--quiet", "--allow-degenerate-masks"]
 
     # 1. killed in the middle of segmentation training, after its first epoch
     die_after_checkpoint(monkeypatch, out / "seg" / "checkpoints", 2)

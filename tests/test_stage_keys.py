@@ -79,7 +79,8 @@ def test_resume_safe_keys_on_every_key_of_the_synth_preset():
     train_safe = {k for k in flat if is_safe(k, RESUME_SAFE_KEYS)}
     seg_safe = {k for k in flat if is_safe(k, SEG_RESUME_SAFE_KEYS)}
     assert train_safe == {k for k in flat if k.split(".")[0] in ("runtime", "cams", "eval")} | {
-        "optim.epochs", "log_every", "threads", "device", "data.root", "data.workers", "data.check_images"}
+        "optim.epochs", "optim.steps", "optim.min_steps", "log_every", "threads", "device", "data.root",
+        "data.workers", "data.check_images"}
     seg_inference = ("seg.val_split", "seg.test_scales", "seg.test_flip", "seg.max_side")
     assert seg_safe == {k for k in flat if k.split(".")[0] in ("runtime", "cams", "eval", "optim", "method", "model",
                                                                 "views") or k.startswith("seg.crf.")} | {
@@ -90,9 +91,10 @@ def test_resume_safe_keys_on_every_key_of_the_synth_preset():
 def test_the_safe_lists_are_patterns_without_repeats():
     for keys in (RESUME_SAFE_KEYS, SEG_RESUME_SAFE_KEYS):
         assert isinstance(keys, tuple) and len(set(keys)) == len(keys)
-    assert set(RESUME_SAFE_KEYS) == {"optim.epochs", "log_every", "threads", "device", "data.root", "data.workers",
-                                     "data.check_images", "runtime.*", "cams.*", "eval.*"}
-    assert set(SEG_RESUME_SAFE_KEYS) == set(RESUME_SAFE_KEYS) - {"optim.epochs"} | {
+    assert set(RESUME_SAFE_KEYS) == {"optim.epochs", "optim.steps", "optim.min_steps", "log_every", "threads",
+                                     "device", "data.root", "data.workers", "data.check_images", "runtime.*",
+                                     "cams.*", "eval.*"}
+    assert set(SEG_RESUME_SAFE_KEYS) == set(RESUME_SAFE_KEYS) - {"optim.epochs", "optim.steps", "optim.min_steps"} | {
         "seg.epochs", "seg.pseudo_dir", "seg.val_split", "seg.test_scales", "seg.test_flip", "seg.max_side",
         "seg.crf.*", "optim.*", "method.*", "model.*", "views.*"}
 

@@ -26,6 +26,10 @@ pipeline (l2g/cli/pipeline_commands.py)
 Each command is a :class:`~l2g.cli.options.Command` in its module's ``COMMANDS``; its handler imports
 torch and the stage it runs when it runs, so ``l2g --help`` stays fast. Handlers call the function of
 :mod:`l2g.api` that a script would call, or the stage function itself.
+
+Errors end with a message and exit status 2, without a traceback: the l2g errors (what to fix), an
+out-of-memory error (the settings that lower the memory of the stage that ran out:
+:mod:`l2g.cli.out_of_memory`), and under torchrun another rank's error; Ctrl-C ends with 130.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import sys
 
 from l2g.cli import classification_commands, data_commands, pipeline_commands, segmentation_commands
 from l2g.cli.options import Command, HelpFormatter, Parser, UsageError, register
+from l2g.cli.out_of_memory import is_out_of_memory, out_of_memory_message
 
 COMMAND_GROUPS: tuple[tuple[str, tuple[Command, ...]], ...] = (
     ("data", data_commands.COMMANDS),
@@ -121,7 +126,12 @@ def _main(argv: list[str] | None) -> int:
         distributed.publish_error(error)  # under torchrun: the other ranks report it, not a broken connection
         print(f"l2g {args.command}: error: {error}", file=sys.stderr)
         return 2
-    except RuntimeError:
+    except (RuntimeError, MemoryError) as error:
+        if is_out_of_memory(error):  # the settings that lower the memory of the stage that ran out
+            message = out_of_memory_message(error, full_command(args))
+            distributed.publish_error(RuntimeError(message))
+            print(f"l2g {args.command}: error: {message}", file=sys.stderr)
+            return 2
         peer = distributed.peer_error()  # a collective broken by another rank that stopped with an error
         if peer is None:
             raise
@@ -132,6 +142,12 @@ def _main(argv: list[str] | None) -> int:
         return 130  # the shell's status for a process stopped by SIGINT
     finally:
         distributed.shutdown(wait_for_others=not failed)
+
+
+def full_command(args: argparse.Namespace) -> str:
+    """The command as typed after ``l2g``, its subcommand included (``seg train``)."""
+    sub = getattr(args, f"{args.command}_command", None)
+    return f"{args.command} {sub}" if sub else args.command
 
 
 def interrupted_message(command: str, interrupt: KeyboardInterrupt) -> str:

@@ -216,7 +216,10 @@ COMMANDS = (
             "Multi-scale + flip attention maps of a split, saved per image as <run>/cams/<id>.npz (no pickle): "
             "'classes', the image's labelled classes (0-based), and 'maps', their float16 KxHxW maps in [0,1] "
             "(cams.dtype; --format dict writes the release's/PSA's pickled dict .npy instead; 'l2g export-cams' "
-            "converts). Resumable: an interrupted run is completed, a finished one (cams/l2g-done.json) is "
+            "converts). Each image is first resized to the training short side (cams.short_side: train; null: "
+            "its own size, the release's and the paper presets'), its long side at most cams.max_side (1024), "
+            "and its maps are upsampled back to its own size. "
+            "Resumable: an interrupted run is completed, a finished one (cams/l2g-done.json) is "
             "skipped, one made with another checkpoint or settings is rewritten. Under torchrun each process "
             "does a share.", cams_arguments, run_cams, CAMS_EPILOG),
     Command("eval-cams", "sweep the background threshold over attention maps",

@@ -14,11 +14,15 @@ RUN_EPILOG = """examples:
   l2g run voc12_resnet38_l2g_shape --out runs/voc --set seg.pretrained=weights/resnet101-63fe2227.pth \\
       --set seg.pretrained_dataset=imagenet
   l2g run synth --out runs/pipeline --until pseudo      # stop after the pseudo masks
+  l2g run synth --out runs/pipeline --allow-degenerate-masks   # go on past degenerate pseudo masks
 
 Stages: train -> cams -> threshold -> pseudo -> seg_train -> seg_eval -> report. Each writes
 <out>/stages/<stage>.done.json last; rerunning the same command skips complete stages and continues an
 interrupted one (--resume says that OUT must hold a pipeline already; --resume auto is the default).
 Changing a config value reruns the stages that depend on it and those after them.
+Pseudo masks almost all background or all foreground (below 2% or above 95% foreground) stop the run
+before seg_train, saying why and what to change; rerun after the fix (complete stages are skipped), or
+give --allow-degenerate-masks to train the segmentation network on them anyway.
 Before anything runs, every file that a stage still to run will read is checked (class names, images,
 labels and masks of cams.split and seg.val_split, seg.pretrained): every problem is listed at once, naming
 its file. Masks are optional: without them the background threshold comes from the maps (Otsu's rule;
@@ -52,6 +56,9 @@ def run_arguments(r: argparse.ArgumentParser) -> None:
     r.add_argument("--until", metavar="STAGE", type=one_of(STAGE_NAMES, "stage"), choices=STAGE_NAMES,
                    help=f"stop after this stage: {', '.join(STAGE_NAMES)}")
     add_resume(r, "the pipeline in --out", "(rerunning the same command does that too)")
+    r.add_argument("--allow-degenerate-masks", action="store_true",
+                   help="train the segmentation network even on pseudo masks that are almost all background or "
+                        "all foreground (by default the run stops before seg_train, saying what to change)")
     add_overrides(r)
     add_quiet(r)
 
@@ -60,7 +67,8 @@ def run_run(args: argparse.Namespace) -> int:
     from l2g import api
 
     config = api.load_config(args.config, args.overrides)
-    report = api.run_pipeline(config, args.out, until=args.until, progress=not args.quiet, resume=args.resume)
+    report = api.run_pipeline(config, args.out, until=args.until, progress=not args.quiet, resume=args.resume,
+                              allow_degenerate_masks=args.allow_degenerate_masks)
     if args.until in (None, "report"):
         print(f"report: {report}")
     else:  # no report was written: say where the run stopped and how to go on

@@ -99,6 +99,9 @@ class ModelConfig:
     # Initialisation of the 1x1 classifier head: "xavier" (the release's), "torch" (PyTorch's conv default,
     # smaller) or "zero" (uniform softmax at the start); l2g.models.attention_net.AttentionNet.
     head_init: str = "xavier"
+    # Output stride of the backbone: 8 (every backbone; the paper's) or 16 (efficientnet_lite0: a third of the
+    # compute, maps at half the resolution; the CPU preset pretrained_l2g_cpu).
+    output_stride: int = 8
 
 
 @dataclass
@@ -143,6 +146,11 @@ class OptimConfig:
     # Gradient accumulation (the release's --iter_size): micro-batches of batch_size per optimiser step, so
     # one small GPU reaches a larger effective batch; iterations (schedule, log_every, checkpoints) count steps.
     accumulate_steps: int = 1
+    # Length in optimiser steps instead of epochs (0: optim.epochs), or epochs raised to at least min_steps: an
+    # epoch of a small set is a few steps (l2g.engine.schedule). The run ends at the count, part way through an
+    # epoch if need be.
+    steps: int = 0
+    min_steps: int = 0
 
 
 @dataclass
@@ -157,6 +165,13 @@ class CamsConfig:
     # The network input at each scale: "pil_bicubic" (release: the 8-bit image resized with PIL bicubic,
     # then normalised, in DataLoader workers) or "tensor_bilinear" (the normalised image resized on the device).
     resize: str = "tensor_bilinear"
+    # The image the scales apply to: its short side first resized (data.resize_interpolation) to "train" (the
+    # classification stage's: data.resize_short, the middle of a [low, high] range, data.global_size with
+    # resize_mode square), to a number, or null: the photo's own size (the release; the paper presets).
+    short_side: int | str | None = "train"
+    # ... and its long side at most this (null: unbounded): a 12 MP photo costs about what a VOC photo does.
+    # The maps are written at the photo's own size either way (l2g.method.attention_maps.bounded_image).
+    max_side: int | None = 1024
     # autocast of the passes, as the top-level amp: auto (CUDA, or a CPU with native bf16) | cuda | on | off
     amp: bool | str = "auto"
     format: str = "npz"  # "npz" (pickle-free, l2g.data.cam_files) or "dict" (the release's / PSA's pickled dict .npy)
@@ -248,6 +263,13 @@ class RuntimeConfig:
     # throughput and, for the classification stage, attention maps of a few training images per epoch.
     tensorboard: bool = False
     tensorboard_images: int = 4  # attention-map images per epoch (0: scalars only)
+    # Images per forward/backward pass of the classification stage, within a batch of optim.batch_size (the
+    # step is the same up to rounding with frozen BatchNorm: l2g.engine.micro_batch): auto = the most that fit
+    # the memory left (measured on the first image; the whole batch when BatchNorm trains), or a divisor.
+    micro_batch: int | str = "auto"
+    # Recompute the backbone's stages in backward instead of keeping their activations (torch.utils.checkpoint):
+    # less memory per image for about one more forward pass of compute.
+    activation_checkpointing: bool = False
 
 
 @dataclass

@@ -57,7 +57,8 @@ STAGE_KEYS: dict[str, StageKeys] = {  # in the pipeline's order (l2g.stages.pipe
     # Every key no later stage owns. optim.epochs may grow on resume: with a poly schedule the remaining
     # iterations follow the new length. ``seg`` is kept: a resumed `l2g train` has always refused a changed
     # seg section, although training does not read it (docs/reliability.md lists what may change).
-    "train": StageKeys(inputs=(EVERY,), keeps=("seg",), resumable=("optim.epochs", *DATA_PLACE)),
+    "train": StageKeys(inputs=(EVERY,), keeps=("seg",), resumable=("optim.epochs", "optim.steps", "optim.min_steps",
+                                                                        *DATA_PLACE)),
     "cams": StageKeys(inputs=("cams",)),
     "threshold": StageKeys(inputs=("eval.thresholds", "eval.threshold"), runs_with=("eval.workers", "eval.parallel")),
     "pseudo": StageKeys(inputs=("eval.threshold",)),

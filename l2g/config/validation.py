@@ -56,6 +56,12 @@ def check_config(config: Any) -> None:
     if config.model.width_mult != 1.0 and not BACKBONES[config.model.backbone].scales:
         raise ConfigError(f"model.width_mult applies to resnet38 only, not {config.model.backbone} "
                           "(small_cnn's width is model.width)")
+    strides = BACKBONES[config.model.backbone].strides
+    if config.model.output_stride not in strides:
+        raise ConfigError(f"model.output_stride = {config.model.output_stride}: {config.model.backbone} runs at "
+                          f"{' or '.join(map(str, strides))}")
+    if config.model.output_stride != 8 and config.model.pcm:
+        raise ConfigError("model.pcm needs two stride-8 feature maps: use model.output_stride 8 with it")
     _choice("model.head_init", config.model.head_init, HEAD_INITS)
     _choice("method.name", config.method.name, METHOD_NAMES)
     _choice("method.background", config.method.background, BACKGROUNDS)
@@ -96,10 +102,13 @@ def check_config(config: Any) -> None:
         raise ConfigError("data.num_classes must be >= 1")
     if config.optim.batch_size < 1 or config.optim.epochs < 1 or config.optim.accumulate_steps < 1:
         raise ConfigError("optim.batch_size, optim.epochs and optim.accumulate_steps must be >= 1")
+    if config.optim.steps < 0 or config.optim.min_steps < 0:
+        raise ConfigError("optim.steps and optim.min_steps must be >= 0 (0: none)")
     if config.eval.workers < 0:
         raise ConfigError(f"eval.workers must be >= 0 (0 = one per CPU core), got {config.eval.workers}")
     if not config.cams.scales:
         raise ConfigError("cams.scales must list at least one scale")
+    _validate_map_size(config.cams)
     _validate_seg(config.seg)
     for key, value in (("amp", config.amp), ("cams.amp", config.cams.amp)):
         if not isinstance(value, bool):
@@ -110,6 +119,11 @@ def check_config(config: Any) -> None:
                        ("runtime.persistent_workers", config.runtime.persistent_workers)):
         if not isinstance(value, bool):
             _choice(key, value, SWITCH_VALUES)
+    micro = config.runtime.micro_batch
+    if micro != "auto" and (isinstance(micro, bool) or not isinstance(micro, int) or micro < 1
+                            or config.optim.batch_size % micro):
+        raise ConfigError(f"runtime.micro_batch must be auto or a number of images dividing optim.batch_size "
+                          f"({config.optim.batch_size}), got {micro!r}")
     if config.runtime.tensorboard_images < 0:
         raise ConfigError("runtime.tensorboard_images must be >= 0")
     if config.runtime.checkpoint_every < 0 or config.runtime.keep_checkpoints < 1:
@@ -131,6 +145,14 @@ def _validate_resize(data: Any) -> None:
                           "number >= 1 or a range [low, high] with 1 <= low <= high")
     if data.global_size < 1:
         raise ConfigError("data.global_size must be >= 1")
+
+
+def _validate_map_size(cams: Any) -> None:
+    short, longest = cams.short_side, cams.max_side
+    if isinstance(short, str) and short != "train" or isinstance(short, int) and short < 1:
+        raise ConfigError(f"cams.short_side = {short!r}: expected \"train\", a number >= 1 or null (the photo's size)")
+    if longest is not None and longest < 32:
+        raise ConfigError(f"cams.max_side = {longest}: must be >= 32, or null (no bound)")
 
 
 def _validate_seg(seg: Any) -> None:

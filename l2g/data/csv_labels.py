@@ -2,7 +2,9 @@
 
 Every bad row of a file is reported in one DatasetError (unknown class names each with a "did you mean"
 hint, a row with too many columns, an image listed twice), so one rerun fixes them all; rows without
-labels are accepted (an image that shows none of the classes) and warned about together.
+labels are accepted (an image that shows none of the classes) and warned about together. Given a list
+of ``problems``, the reader adds the bad rows to it instead and returns the rows it could read, so that
+:func:`l2g.data.layout.load_split` lists them with the split's file problems in one error.
 """
 
 from __future__ import annotations
@@ -36,13 +38,16 @@ def _check_file_name(path: Path, number: int, name: str) -> None:
 
 
 def read_csv_labels(
-    path: str | Path, num_classes: int, names: list[str] | None = None, names_file: str = "the classes file"
+    path: str | Path, num_classes: int, names: list[str] | None = None, names_file: str = "the classes file",
+    problems: list[str] | None = None,
 ) -> LabelTable:
     """Labels from ``image,label1;label2`` rows (see the module docstring).
 
     With ``names`` the labels are class names; without, 0-based indices. Raises DatasetError for an
     unknown name, an index out of range, an image listed twice, a row with more than two columns and a
-    file without rows.
+    file without rows. With ``problems`` the bad rows are added to it instead of raised, and the table
+    holds the rows that could be read (a row with an unknown name keeps its image and its known names;
+    a repeated image keeps its first row).
     """
     check_num_classes(num_classes)
     path = Path(path)
@@ -51,7 +56,7 @@ def read_csv_labels(
     labels: dict[str, tuple[int, ...]] = {}
     files: dict[str, str] = {}
     first_seen: dict[str, int] = {}
-    problems: list[str] = []  # every bad row, reported together: one rerun fixes them all
+    bad_rows: list[str] = []  # every bad row, reported together: one rerun fixes them all
     unlabelled: list[str] = []
     first_row = True
     try:
@@ -66,19 +71,21 @@ def read_csv_labels(
                 continue
             try:
                 image_id, classes = _csv_row(path, number, cells, num_classes, index_of, names_file, first_seen,
-                                             problems, unlabelled)
+                                             bad_rows, unlabelled)
             except DatasetError as error:
-                problems.append(str(error))
+                bad_rows.append(str(error))
                 continue
             labels[image_id] = classes
             if image_id != cells[0]:  # a file name, not a bare id: use exactly that file
                 files[image_id] = cells[0]
     except csv.Error as error:
-        problems.append(f"{path}:{reader.line_num}: not a valid CSV row ({error})")
-    if problems:
-        raise DatasetError(f"{path}: {len(problems)} problem(s):\n{listed(problems)}" if len(problems) > 1
-                           else problems[0])
-    if not labels:
+        bad_rows.append(f"{path}:{reader.line_num}: not a valid CSV row ({error})")
+    if bad_rows and problems is not None:
+        problems.extend(bad_rows)
+    elif bad_rows:
+        raise DatasetError(f"{path}: {len(bad_rows)} problem(s):\n{listed(bad_rows)}" if len(bad_rows) > 1
+                           else bad_rows[0])
+    if not labels and not bad_rows:
         raise DatasetError(f"{path}: no images listed (the file is empty)")
     if unlabelled:  # legitimate (the image only teaches what is absent), but usually a forgotten label
         warnings.warn(f"{len(unlabelled)} image(s) without labels, used as showing none of the classes (check that "

@@ -14,19 +14,24 @@ from l2g.data.csv_labels import read_csv_labels
 from l2g.data.labels import LabelTable, mask_labels, read_class_list, read_npy_labels, xml_labels
 from l2g.data.registry import LABEL_SOURCES
 
-# A label list (one file for the split): (path, C, class names or None, where the names are) -> LabelTable.
+# A label list (one file for the split): (path, C, class names or None, where the names are, problems) ->
+# LabelTable; a reader that checks row by row (csv) adds its bad rows to ``problems`` when given one and returns
+# the rows it read, the others raise at their first problem.
 # One file per image (<id>.xml, <id>.png): (file, C, class names) -> the image's classes.
 
 
-def read_cls_txt(path: Path, num_classes: int, names: list[str] | None, names_file: str) -> LabelTable:
+def read_cls_txt(path: Path, num_classes: int, names: list[str] | None, names_file: str,
+                 problems: list[str] | None = None) -> LabelTable:
     return LabelTable(read_class_list(path, num_classes), path, "cls_txt")
 
 
-def read_csv(path: Path, num_classes: int, names: list[str] | None, names_file: str) -> LabelTable:
-    return read_csv_labels(path, num_classes, names, names_file)
+def read_csv(path: Path, num_classes: int, names: list[str] | None, names_file: str,
+             problems: list[str] | None = None) -> LabelTable:
+    return read_csv_labels(path, num_classes, names, names_file, problems)
 
 
-def read_npy(path: Path, num_classes: int, names: list[str] | None, names_file: str) -> LabelTable:
+def read_npy(path: Path, num_classes: int, names: list[str] | None, names_file: str,
+             problems: list[str] | None = None) -> LabelTable:
     return read_npy_labels(path, num_classes)
 
 

@@ -238,11 +238,14 @@ def split_labels(
     cls_list: str | Path | None = None,
     mask_dir: str | Path = "SegmentationClassAug",
     classes_file: str | Path | None = None,
+    problems: list[str] | None = None,
 ) -> tuple[list[str], LabelTable]:
     """The split's ids and their labels from the chosen source, without looking at images.
 
     Per-image sources (xml, masks) read every file; their problems are raised together as one
-    DatasetError. Ids without labels are not an error here (``load_split`` reports them).
+    DatasetError. Ids without labels are not an error here (``load_split`` reports them). Given a list
+    of ``problems``, the problems of the labels' rows and files (a CSV's bad rows, unreadable XML files)
+    are added to it instead of raised, and the labels that could be read are returned.
     """
     root = Path(root)
     kind, path, tried = _label_source(root, split, labels, cls_list, _fill(mask_dir, split))
@@ -256,14 +259,17 @@ def split_labels(
                            "run 'l2g prepare voc' or set data.cls_list / data.labels")
     if LABEL_SOURCES[kind].suffix is None:
         names = _label_names(root, num_classes, classes_file, kind)
-        table = label_reader(kind)(path, num_classes, names, str(_names_path(root, classes_file)))
+        table = label_reader(kind)(path, num_classes, names, str(_names_path(root, classes_file)), problems)
         return _split_ids(root, split, table, tried), table
     ids = _split_ids(root, split, None, tried)
     names = _label_names(root, num_classes, classes_file, kind)
     read, suffix = label_reader(kind), LABEL_SOURCES[kind].suffix
-    problems: list[str] = []
-    derived = derived_labels(ids, lambda i: path / f"{i}{suffix}", lambda p: read(p, num_classes, names), problems)
-    raise_problems(root, split, problems)
+    found: list[str] = []
+    derived = derived_labels(ids, lambda i: path / f"{i}{suffix}", lambda p: read(p, num_classes, names), found)
+    if problems is not None:
+        problems.extend(found)
+    else:
+        raise_problems(root, split, found)
     return ids, LabelTable(derived, path, kind)
 
 
@@ -282,19 +288,23 @@ def load_split(
     labels: str = "auto",
     classes_file: str | Path | None = None,
     image_view: str = "stored",
+    decode_masks: bool = False,
 ) -> list[Sample]:
     """The samples of ``split``, after checking the whole split on disk.
 
     Reads the id list (or falls back to the label list's ids), the labels (``labels`` source, see the
-    module docstring) and resolves every path. All problems are collected and raised as one DatasetError
-    (the first 20 listed, plus the total): an id without an image, an id without labels, a needed mask or
-    saliency map that is missing. ``check_images="decode"`` also decodes every image, mask and saliency
+    module docstring) and resolves every path. All problems are collected and raised as one DatasetError,
+    by kind (the label list's bad rows, files not found, files that cannot be used; the first 20 of each
+    listed, plus the count of the rest): a bad row of a CSV label list (an unknown class name, an image
+    listed twice; its images are still checked), an id without an image, an id without labels, a needed
+    mask or saliency map that is missing. ``check_images="decode"`` also decodes every image, mask and saliency
     map (in parallel threads, and only once per file version: :mod:`l2g.data.file_checks`), and reports
     unreadable files, masks whose size differs from their image (when masks are needed) and mask values
     outside 0..C and 255. A saliency map whose size differs from its image is only warned
     about (one DatasetWarning for the whole split): it is resized at load time by ``read_saliency``.
     ``image_view`` ("stored" or "displayed": EXIF orientation applied) is how the images are read, and the
-    size masks and saliency maps must have.
+    size masks and saliency maps must have. ``decode_masks`` decodes the masks there are (size, values) even
+    when they are not needed, for a split that a later stage scores against the masks some images have.
     """
     check_num_classes(num_classes)
     if check_images not in CHECK_MODES:
@@ -304,16 +314,18 @@ def load_split(
         raise DatasetError(f"{root}: dataset root not found")
     mask_dir, saliency_dir = _fill(mask_dir, split), _fill(saliency_dir, split)
     images = _image_dir(root, image_dir, split)  # first: a root one level too high is the likeliest mistake
+    label_problems: list[str] = []
     ids, table = split_labels(root, split, num_classes, labels=labels, cls_list=cls_list, mask_dir=mask_dir,
-                              classes_file=classes_file)
+                              classes_file=classes_file, problems=label_problems)
+    listed_labels = LABEL_SOURCES[table.kind].suffix is None  # per-image sources named their own failures
 
-    problems: list[str] = []
+    problems: list[str] = []  # files not found
     masks = _optional_dir(root, mask_dir, "mask", need_masks, problems)
     saliency = _optional_dir(root, saliency_dir, "saliency", need_saliency, problems)
     samples = []
     for image_id in ids:
         image_path = _image_path(images, image_id, table, problems)
-        if image_id not in table.labels:
+        if image_id not in table.labels and listed_labels:
             problems.append(f"{table.path}: no labels for image id {image_id!r}")
         mask_path = _optional_file(masks, image_id, "mask", need_masks, problems)
         saliency_path = _optional_file(saliency, image_id, "saliency map", need_saliency, problems)
@@ -321,8 +333,10 @@ def load_split(
             samples.append(Sample(image_id, image_path, table.labels.get(image_id, ()), mask_path, saliency_path,
                                   image_view))
 
-    resized = decode_check(samples, num_classes, need_masks, problems, root) if check_images == "decode" else []
-    raise_problems(root, split, problems)
+    unusable: list[str] = []
+    check = need_masks or decode_masks  # a mask not needed is only checked where there is one
+    resized = decode_check(samples, num_classes, check, unusable, root) if check_images == "decode" else []
+    raise_problems(root, split, problems, labels=label_problems, unusable=unusable)
     warn_resized(resized)  # only for a split that loads: the error would list what matters first
     return samples
 

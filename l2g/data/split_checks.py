@@ -6,6 +6,7 @@ every problem. :func:`l2g.data.layout.load_split` runs these with ``check_images
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,12 +23,29 @@ MAX_LISTED_PROBLEMS = 20
 MAX_LISTED_WARNINGS = 5
 
 
-def raise_problems(root: Path, split: str, problems: list[str]) -> None:
-    """One DatasetError listing the first problems and the total count, if there are any."""
-    if not problems:
+def raise_problems(root: Path, split: str, problems: list[str], labels: Sequence[str] = (),
+                   unusable: Sequence[str] = ()) -> None:
+    """One DatasetError listing every problem of a split, if there are any: the label list's bad rows
+    (``labels``), files not found (``problems``) and files that cannot be used (``unusable``: unreadable, of
+    the wrong mode or size, bad mask values). Each kind lists its first MAX_LISTED_PROBLEMS and the count of
+    the rest, under a heading when more than one kind has problems (one kind: a plain list)."""
+    kinds = [(what, list(items)) for what, items in (("problem(s) in the label list", labels),
+                                                     ("file(s) not found", problems),
+                                                     ("file(s) that cannot be used", unusable)) if items]
+    if not kinds:
         return
-    raise DatasetError(f"{root}: {len(problems)} problem(s) in split {split!r}:\n"
-                       f"{listed(problems, MAX_LISTED_PROBLEMS)}")
+    total = sum(len(items) for _, items in kinds)
+    if len(kinds) == 1:
+        body = listed(kinds[0][1], MAX_LISTED_PROBLEMS)
+    else:
+        body = "\n".join(f"  {len(items)} {what}:\n{_kind_list(items, what)}" for what, items in kinds)
+    raise DatasetError(f"{root}: {total} problem(s) in split {split!r}:\n{body}")
+
+
+def _kind_list(items: list[str], what: str) -> str:
+    """``items`` as :func:`listed` shows them, the count of those left out naming their kind."""
+    text = listed(items, MAX_LISTED_PROBLEMS)
+    return f"{text} {what.split(' ', 1)[1]}" if len(items) > MAX_LISTED_PROBLEMS else text
 
 
 def warn_resized(paths: list[Path]) -> None:

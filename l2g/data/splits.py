@@ -11,18 +11,19 @@ from l2g.data.layout import Sample, class_names, load_split, split_is_listed
 
 
 def split_samples(config: Config, split: str, need_masks: bool = False, need_saliency: bool = False,
-                  check_images: str | None = None) -> list[Sample]:
+                  check_images: str | None = None, decode_masks: bool = False) -> list[Sample]:
     """The checked samples of ``split`` as the data section configures them (format, folders, labels).
 
     ``check_images`` overrides ``data.check_images`` for stages that check every file as they read it
-    ("exists": no up-front decoding pass over a split that is about to be read anyway)."""
+    ("exists": no up-front decoding pass over a split that is about to be read anyway). ``decode_masks``:
+    the masks there are are decoded too when not needed (see :func:`l2g.data.layout.load_split`)."""
     data = config.data
     image_dir, mask_dir = data.folders()
     return load_split(
         data.root, split, data.num_classes, cls_list=split_cls_list(config, split), mask_dir=mask_dir,
         saliency_dir=data.saliency_dir, need_masks=need_masks, need_saliency=need_saliency,
         check_images=check_images or data.check_images, image_dir=image_dir, labels=data.labels,
-        classes_file=data.classes_file, image_view=data.view,
+        classes_file=data.classes_file, image_view=data.view, decode_masks=decode_masks,
     )
 
 

@@ -3,9 +3,11 @@
 ``amp``: ``auto`` (default) = on with CUDA and on a CPU with native bf16 instructions, off on other CPUs;
 ``cuda`` = on with CUDA only (float32 on every CPU: the paper presets, whose CPU runs exist to check the
 release's arithmetic); ``on``/``true`` = on everywhere; ``off``/``false``. When on, the forward pass and the
-loss run under ``torch.autocast`` in bfloat16 where the device supports it (CPUs, Ampere or newer GPUs),
-else in float16 with a ``GradScaler`` (whose state is saved in checkpoints). Weights, gradients and the
-optimiser stay in float32.
+loss run under ``torch.autocast`` in bfloat16 where the device has it natively (CPUs; GPUs of compute
+capability 8.0 or newer, i.e. Ampere on), else in float16 with a ``GradScaler`` (whose state is saved in
+checkpoints): on a V100 or T4 torch would emulate bf16, slowly and without a scaler
+(:func:`cuda_bf16_support` tells, :attr:`Precision.reason` names the GPU and its capability). Weights,
+gradients and the optimiser stay in float32.
 
 ``channels_last``: ``auto`` = on whenever AMP is on (tensor-core convolutions and oneDNN's bf16 kernels
 prefer NHWC), else off (in float32 on a CPU it changes the convolution kernels and thus the last bits of
@@ -32,6 +34,8 @@ import torch
 
 # /proc/cpuinfo flags (x86) / features (Arm) of native bf16 arithmetic
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
+# The first CUDA compute capability with bf16 tensor cores (Ampere); older GPUs only emulate bf16
+NATIVE_BF16_CAPABILITY = (8, 0)
 
 
 class SlowPrecisionWarning(UserWarning):
@@ -63,6 +67,18 @@ def cpu_bf16_support() -> tuple[bool, str]:
         return True, f"native bf16 ({', '.join(found)}; torch CPU capability {capability})"
     return False, (f"no native bf16 instructions on this CPU ({platform.machine()}, torch CPU capability "
                    f"{capability}, no avx512_bf16 / amx_bf16 / bf16 flag): bf16 is emulated, slower than float32")
+
+
+def cuda_bf16_support(device: torch.device) -> tuple[bool, str]:
+    """(native bf16 on the CUDA ``device``?, what the run's log says about the dtype picked): native from
+    compute capability 8.0 (Ampere) on, or on ROCm (as ``torch.cuda.is_bf16_supported`` has it). Not
+    ``torch.cuda.is_bf16_supported()``, which by default counts emulated bf16 too (slow on a V100 or T4)."""
+    name = torch.cuda.get_device_name(device)
+    major, minor = torch.cuda.get_device_capability(device)
+    gpu = f"{name} (compute capability {major}.{minor})"
+    if torch.version.hip or (major, minor) >= NATIVE_BF16_CAPABILITY:
+        return True, f"bf16: {gpu} has native bf16"
+    return False, f"fp16 + gradient scaler: {gpu} has no native bf16 (torch would emulate it, slowly)"
 
 
 def switch(value: bool | str, auto: bool) -> bool:
@@ -154,14 +170,17 @@ class Precision:
 def resolve_precision(amp: bool | str, channels_last: bool | str, device: torch.device,
                       training: bool = False) -> Precision:
     """What ``amp`` means on ``device`` (for a training loop if ``training``: there ``channels_last: auto`` is
-    off on CPUs); on a CPU without native bf16, turning it on warns (it is a slowdown)."""
+    off on CPUs); on a CPU without native bf16, turning it on warns (it is a slowdown); on a GPU without
+    native bf16 (compute capability below 8.0) it is float16 with a gradient scaler, ``on`` as ``auto``."""
     enabled, reason = amp_choice(amp, device)
     dtype, scaler = None, None
     if enabled:
-        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            dtype, scaler = torch.float16, torch.amp.GradScaler("cuda")
-        else:
-            dtype = torch.bfloat16
+        dtype = torch.bfloat16
+        if device.type == "cuda":
+            native, how = cuda_bf16_support(device)
+            reason += f"; {how}"
+            if not native:
+                dtype, scaler = torch.float16, torch.amp.GradScaler("cuda")
         if device.type == "cpu" and amp != "auto":
             native, how = cpu_bf16_support()
             if not native:

@@ -36,6 +36,7 @@ from l2g.engine.run_paths import CONFIG_FILE
 # (l2g.config.stage_keys.STAGE_KEYS, where the reasons are).
 RESUME_SAFE_KEYS: tuple[str, ...] = resume_safe_keys("train")
 SEG_RESUME_SAFE_KEYS: tuple[str, ...] = resume_safe_keys("seg_train")
+TRAIN_LENGTH = ("optim.epochs", "optim.steps", "optim.min_steps")  # a finished run continues when one grew
 
 JOB_FILE = "torchrun_job.json"  # the torchrun job that last started or continued the run
 RESUME_AUTO = "auto"
@@ -90,7 +91,8 @@ def check_resume_config(run_dir: Path, old: dict[str, Any], new: dict[str, Any],
 
 def prepare_run(run_dir: str | Path, config: dict[str, Any], resume: ResumeMode, overwrite: bool,
                 finished_marker: str | Path, load_run_config, save_run_config,
-                safe_keys: tuple[str, ...] = RESUME_SAFE_KEYS, epochs_key: str = "optim.epochs") -> str:
+                safe_keys: tuple[str, ...] = RESUME_SAFE_KEYS,
+                epochs_key: str | tuple[str, ...] = TRAIN_LENGTH) -> str:
     """Make ``run_dir`` ready and say what to do: ``"fresh"``, ``"resume"`` or ``"finished"``.
 
     ``resume``: False (a new run), True (continue the run, FileNotFoundError when there is none) or
@@ -98,8 +100,8 @@ def prepare_run(run_dir: str | Path, config: dict[str, Any], resume: ResumeMode,
 
     ``finished_marker`` is the file a finished run has (its final checkpoint); ``load_run_config(path)``
     reads a run's config as a plain dict and ``save_run_config(path)`` writes the current one.
-    Resuming a finished run continues it only when ``epochs_key`` (the stage's number of epochs, e.g.
-    ``optim.epochs`` or ``seg.epochs``) grew.
+    Resuming a finished run continues it only when ``epochs_key`` (the stage's length, e.g. ``optim.epochs``,
+    ``optim.steps`` or ``optim.min_steps``, or ``seg.epochs``; a key or a tuple of keys) grew.
     """
     run_dir, finished_marker = Path(run_dir), Path(finished_marker)
     config_path = run_dir / CONFIG_FILE
@@ -127,7 +129,8 @@ def prepare_run(run_dir: str | Path, config: dict[str, Any], resume: ResumeMode,
             changes = check_resume_config(run_dir, old, config, safe_keys)
             for key, before, after in changes:
                 print(f"resuming {run_dir} with {key}: {before!r} -> {after!r}", file=sys.stderr)
-            grew = flatten(config).get(epochs_key, 0) > flatten(old).get(epochs_key, 0)
+            keys = (epochs_key,) if isinstance(epochs_key, str) else epochs_key
+            grew = any(flatten(config).get(key, 0) > flatten(old).get(key, 0) for key in keys)
             if finished_marker.exists():
                 if not grew:
                     return "finished"
@@ -145,7 +148,8 @@ def prepare_run(run_dir: str | Path, config: dict[str, Any], resume: ResumeMode,
 
 
 def start_run(config: Any, run_dir: str | Path, resume: ResumeMode, overwrite: bool, finished_marker: str | Path,
-              safe_keys: tuple[str, ...] = RESUME_SAFE_KEYS, epochs_key: str = "optim.epochs") -> str:
+              safe_keys: tuple[str, ...] = RESUME_SAFE_KEYS,
+              epochs_key: str | tuple[str, ...] = TRAIN_LENGTH) -> str:
     """:func:`prepare_run` for an :class:`l2g.config.Config`, decided by rank 0 for every process."""
     from l2g.config import load_config, save_config, to_dict
     from l2g.engine import distributed

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -45,7 +44,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -54,11 +52,15 @@ from tqdm import tqdm
 
 from l2g import atomic, faults
 from l2g.engine import distributed
+from l2g.engine.determinism import deterministic_algorithms, seed_process
 from l2g.engine.guards import TrainingInterrupted, format_losses, gradients_nonfinite, nonfinite_error, nonfinite_report
 from l2g.engine.loader import EpochSampler, batch_to_device, build_loader, resolve_workers, worker_seed
+from l2g.engine.micro_batch import choose_micro_batch, measure_per_image, split_batch
 from l2g.engine.precision import compile_choice, compile_errors_explained, resolve_precision
+from l2g.engine.results import TrainResult, run_metrics
 from l2g.engine.resume import load_resume_state, open_log, save_state
 from l2g.engine.run_paths import CHECKPOINT_DIR, LOG_FILE, METRICS_FILE
+from l2g.engine.schedule import StageClock, length_line, training_length
 from l2g.optim import set_learning_rate
 
 StepFn = Callable[[nn.Module, dict], dict[str, torch.Tensor]]
@@ -85,13 +87,19 @@ class LoopSettings:
     progress: bool = True
     description: str = "train"
     accumulate_steps: int = 1  # micro-batches of batch_size per optimiser step
+    # Images per forward/backward pass within a loaded batch (runtime.micro_batch, l2g.engine.micro_batch):
+    # None = the whole batch (stages whose loss is not a mean of per-image terms), "auto" or a divisor.
+    micro_batch: int | str | None = None
+    steps: int = 0  # > 0: the run's length in optimiser steps, not epochs (l2g.engine.schedule)
+    min_steps: int = 0  # epochs raised to at least this many optimiser steps
 
     @classmethod
     def from_config(cls, config: Any, progress: bool = True, description: str = "train", epochs: int | None = None,
                     batch_size: int | None = None, accumulate_steps: int | None = None) -> LoopSettings:
         """Settings from an :class:`l2g.config.Config` (optim, seed, log_every, amp, data.workers, runtime);
         ``epochs`` / ``batch_size`` replace optim's for a stage with its own (the segmentation stage's seg.*),
-        and such a stage accumulates only with its own ``accumulate_steps`` (else optim.accumulate_steps)."""
+        and such a stage accumulates only with its own ``accumulate_steps`` (else optim.accumulate_steps) and
+        runs its whole batch in one pass (``runtime.micro_batch`` is the classification stage's)."""
         rt = config.runtime
         if accumulate_steps is None:
             accumulate_steps = config.optim.accumulate_steps if batch_size is None else 1
@@ -103,29 +111,10 @@ class LoopSettings:
             compile=rt.compile, workers=config.data.workers, pin_memory=rt.pin_memory,
             persistent_workers=rt.persistent_workers, deterministic=rt.deterministic, check_finite=rt.check_finite,
             find_unused_parameters=rt.find_unused_parameters, progress=progress, description=description,
+            micro_batch=rt.micro_batch if batch_size is None else None,
+            steps=config.optim.steps if epochs is None else 0,  # a stage with its own epochs: those
+            min_steps=config.optim.min_steps if epochs is None else 0,
         )
-
-
-def run_metrics(seconds: float, iterations: int, images: int, device: torch.device | str, processes: int,
-                settings: LoopSettings, precision: str, precision_reason: str, **metrics: Any) -> dict[str, Any]:
-    """The record of a finished training run (``<run>/train_metrics.json``), then ``metrics``."""
-    return {
-        "minutes": seconds / 60, "iterations": iterations, "images": images, "device": str(device),
-        "processes": processes, "global_batch": settings.batch_size * settings.accumulate_steps * processes,
-        "accumulate_steps": settings.accumulate_steps, "precision": precision, "precision_reason": precision_reason,
-        **metrics,
-    }
-
-
-@dataclass
-class TrainResult:
-    iterations: int  # total iterations of the run
-    start_iteration: int  # where this call started (0, or the resumed checkpoint's position)
-    seconds: float  # training time, summed over interrupted and resumed parts
-    last_checkpoint: Path | None
-    resumed_from: Path | None
-    precision: str
-    precision_reason: str = ""
 
 
 class _StepModule(nn.Module):
@@ -138,40 +127,6 @@ class _StepModule(nn.Module):
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         return self.step(self.model, batch)
-
-
-@contextlib.contextmanager
-def deterministic_algorithms(enabled: bool, device: torch.device):
-    """``torch.use_deterministic_algorithms`` for the duration (restored afterwards).
-
-    On CPUs every op l2g uses has a deterministic kernel. On GPUs some backward passes (interpolation,
-    RoI align) have none: they only warn, so results there are as reproducible as those kernels allow.
-    cuBLAS also needs ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` in the environment before CUDA starts.
-    """
-    if not enabled:
-        yield
-        return
-    previous, benchmark = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
-    previous_warn = torch.is_deterministic_algorithms_warn_only_enabled()
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
-    torch.backends.cudnn.benchmark = False
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(previous, warn_only=previous_warn)
-        torch.backends.cudnn.benchmark = benchmark
-
-
-def seed_process(seed: int, rank: int) -> None:
-    """Seed Python, NumPy and torch for a rank > 0 from (seed, rank), so processes draw different
-    numbers (rank 0 keeps the stage's own seeding, which single-process runs rely on)."""
-    import random
-
-    value = int(np.random.SeedSequence([seed, rank]).generate_state(1)[0])
-    random.seed(value)
-    np.random.seed(value)
-    torch.manual_seed(value)
 
 
 class Trainer:
@@ -239,7 +194,7 @@ class Trainer:
         if per_epoch == 0:
             raise ValueError(f"{len(self.dataset)} training images give no batch of {s.batch_size} x "
                              f"{s.accumulate_steps} accumulated per process x {ctx.world_size} process(es)")
-        total = s.epochs * per_epoch
+        total, epochs, how = training_length(s.epochs, per_epoch, s.steps, s.min_steps)
         precision.warm_up(round(s.amp_warmup_epochs * per_epoch), total, f"amp_warmup_epochs {s.amp_warmup_epochs:g}")
 
         start, seconds_before, resumed_from = 0, 0.0, None
@@ -249,7 +204,7 @@ class Trainer:
             seed_process(s.seed, ctx.rank)
         if start > total:
             raise ValueError(f"{resumed_from}: {start} iterations done, more than the {total} configured "
-                             "(optim.epochs decreased?)")
+                             "(optim.epochs or optim.steps decreased?)")
 
         precision.prepare(self.model)
         compiled = compile_choice(s.compile, device)
@@ -266,7 +221,14 @@ class Trainer:
         if compiled:
             runner = torch.compile(runner)  # the whole step: forward, losses; backward through AOTAutograd
         parameters = [p for p in model.parameters() if p.requires_grad]
+        self.micro_batch, why = self._micro_batch(model, precision)
+        if s.progress and ctx.is_main and why:
+            tqdm.write(f"{s.description}: {self.micro_batch} of {s.batch_size} images per forward/backward pass "
+                       f"({why})", file=sys.stderr)
 
+        if s.progress and ctx.is_main:
+            tqdm.write(length_line(s.description, total, per_epoch, step_images * ctx.world_size, how), file=sys.stderr)
+        clock = StageClock(total, start)
         log = self._open_log(start)
         bar = tqdm(total=total, initial=start, desc=s.description, disable=not (s.progress and ctx.is_main),
                    leave=False)
@@ -274,7 +236,7 @@ class Trainer:
         iteration = start
         try:
             first_epoch, first_step = divmod(start, per_epoch)
-            for epoch in range(first_epoch, s.epochs):
+            for epoch in range(first_epoch, epochs):
                 step0 = first_step if epoch == first_epoch else 0
                 sampler.set_epoch(epoch, skip=step0 * step_images)
                 if hasattr(self.dataset, "set_epoch"):
@@ -284,12 +246,12 @@ class Trainer:
                 if self.on_epoch_start is not None:
                     self.on_epoch_start(epoch)
                 micro_batches = iter(loader)
-                for step in range(step0, per_epoch):
+                for step in range(step0, min(per_epoch, total - epoch * per_epoch)):
                     iteration = epoch * per_epoch + step
                     names, values, lr = self._train_step(runner, micro_batches, iteration, epoch, step, per_epoch,
                                                          total, precision, parameters)
                     faults.reached("step", f"iteration {iteration}")  # the crash tests' hold point (no-op)
-                    if iteration % s.log_every == 0 or step == per_epoch - 1:
+                    if iteration % s.log_every == 0 or step == per_epoch - 1 or iteration == total - 1:
                         mean = dict(zip(names, distributed.all_reduce_mean(values).tolist(), strict=True))
                         if log is not None:
                             record = {"epoch": epoch, "iteration": iteration, "lr": lr, **mean}
@@ -300,7 +262,11 @@ class Trainer:
                         bar.set_postfix_str(format_losses(self.shown(mean)))
                     bar.update(1)
                     done = iteration + 1
-                    if step == per_epoch - 1 or (s.checkpoint_every and done % s.checkpoint_every == 0):
+                    line = clock.tick(done, s.description)
+                    if line and s.progress and ctx.is_main:
+                        tqdm.write(line, file=sys.stderr)
+                    ends = step == per_epoch - 1 or done == total
+                    if ends or (s.checkpoint_every and done % s.checkpoint_every == 0):
                         self._save(done, per_epoch, precision, seconds_before + time.time() - started)
                 if self.on_epoch_end is not None:
                     self.on_epoch_end(epoch)
@@ -341,20 +307,26 @@ class Trainer:
         loss_bad = torch.zeros((), dtype=torch.bool, device=device)
         for k in range(accumulate):
             host_batch = next(micro_batches)
-            batch = batch_to_device(host_batch, device, precision.channels_last, self.host_keys)
-            last = k == accumulate - 1
-            # DDP all-reduces gradients in backward: only once per optimiser step, on the last micro-batch.
-            sync = contextlib.nullcontext() if last or not hasattr(runner, "no_sync") else runner.no_sync()
-            with sync:
-                losses = self._forward(runner, batch, precision, iteration)
-                values = torch.stack([v.detach().float().reshape(()) for v in losses.values()])
-                if s.check_finite:
-                    loss_bad |= ~torch.isfinite(values).all()
-                loss = losses["loss"] / accumulate if accumulate > 1 else losses["loss"]
-                (precision.scaler.scale(loss) if precision.scaler is not None else loss).backward()
-            names = names or list(losses)
-            total_values = values if total_values is None else total_values + values
-            micro.append((host_batch, values))
+            parts = split_batch(host_batch, self.micro_batch)  # passes of runtime.micro_batch images
+            batch_values = None
+            for j, (part, share) in enumerate(parts):
+                batch = batch_to_device(part, device, precision.channels_last, self.host_keys)
+                last = k == accumulate - 1 and j == len(parts) - 1
+                # DDP all-reduces gradients in backward: only once per optimiser step, on the last pass.
+                sync = contextlib.nullcontext() if last or not hasattr(runner, "no_sync") else runner.no_sync()
+                with sync:
+                    losses = self._forward(runner, batch, precision, iteration)
+                    values = torch.stack([v.detach().float().reshape(()) for v in losses.values()])
+                    if s.check_finite:
+                        loss_bad |= ~torch.isfinite(values).all()
+                    loss = losses["loss"] * share if share != 1.0 else losses["loss"]  # the part's share
+                    loss = loss / accumulate if accumulate > 1 else loss
+                    (precision.scaler.scale(loss) if precision.scaler is not None else loss).backward()
+                names = names or list(losses)
+                values = values * share if share != 1.0 else values
+                batch_values = values if batch_values is None else batch_values + values
+            total_values = batch_values if total_values is None else total_values + batch_values
+            micro.append((host_batch, batch_values))
         values = total_values / accumulate if accumulate > 1 else total_values
         if s.check_finite:
             grad_bad = (torch.zeros((), dtype=torch.bool, device=device) if precision.scaler is not None
@@ -369,6 +341,19 @@ class Trainer:
         else:
             self.optimizer.step()
         return names, values, lr
+
+    def _micro_batch(self, model: nn.Module, precision) -> tuple[int, str]:
+        """Images per forward/backward pass and why (l2g.engine.micro_batch; "auto" measures the first image)."""
+        def measure() -> int:
+            collate = self.collate_fn or torch.utils.data.default_collate
+            one = batch_to_device(collate([self.dataset[0]]), self.ctx.device, precision.channels_last,
+                                  self.host_keys)
+            with precision.autocast(0):
+                return measure_per_image(lambda batch: self.step(model, batch), model, one, self.ctx.device)
+
+        model.train()
+        return choose_micro_batch(self.settings.micro_batch, self.settings.batch_size, self.ctx.device, model,
+                                  measure)
 
     def _forward(self, runner, batch, precision, iteration) -> dict[str, torch.Tensor]:
         try:

@@ -21,6 +21,13 @@ The network's input at each scale (``cams.resize``):
 - ``tensor_bilinear`` (the library default): the normalised image is resized bilinearly on the device
   (one decode and one host-to-device copy per image). Inputs differ from the release's by up to ~0.3
   normalised units at scales other than 1 (docs/benchmarks.md states the effect on pseudo-label mIoU).
+
+The image the scales apply to (``cams.short_side``, ``cams.max_side``; :func:`bounded_image`): by default
+the photo is first resized (``data.resize_interpolation``) so that its short side is the training short side
+(as mmsegmentation's test pipeline: the training scale, then the ratios), its long side at most
+``cams.max_side``; the fused maps are then upsampled to the photo's own size (``out_size`` of
+:func:`image_attention`), so a 12 MP photo costs about what a VOC photo does. ``short_side: null`` (the
+release, the paper presets) keeps the photo's own size, still bounded by ``max_side``.
 """
 
 from __future__ import annotations
@@ -32,7 +39,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from l2g.data.classification import normalize
+from l2g.config import Config
+from l2g.data.classification import PIL_FILTERS, normalize
 from l2g.engine.multiscale import average_passes
 from l2g.method.registry import MAP_RESIZES
 from l2g.method.targets import normalize_attention
@@ -42,6 +50,46 @@ def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
     """(h, w) of the image at ``scale``: each side rounded to the nearest integer (Python's ``round``, as
     the release), at least 1."""
     return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def base_short_side(config: Config) -> int | None:
+    """The short side ``cams.short_side`` asks for: a number as set, ``None`` (the photo's own size) as set, and
+    ``"train"`` the classification stage's: ``data.resize_short`` (the middle of a ``[low, high]`` range,
+    rounded), or ``data.global_size`` with ``data.resize_mode: square``."""
+    short, data = config.cams.short_side, config.data
+    if short != "train":
+        return short
+    if data.resize_mode == "square":
+        return data.global_size
+    if isinstance(data.resize_short, int):
+        return data.resize_short
+    low, high = data.resize_short
+    return round((low + high) / 2)
+
+
+def base_size(height: int, width: int, short_side: int | None, max_side: int | None) -> tuple[int, int]:
+    """(h, w) of the image the scales apply to: the short side brought to ``short_side`` (``None``: kept), the
+    long side rounded as the training resize rounds it (:func:`l2g.data.classification.resize_short`); then,
+    where the long side exceeds ``max_side`` (``None``: no bound), both sides scaled down to it."""
+    h, w = height, width
+    if short_side is not None and min(h, w) != short_side:
+        h, w = (short_side, max(1, round(w * short_side / h))) if h <= w else (max(1, round(h * short_side / w)),
+                                                                                short_side)
+    if max_side is not None and max(h, w) > max_side:
+        h, w = (max(1, round(h * max_side / w)), max_side) if h <= w else (max_side, max(1, round(w * max_side / h)))
+    return h, w
+
+
+def bounded_image(image: np.ndarray, short_side: int | None, max_side: int | None,
+                  interpolation: str = "bilinear") -> np.ndarray:
+    """The (H, W, 3) uint8 image resized (PIL, ``interpolation``) to :func:`base_size`; the image itself
+    where that is its own size (the paper presets on VOC and COCO photos)."""
+    height, width = image.shape[:2]
+    h, w = base_size(height, width, short_side, max_side)
+    if (h, w) == (height, width):
+        return image
+    picture = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8))
+    return np.asarray(picture.resize((w, h), PIL_FILTERS[interpolation]))
 
 
 def scaled_inputs(image: np.ndarray, scales: Sequence[float], mean, std,
@@ -142,12 +190,17 @@ def class_attention(maps: torch.Tensor, labels: tuple[int, ...]) -> dict[int, np
 
 def image_attention(net, image: torch.Tensor | Sequence[torch.Tensor], labels: Sequence[int], scales,
                     flip: bool = True, upsample: str = "bicubic", softmax: bool = False,
-                    size: tuple[int, int] | None = None) -> dict[int, np.ndarray]:
+                    size: tuple[int, int] | None = None,
+                    out_size: tuple[int, int] | None = None) -> dict[int, np.ndarray]:
     """The attention maps of one image's labelled classes: :func:`multiscale_maps` restricted to the
     labelled channels, then :func:`normalized_class_maps`. What ``l2g cams`` saves per image. ``image``
-    and ``size`` as for :func:`multiscale_maps`."""
+    and ``size`` as for :func:`multiscale_maps`; ``out_size`` (H, W): the photo's own size where ``image``
+    is a resized copy of it (:func:`bounded_image`), the fused maps upsampled to it with ``upsample``
+    before ReLU and normalisation (default: the maps' size)."""
     labels = [int(c) for c in labels]
     if not labels:
         return {}
     maps = multiscale_maps(net, image, scales, flip, upsample, softmax, channels=labels, size=size)
+    if out_size is not None and tuple(out_size) != tuple(maps.shape[-2:]):
+        maps = F.interpolate(maps[None], size=tuple(out_size), mode=upsample, align_corners=False)[0]
     return normalized_class_maps(maps, labels)

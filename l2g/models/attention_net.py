@@ -58,7 +58,7 @@ class AttentionNet(nn.Module):
 def build_attention_net(model_cfg, num_classes: int, backbone: nn.Module | None = None) -> AttentionNet:
     """An AttentionNet from a ModelConfig; pass ``backbone`` to share one between two networks."""
     backbone = backbone or build_backbone(model_cfg.backbone, model_cfg.width, model_cfg.pretrained,
-                                          model_cfg.width_mult, model_cfg.freeze_bn)
+                                          model_cfg.width_mult, model_cfg.freeze_bn, model_cfg.output_stride)
     pcm = None
     if model_cfg.pcm:
         pcm = PixelCorrelation(backbone.intermediate_channels, model_cfg.pcm_dims, model_cfg.pcm_out)

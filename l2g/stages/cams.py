@@ -4,7 +4,9 @@ One file per image at its original size, holding its labelled classes only: by d
 ``.npz`` (``classes`` + float16 ``maps``), or with ``cams.format: dict`` the release's / PSA's dict
 ``.npy`` (see :mod:`l2g.data.cam_files`, which every later stage reads them with).
 
-Per image: DataLoader workers decode the image and build its network inputs (``cams.resize``: the
+Per image: DataLoader workers decode the image, resize it to the size the scales apply to (``cams.short_side``,
+by default the training short side, and ``cams.max_side``: :func:`bounded_image`; the fused maps are upsampled
+back to the image's own size, the size of the files) and build its network inputs (``cams.resize``: the
 release's PIL-bicubic resize of the 8-bit image at every scale, or one normalised image resized on the
 device), in pinned memory on CUDA; the passes run under autocast when ``cams.amp`` is on (``auto``: on
 CUDA and on CPUs with native bf16), then with BatchNorm folded into the convolutions and the chosen memory
@@ -34,7 +36,7 @@ from l2g.engine.guards import ensure_free_space
 from l2g.engine.loader import resolve_workers
 from l2g.engine.precision import Precision, resolve_precision
 from l2g.engine.run_paths import RunFolder
-from l2g.method.attention_maps import image_attention, scaled_inputs
+from l2g.method.attention_maps import base_short_side, bounded_image, image_attention, scaled_inputs
 from l2g.models.attention_net import AttentionNet, build_attention_net
 from l2g.models.fusion import fold_batchnorm
 from l2g.stages.common import set_threads, split_samples
@@ -83,6 +85,8 @@ def cams_inputs(config: Config, checkpoint: Path, split: str, precision: str) ->
     cams = config.cams
     return {"checkpoint_sha256": markers.file_digest(checkpoint), "split": split, "scales": list(cams.scales),
             "flip": cams.flip, "upsample": cams.upsample, "resize": cams.resize, "softmax": config.cams_use_softmax,
+            "short_side": base_short_side(config), "max_side": cams.max_side,
+            "base_interpolation": config.data.resize_interpolation,
             "mean": list(config.data.mean), "std": list(config.data.std), "precision": precision,
             "format": cams.format, "dtype": "float32" if cams.format == "dict" else cams.dtype}
 
@@ -105,20 +109,25 @@ def estimate_cams_bytes(samples: list[Sample], bytes_per_value: int = 2, probe: 
 
 class CamInputs(Dataset):
     """What one image's passes need, built in a DataLoader worker: ``inputs`` (per-scale normalised
-    tensors for ``pil_bicubic``, the normalised image for ``tensor_bilinear``) and ``size`` (H, W)."""
+    tensors for ``pil_bicubic``, the normalised image for ``tensor_bilinear``) of the image resized to the
+    size the scales apply to, ``base`` (h, w), that size, and ``size`` (H, W), the image's own."""
 
     def __init__(self, samples: list[Sample], config: Config) -> None:
         self.samples = samples
         self.scales = tuple(config.cams.scales)
         self.mean, self.std = config.data.mean, config.data.std
         self.resize = config.cams.resize
+        self.short_side, self.max_side = base_short_side(config), config.cams.max_side
+        self.interpolation = config.data.resize_interpolation
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> dict:
         image = read_image(self.samples[index].image_path, self.samples[index].view)
-        return {"index": index, "size": tuple(image.shape[:2]),
+        size = tuple(image.shape[:2])
+        image = bounded_image(image, self.short_side, self.max_side, self.interpolation)
+        return {"index": index, "size": size, "base": tuple(image.shape[:2]),
                 "inputs": scaled_inputs(image, self.scales, self.mean, self.std, self.resize)}
 
 
@@ -198,7 +207,8 @@ def _write_maps(net, todo: list[Sample], config: Config, out_dir: Path, ctx, pre
             sample = todo[item["index"]]
             with precision.autocast():
                 maps = image_attention(net, _to(item["inputs"], ctx.device), sample.labels, cams.scales,
-                                       cams.flip, cams.upsample, config.cams_use_softmax, size=item["size"])
+                                       cams.flip, cams.upsample, config.cams_use_softmax, size=item["base"],
+                                       out_size=item["size"])
             path = out_dir / cams_filename(sample.image_id, cams.format)
             pending.append(writer.submit(save_cams, path, class_maps(maps, item["size"]), cams.format, cams.dtype,
                                          sync_folder=False))

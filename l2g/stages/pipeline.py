@@ -7,7 +7,9 @@ Stages and where they write (inside DIR)::
     threshold  cls/threshold.json             the background threshold: eval.threshold, else the best of a
                cls/sweep.json                 sweep on the images with masks, else Otsu's rule on the maps
                                               (l2g.stages.threshold)
-    pseudo     cls/pseudo/                    pseudo masks at the chosen threshold (l2g pseudo)
+    pseudo     cls/pseudo/                    pseudo masks at the chosen threshold (l2g pseudo); degenerate ones
+                                              (almost all background or all foreground) stop the pipeline here,
+                                              before seg_train, unless allow_degenerate_masks
     seg_train  seg/checkpoints/final.pt ...   DeepLab on the pseudo masks (l2g seg train)
     seg_eval   seg/eval_<val>.json            mIoU on seg.val_split (l2g seg eval); without masks there, its
                                               predicted masks only (no mIoU)
@@ -47,7 +49,7 @@ from l2g.stages.preflight import check_later_inputs
 from l2g.stages.pseudo import choose_threshold, write_pseudo_masks
 from l2g.stages.seg_eval import evaluate_segmentation
 from l2g.stages.seg_train import train_segmentation
-from l2g.stages.threshold import choose_pipeline_threshold, warn_pseudo_masks
+from l2g.stages.threshold import check_pseudo_masks, choose_pipeline_threshold, warn_pseudo_masks
 from l2g.stages.train import train
 
 
@@ -56,6 +58,8 @@ class Pipeline:
     config: Config
     out: Path
     progress: bool = True
+    until: str | None = None
+    allow_degenerate_masks: bool = False  # train the segmentation network on degenerate pseudo masks
 
     @property
     def folder(self) -> PipelineFolder:
@@ -80,6 +84,7 @@ class Stage:
     description: str
     outputs: Callable[[Pipeline], list[Path]]  # checked for completeness; removed when stale
     run: Callable[[Pipeline], None]
+    check: Callable[[Pipeline], None] | None = None  # before it runs (not when complete): raises to stop there
 
     def config_keys(self, config: Config) -> dict[str, Any]:
         """The config values its outputs depend on, as declared in :data:`l2g.config.stage_keys.STAGE_KEYS`."""
@@ -105,7 +110,12 @@ def _run_threshold(p: Pipeline) -> None:
 def _run_pseudo(p: Pipeline) -> None:
     threshold = choose_threshold(p.config, p.cls.sweep)
     write_pseudo_masks(p.config, p.cls.cams, p.cls.pseudo, threshold, progress=p.progress)
-    warn_pseudo_masks(p.cls.pseudo, threshold)
+    if p.until == "pseudo":  # else seg_train's check says it, and stops there
+        warn_pseudo_masks(p.cls.pseudo, threshold)
+
+
+def _check_pseudo_masks(p: Pipeline) -> None:
+    check_pseudo_masks(p.cls.pseudo, choose_threshold(p.config, p.cls.sweep), allow=p.allow_degenerate_masks)
 
 
 def _run_seg_train(p: Pipeline) -> None:
@@ -136,7 +146,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("pseudo", "pseudo masks", lambda p: [p.cls.pseudo], _run_pseudo),
     Stage("seg_train", "segmentation training",
           lambda p: [p.seg.checkpoints, p.seg.train_log, p.seg.metrics, p.seg.config, p.seg.init, p.seg.pseudo_crf],
-          _run_seg_train),
+          _run_seg_train, check=_check_pseudo_masks),
     Stage("seg_eval", "segmentation evaluation",
           lambda p: [p.seg.evaluation(p.config.seg.val_split), p.seg.predictions_root], _run_seg_eval),
     Stage("report", "report", lambda p: [p.folder.report], _run_report),
@@ -183,6 +193,8 @@ def run_stage(p: Pipeline, stage: Stage, upstream: str | None, index: int) -> st
     if stamp is not None:
         print(f"{prefix}: complete, skipped")
         return stamp
+    if stage.check is not None:  # nothing of this stage is touched when it says stop
+        stage.check(p)
     inputs = stage_inputs(stage, p, upstream)
     if markers.started_with(p.out, stage.name, inputs, marker_dir=p.markers):
         print(f"{prefix}: resuming an interrupted run")
@@ -216,7 +228,7 @@ def pending_stages(p: Pipeline, until: str | None = None) -> list[str]:
 
 
 def run_pipeline(config: Config, out: str | Path, *, progress: bool = True, until: str | None = None,
-                 resume: bool | str = "auto") -> Path:
+                 resume: bool | str = "auto", allow_degenerate_masks: bool = False) -> Path:
     """Run (or continue) every stage up to ``until`` (default: all); returns the report's index.html.
 
     ``resume=True`` (``l2g run --resume``) requires a pipeline in ``out`` to continue: a mistyped path is
@@ -224,7 +236,9 @@ def run_pipeline(config: Config, out: str | Path, *, progress: bool = True, unti
     same command continues; each training stage then continues its own run).
 
     Before anything runs, every file that a stage still to run will read is checked
-    (:mod:`l2g.stages.preflight`): an error names the file, before any training iteration.
+    (:mod:`l2g.stages.preflight`): an error names the file, before any training iteration. Degenerate pseudo
+    masks stop the run before seg_train (:func:`l2g.stages.threshold.check_pseudo_masks`, a
+    DegenerateMasksError) unless ``allow_degenerate_masks``; rerun it after the fix, as after any stop.
     """
     if until is not None and until not in STAGE_NAMES:
         raise ValueError(f"--until {until!r}: not a stage (stages: {', '.join(STAGE_NAMES)})")
@@ -233,7 +247,7 @@ def run_pipeline(config: Config, out: str | Path, *, progress: bool = True, unti
         raise ConfigError(f"seg.train_split={config.seg.train_split!r} but pseudo masks are made for cams.split="
                           f"{config.cams.split!r}: the pipeline trains on the split it labels, set both alike")
     require_num_classes(config)
-    p = Pipeline(config, Path(out), progress)
+    p = Pipeline(config, Path(out), progress, until, allow_degenerate_masks)
     if resume is True and not p.folder.config.is_file():
         what = "does not exist" if not p.out.exists() else "holds no pipeline to resume (no config.yaml)"
         raise FileNotFoundError(f"{p.out}: {what}; check the path, or give --resume auto (or no --resume) to "

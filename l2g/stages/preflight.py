@@ -5,6 +5,8 @@ would otherwise be found broken only hours later, after training and attention m
 
     stage        what it reads                                    checked
     (all)        the class names (classes.txt or data.classes_file)  read and counted
+    train        images, labels and saliency maps of data.train_split  as training does (data.check_images),
+                                                                     when ``l2g run`` will train
     cams         images and labels of cams.split                     as data.check_images says
     threshold    masks of cams.split (unless eval.threshold is set)  every file exists; decoded with decode
     seg_train    seg.pretrained                                      the file exists
@@ -13,23 +15,28 @@ would otherwise be found broken only hours later, after training and attention m
 With optional masks (``data.masks``; auto: the custom format) no mask is needed: the threshold comes
 from the masks some images have, else from the maps, a val split without masks gets predictions instead
 of mIoU, and one that is not listed is replaced by cams.split (:func:`mask_free_notes` says which applies).
-A split that is the training split is not decoded twice: its images are checked by training itself.
+A split that is the training split is not decoded twice: its images are checked by training itself, and
+by ``l2g run`` before anything runs, so that one error lists the training split's problems (bad label rows,
+missing and unreadable files) with those of the later stages; a file named by two checks is listed once.
 ``l2g run`` checks the stages it will run and fails on any problem, listing every one; ``l2g train`` fails
 on the class names and only warns about the others, because which later stages run is up to the user.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable, Collection
 
 from l2g.config import Config
 from l2g.data.errors import DatasetError, listed
 from l2g.data.layout import check_masks
+from l2g.method.registry import METHODS
 from l2g.segmentation.loading import check_seg_weights, scratch_warning
 from l2g.stages.common import dataset_class_names, split_listed, split_samples
 
-CHECKED_STAGES = ("cams", "threshold", "seg_train", "seg_eval")
+CHECKED_STAGES = ("train", "cams", "threshold", "seg_train", "seg_eval")
+LEFT_OUT = re.compile(r": \.\.\. and (\d+) more")  # the count of the problems a capped list leaves out
 
 
 def _split_files(config: Config, split: str, need_masks: bool) -> None:
@@ -44,14 +51,13 @@ def _split_files(config: Config, split: str, need_masks: bool) -> None:
         split_samples(config, split, need_masks=need_masks)
 
 
-def _problems_of(what: str, error: Exception) -> list[str]:
+def _problems_of(error: Exception) -> list[str]:
     """One problem per file: an error that lists several (``- item`` lines) becomes one entry each."""
     lines = str(error).splitlines()
     items = [line.strip()[2:] for line in lines[1:] if line.strip().startswith("- ")]
     if not items:
-        return [f"{what}: {error}"]
-    more = [line.strip() for line in lines[1:] if line.strip().startswith("... and")]
-    return [f"{what}: {item}" for item in items] + [f"{what}: {line}" for line in more]
+        return [str(error)]
+    return items + [line.strip() for line in lines[1:] if line.strip().startswith("... and")]
 
 
 def later_input_problems(config: Config, stages: Collection[str]) -> list[str]:
@@ -60,21 +66,32 @@ def later_input_problems(config: Config, stages: Collection[str]) -> list[str]:
     (VOC, COCO, synth) the threshold's split (unless eval.threshold is set) and seg.val_split need every
     mask; with optional masks (custom images) none is needed, and a val split need not exist."""
     problems: list[str] = []
+    seen: set[str] = set()  # a file two checks name (the training split's, the threshold's) is listed once
     optional = config.data.masks_optional
 
     def attempt(what: str, check: Callable[[], object]) -> None:
         try:
             check()
         except (DatasetError, FileNotFoundError, ValueError) as error:
-            problems.extend(_problems_of(what, error))
+            found = [item for item in _problems_of(error) if item.startswith("... and") or item not in seen]
+            seen.update(found)
+            problems.extend(f"{what}: {item}" for item in found)
 
     attempt("class names (reports, eval-cams, segmentation)", lambda: dataset_class_names(config))
-    cams_split = config.cams.split
-    if "threshold" in stages and config.eval.threshold is None and not optional:
-        attempt(f"eval-cams scores split {cams_split!r} against its masks to choose the background threshold "
-                "(set eval.threshold to skip it, or data.masks=optional to choose it without masks)",
-                lambda: _split_files(config, cams_split, need_masks=True))
-    elif ("cams" in stages or "threshold" in stages) and (cams_split != config.data.train_split or optional):
+    cams_split, train_split = config.cams.split, config.data.train_split
+    scored = "threshold" in stages and config.eval.threshold is None and not optional  # every mask needed
+    scored_what = (f"eval-cams scores split {cams_split!r} against its masks to choose the background threshold "
+                   "(set eval.threshold to skip it, or data.masks=optional to choose it without masks)")
+    # The training split, as training loads it (every file decoded: data.check_images), and when it is the
+    # split the maps are made of, its masks with it: one load, so that one error lists all its problems.
+    labelled_here = "train" in stages and cams_split == train_split and ("cams" in stages or "threshold" in stages)
+    if "train" in stages:
+        attempt(f"training split {train_split!r}" + (f"; {scored_what}" if labelled_here and scored else ""),
+                lambda: split_samples(config, train_split, need_saliency=METHODS[config.method.name].shape_transfer,
+                                      need_masks=labelled_here and scored, decode_masks=labelled_here))
+    if scored and not labelled_here:
+        attempt(scored_what, lambda: _split_files(config, cams_split, need_masks=True))
+    elif ("cams" in stages or "threshold" in stages) and (cams_split != train_split or optional) and not labelled_here:
         attempt(f"split {cams_split!r} (attention maps, threshold)",
                 lambda: _split_files(config, cams_split, need_masks=False))
     if "seg_train" in stages:
@@ -113,6 +130,11 @@ def mask_free_notes(config: Config, stages: Collection[str]) -> list[str]:
     return notes
 
 
+def _count(problems: list[str]) -> int:
+    """The number of problems listed, a ``... and N more`` entry counting N."""
+    return sum(int(more.group(1)) if (more := LEFT_OUT.search(problem)) else 1 for problem in problems)
+
+
 def check_later_inputs(config: Config, stages: Collection[str], strict: bool = True) -> None:
     """Raise one DatasetError listing every problem of :func:`later_input_problems` (``strict``), or print
     them as warnings (the class names still raise). Also prints the from-scratch warning of a large
@@ -120,7 +142,7 @@ def check_later_inputs(config: Config, stages: Collection[str], strict: bool = T
     problems = later_input_problems(config, stages)
     names_bad = any(problem.startswith("class names") for problem in problems)
     if problems and (strict or names_bad):
-        raise DatasetError(f"{len(problems)} problem(s) with files that later stages read (checked before "
+        raise DatasetError(f"{_count(problems)} problem(s) with files that later stages read (checked before "
                            f"training starts):\n{listed(problems)}")
     for problem in problems:
         print(f"warning: a later stage will fail: {problem}", file=sys.stderr)

@@ -12,7 +12,9 @@
 
 The choice and its evidence go to ``<cls run>/threshold.json`` (``rule``, ``threshold``, the number of
 images with masks, and the foreground fraction the threshold gives). Pseudo masks that come out almost
-all foreground or all background are warned about (:func:`pseudo_mask_warning`), with what to change.
+all foreground or all background (:func:`pseudo_mask_warning`: above HIGH_FOREGROUND or below LOW_FOREGROUND
+of their labelled pixels) are degenerate: ``l2g pseudo`` warns about them, with what to change, and
+``l2g run`` stops before the segmentation stage (:func:`check_pseudo_masks`) unless told to go on.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from l2g.config import Config
 from l2g.data.cam_files import load_cams
 from l2g.data.palette import IGNORE_INDEX, load_mask
 from l2g.engine.run_paths import RunFolder
+from l2g.errors import DegenerateMasksError
 from l2g.evaluation.sweep import default_thresholds
 from l2g.stages.common import split_samples, write_json
 
@@ -97,14 +100,20 @@ def choose_pipeline_threshold(config: Config, cls_run: str | Path, progress: boo
     return record
 
 
-def pseudo_mask_warning(pseudo_dir: str | Path, threshold: float) -> str | None:
-    """A warning when the pseudo masks in ``pseudo_dir`` are almost all foreground or all background."""
+def pseudo_mask_foreground(pseudo_dir: str | Path) -> tuple[int, int]:
+    """(foreground pixels, labelled pixels) of the pseudo masks in ``pseudo_dir`` (ignore pixels left out)."""
     foreground = total = 0
     for path in sorted(Path(pseudo_dir).glob("*.png")):
         mask = load_mask(path)
         valid = mask != IGNORE_INDEX
         foreground += int(np.count_nonzero(valid & (mask > 0)))
         total += int(np.count_nonzero(valid))
+    return foreground, total
+
+
+def pseudo_mask_warning(pseudo_dir: str | Path, threshold: float) -> str | None:
+    """A warning when the pseudo masks in ``pseudo_dir`` are almost all foreground or all background."""
+    foreground, total = pseudo_mask_foreground(pseudo_dir)
     if not total:
         return None
     share = foreground / total
@@ -112,12 +121,14 @@ def pseudo_mask_warning(pseudo_dir: str | Path, threshold: float) -> str | None:
         return (f"the pseudo masks in {pseudo_dir} are {100 * share:.0f}% foreground at threshold {threshold:.2f}: "
                 "the segmentation network will learn to paint everything. Raise the threshold (--set "
                 "eval.threshold=T, or l2g pseudo --threshold T), or give masks for a few images so the threshold is "
-                "chosen on them")
+                "chosen on them; and check the labels (an image tagged with a class it does not show gets it "
+                "painted over)")
     if share < LOW_FOREGROUND and threshold <= default_thresholds()[0]:
         return (f"the pseudo masks in {pseudo_dir} are {100 * (1 - share):.0f}% background even at threshold "
                 f"{threshold:.2f}: the attention maps are empty, so the classification stage did not find the "
-                "objects (see its warnings and kt_stuck in cls/train_log.jsonl); train it longer or with another "
-                "optim.lr, or with saliency maps (method.name=l2g_shape), before the later stages")
+                "objects (see its warnings and kt_stuck in cls/train_log.jsonl); train it longer (optim.epochs) or "
+                "with another optim.lr, or with saliency maps (method.name=l2g_shape), and check that the labels "
+                "name what the images show, before the later stages")
     if share < LOW_FOREGROUND:
         return (f"the pseudo masks in {pseudo_dir} are {100 * (1 - share):.0f}% background at threshold "
                 f"{threshold:.2f}: lower the threshold (--set eval.threshold=T, or l2g pseudo --threshold T), or "
@@ -130,3 +141,23 @@ def warn_pseudo_masks(pseudo_dir: str | Path, threshold: float) -> None:
     warning = pseudo_mask_warning(pseudo_dir, threshold)
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
+
+
+def check_pseudo_masks(pseudo_dir: str | Path, threshold: float, allow: bool = False) -> None:
+    """Before the segmentation stage trains on them: raise :class:`~l2g.errors.DegenerateMasksError` when the
+    pseudo masks are degenerate (:func:`pseudo_mask_warning`), with the measured share, what to change and
+    how to go on; with ``allow`` only warn."""
+    warning = pseudo_mask_warning(pseudo_dir, threshold)
+    if warning is None:
+        return
+    if allow:
+        print(f"warning: {warning}; training the segmentation network on them anyway (--allow-degenerate-masks)",
+              file=sys.stderr)
+        return
+    foreground, total = pseudo_mask_foreground(pseudo_dir)
+    raise DegenerateMasksError(
+        f"degenerate pseudo masks: {100 * foreground / total:.2f}% of their {total} labelled pixels are foreground "
+        f"(the pipeline stops below {100 * LOW_FOREGROUND:.0f}% and above {100 * HIGH_FOREGROUND:.0f}%, before the "
+        f"segmentation stage). {warning[0].upper()}{warning[1:]}. Then rerun the same command: the complete stages "
+        "are skipped and those a changed setting depends on are redone. To train the segmentation network on these "
+        "masks anyway, add --allow-degenerate-masks (Python: run_pipeline(..., allow_degenerate_masks=True))")

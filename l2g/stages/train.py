@@ -23,6 +23,7 @@ from l2g.engine.tensorboard import require_tensorboard
 from l2g.engine.trainer import LoopSettings, Trainer
 from l2g.method.diagnostics import CONTRAST_ADVICE, ContrastMonitor, StuckMonitor, stuck_advice
 from l2g.method.methods import build_method
+from l2g.models.base import set_activation_checkpointing
 from l2g.optim import build_optimizer, learning_rate, pretrained_parameters
 from l2g.report.provenance import git_commit
 from l2g.stages.common import require_num_classes, seed_everything, set_threads, split_samples
@@ -60,6 +61,7 @@ def train(config: Config, run_dir: str | Path, *, resume: bool | str = False, pr
         return final  # resuming a finished run (with as many epochs) has nothing left to do
     dataset = ClassificationDataset(samples, config, method.uses_saliency, seed=config.seed)
     method.to(ctx.device)
+    set_activation_checkpointing(method, config.runtime.activation_checkpointing)
     optimizer = build_optimizer(method, pretrained_parameters(method), config.optim)
     settings = LoopSettings.from_config(config, progress, f"train {config.method.name}")
     monitor = StuckMonitor(advice=stuck_advice(config.method.transfer_loss, config.method.lam_warmup_epochs,

@@ -35,11 +35,13 @@ from l2g.config import Config, save_config, to_dict
 from l2g.data.classification import ClassificationDataset
 from l2g.engine import checkpoint, distributed
 from l2g.engine.guards import NonFiniteError, with_fix
+from l2g.engine.results import run_metrics
 from l2g.engine.run_folder import config_changes, is_safe, prepare_run
 from l2g.engine.run_paths import RunFolder
-from l2g.engine.trainer import LoopSettings, Trainer, run_metrics
+from l2g.engine.trainer import LoopSettings, Trainer
 from l2g.method.diagnostics import CONTRAST_ADVICE, ContrastMonitor, StuckMonitor, stuck_advice
 from l2g.method.methods import L2GMethod, build_method, method_class
+from l2g.models.base import set_activation_checkpointing
 from l2g.optim import build_optimizer, learning_rate, pretrained_parameters
 from l2g.report.provenance import git_commit
 from l2g.stages.common import require_num_classes, seed_everything, set_threads, split_samples
@@ -178,6 +180,7 @@ def train_shared(configs: Sequence[Config], run_dirs: Sequence[str | Path], *, p
                        safe_keys=(), epochs_key="")
     dataset = ClassificationDataset(samples, first, saliency, seed=first.seed)
     model.to(ctx.device)
+    set_activation_checkpointing(model, first.runtime.activation_checkpointing)
     optimizer = build_optimizer(model, pretrained_parameters(model), first.optim)
     settings = LoopSettings.from_config(first, progress, f"train {' + '.join(names)}")
     monitors = {name: (StuckMonitor(advice=stuck_advice(c.method.transfer_loss, c.method.lam_warmup_epochs,
