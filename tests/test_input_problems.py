@@ -121,3 +121,25 @@ def test_what_is_read_correctly_still_is(tmp_path):
         ("cmyk.jpg", (0,)), ("deep 16 bit.png", (1,)), ("grey.png", (0, 1)), ("alpha.png", (1,)),
         ("palette.png", (0,)), ("UPPER.JPG", (1,)), ("chat noir été.jpg", (0,))]
     assert later_input_problems(config, ["train", "cams", "threshold", "seg_train", "seg_eval"]) == []
+
+
+def test_a_class_list_s_bad_lines_come_with_the_missing_images(tiny_root, tmp_path):
+    """The same one list for the authors' train_cls.txt form: a class id out of range, an id listed twice,
+    a missing image; the image of the bad line is not also reported as unlabelled."""
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(tiny_root, root)
+    labels = root / "ImageSets" / "Segmentation" / "train_cls.txt"
+    lines = labels.read_text().splitlines()
+    lines[1] = lines[1].split()[0] + " 7"
+    labels.write_text("\n".join([*lines, lines[0]]) + "\n")
+    (root / "JPEGImages" / "train_00003.jpg").unlink()
+    config = load_config("synth", [f"data.root={root}", "data.num_classes=3"])
+    with pytest.raises(DatasetError) as raised:
+        split_samples(config, "train")
+    message = str(raised.value)
+    assert message.startswith(f"{root}: 3 problem(s) in split 'train':")
+    assert f"{labels}:2: class id 7 outside the 3 configured classes" in message
+    assert f"{labels}:{len(lines) + 1}: image id 'train_00000' listed twice (first on line 1)" in message
+    assert "train_00003.jpg: image for id 'train_00003' not found" in message and "no labels" not in message

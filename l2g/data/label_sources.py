@@ -15,14 +15,14 @@ from l2g.data.labels import LabelTable, mask_labels, read_class_list, read_npy_l
 from l2g.data.registry import LABEL_SOURCES
 
 # A label list (one file for the split): (path, C, class names or None, where the names are, problems) ->
-# LabelTable; a reader that checks row by row (csv) adds its bad rows to ``problems`` when given one and returns
-# the rows it read, the others raise at their first problem.
+# LabelTable; a reader that checks row by row (csv, cls_txt) adds its bad rows to ``problems`` when given one
+# and returns the rows it read; npy raises at its first problem.
 # One file per image (<id>.xml, <id>.png): (file, C, class names) -> the image's classes.
 
 
 def read_cls_txt(path: Path, num_classes: int, names: list[str] | None, names_file: str,
                  problems: list[str] | None = None) -> LabelTable:
-    return LabelTable(read_class_list(path, num_classes), path, "cls_txt")
+    return LabelTable(read_class_list(path, num_classes, problems), path, "cls_txt")
 
 
 def read_csv(path: Path, num_classes: int, names: list[str] | None, names_file: str,

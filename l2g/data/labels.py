@@ -89,24 +89,34 @@ def _first_seen_check(path: Path, number: int, image_id: str, first_seen: dict[s
     first_seen[image_id] = number
 
 
-def read_class_list(path: str | Path, num_classes: int) -> dict[str, tuple[int, ...]]:
+def read_class_list(path: str | Path, num_classes: int,
+                    problems: list[str] | None = None) -> dict[str, tuple[int, ...]]:
     """Image-level labels from a ``<id> <c> <c> ...`` file, as {image id: sorted unique class indices}.
 
     Each ``c`` is a 0-based foreground index (mask value minus 1). The dict keeps file order. A line with
     an id and no classes is allowed and gives ``()``: such an image contributes only negatives to the
     classification loss, which is legitimate but usually means a labelling gap, so check such ids.
     Raises DatasetError (message: ``<path>:<line>: what is wrong``) for a non-integer class, a class
-    outside 0..num_classes-1, an id listed twice, and a file without any ids.
+    outside 0..num_classes-1, an id listed twice, and a file without any ids. With ``problems`` every bad line
+    is added to it instead (the first one of an id listed twice is kept) and the other lines are returned.
     """
     check_num_classes(num_classes)
     path = Path(path)
     labels: dict[str, tuple[int, ...]] = {}
     first_seen: dict[str, int] = {}
+    bad = 0
     for number, text in content_lines(path):
         image_id, *words = text.split()
-        _first_seen_check(path, number, image_id, first_seen)
-        labels[image_id] = _parse_classes(path, number, words, num_classes)
-    if not labels:
+        try:
+            _first_seen_check(path, number, image_id, first_seen)
+            labels[image_id] = ()  # collected: the line's image is still checked (a bad class is reported)
+            labels[image_id] = _parse_classes(path, number, words, num_classes)
+        except DatasetError as error:
+            if problems is None:
+                raise
+            problems.append(str(error))
+            bad += 1
+    if not labels and not bad:
         raise DatasetError(f"{path}: no image ids (the file is empty)")
     return labels
 
