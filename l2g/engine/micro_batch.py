@@ -12,7 +12,7 @@ the resume check; the micro-batch changes neither the batches nor the schedule, 
 image, the autograd graph dropped, the random state restored) and takes the largest m dividing B whose
 activations fit a share of the memory left: on CUDA ``CUDA_SHARE`` of the free device memory; on CPUs
 ``CPU_SHARE`` of the available RAM, and at most ``CPU_CAP`` bytes, because there a smaller pass was also
-faster per image (docs/usage.md has the measurements). With BatchNorm layers that train (``small_cnn``, or
+faster per image (docs/distributed.md has the measurements). With BatchNorm layers that train (``small_cnn``, or
 ``model.freeze_bn=false``) ``"auto"`` keeps the whole batch: smaller passes would change their statistics.
 """
 
@@ -153,4 +153,3 @@ def split_batch(batch: dict, size: int) -> list[tuple[dict, float]]:
                 or isinstance(value, list) else value for key, value in batch.items()}
         parts.append((part, min(size, count - start) / count))
     return parts
-
