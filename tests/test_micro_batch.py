@@ -175,3 +175,25 @@ def test_auto_is_logged_with_its_reason(tiny_root, tmp_path, capsys):
     code, _, err = run_cli(capsys, *args)
     assert code == 0, err
     assert "images per forward/backward pass (auto: " in err and "GiB of activations per image" in err
+
+
+def test_auto_measures_on_the_first_batch_without_reading_the_dataset_again(tmp_path):
+    class Counted(Points):
+        reads: list[int] = []
+
+        def __getitem__(self, index: int) -> dict:
+            self.reads.append(index)
+            return super().__getitem__(index)
+
+    model = torch.nn.Linear(5, 1)
+    settings = LoopSettings(epochs=1, batch_size=6, micro_batch="auto", progress=False, amp="off")
+    steps = []
+
+    def step(model, data):
+        steps.append(len(data["index"]))
+        return {"loss": torch.nn.functional.mse_loss(model(data["x"])[:, 0], data["y"])}
+
+    dataset = Counted()
+    Trainer(tmp_path / "run", {}, model, torch.optim.SGD(model.parameters(), lr=0.01), dataset, step, settings).fit()
+    assert sorted(dataset.reads) == list(range(24))  # each image once: the probe used the first batch's image
+    assert steps[0] == 1 and steps[1:] == [6] * 4  # one probe pass of one image, then the 4 whole batches

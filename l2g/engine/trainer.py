@@ -221,10 +221,7 @@ class Trainer:
         if compiled:
             runner = torch.compile(runner)  # the whole step: forward, losses; backward through AOTAutograd
         parameters = [p for p in model.parameters() if p.requires_grad]
-        self.micro_batch, why = self._micro_batch(model, precision)
-        if s.progress and ctx.is_main and why:
-            tqdm.write(f"{s.description}: {self.micro_batch} of {s.batch_size} images per forward/backward pass "
-                       f"({why})", file=sys.stderr)
+        self.micro_batch = None  # chosen on the first loaded batch (_micro_batch)
 
         if s.progress and ctx.is_main:
             tqdm.write(length_line(s.description, total, per_epoch, step_images * ctx.world_size, how), file=sys.stderr)
@@ -307,6 +304,8 @@ class Trainer:
         loss_bad = torch.zeros((), dtype=torch.bool, device=device)
         for k in range(accumulate):
             host_batch = next(micro_batches)
+            if self.micro_batch is None:
+                self.micro_batch = self._micro_batch(host_batch, precision)
             parts = split_batch(host_batch, self.micro_batch)  # passes of runtime.micro_batch images
             batch_values = None
             for j, (part, share) in enumerate(parts):
@@ -342,18 +341,22 @@ class Trainer:
             self.optimizer.step()
         return names, values, lr
 
-    def _micro_batch(self, model: nn.Module, precision) -> tuple[int, str]:
-        """Images per forward/backward pass and why (l2g.engine.micro_batch; "auto" measures the first image)."""
+    def _micro_batch(self, host_batch: dict, precision) -> int:
+        """Images per forward/backward pass (l2g.engine.micro_batch), said with the reason; "auto" measures the
+        first image of ``host_batch``, the run's first batch (no extra read of the dataset)."""
+        s, model = self.settings, self.model
+
         def measure() -> int:
-            collate = self.collate_fn or torch.utils.data.default_collate
-            one = batch_to_device(collate([self.dataset[0]]), self.ctx.device, precision.channels_last,
+            one = batch_to_device(split_batch(host_batch, 1)[0][0], self.ctx.device, precision.channels_last,
                                   self.host_keys)
             with precision.autocast(0):
                 return measure_per_image(lambda batch: self.step(model, batch), model, one, self.ctx.device)
 
-        model.train()
-        return choose_micro_batch(self.settings.micro_batch, self.settings.batch_size, self.ctx.device, model,
-                                  measure)
+        size, why = choose_micro_batch(s.micro_batch, s.batch_size, self.ctx.device, model, measure)
+        if s.progress and self.ctx.is_main and why:
+            tqdm.write(f"{s.description}: {size} of {s.batch_size} images per forward/backward pass ({why})",
+                       file=sys.stderr)
+        return size
 
     def _forward(self, runner, batch, precision, iteration) -> dict[str, torch.Tensor]:
         try:
