@@ -29,6 +29,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from l2g.engine.run_paths import segmentation_run
+
 if TYPE_CHECKING:  # the heavy imports (torch) happen inside the functions: `import l2g` stays light
     import numpy as np
     import torch
@@ -175,6 +177,7 @@ def evaluate_segmentation(seg_run_dir: str | Path, *, split: str | None = None, 
                           progress: bool = True) -> dict:
     """mIoU of a segmentation run on ``split`` (default ``seg.val_split``) -> ``<run>/eval_<split>.json``;
     returns the metrics. Same as ``l2g seg eval``."""
+    seg_run_dir = segmentation_run(seg_run_dir)
     from l2g.stages.seg_eval import evaluate_segmentation as evaluate
 
     return evaluate(load_run_config(seg_run_dir, overrides), seg_run_dir, split=split, checkpoint=checkpoint,
@@ -186,6 +189,7 @@ def predict(seg_run_dir: str | Path, images: Iterable[str | Path], out_dir: str 
             progress: bool = True) -> PredictResult:
     """Masks (``<out>/<stem>.png``) and overlays of image files or folders; unreadable inputs are listed
     in ``result.failed``, not raised. Same as ``l2g predict``."""
+    seg_run_dir = segmentation_run(seg_run_dir)
     from l2g.stages.predict import predict_images
 
     return predict_images(load_run_config(seg_run_dir, overrides), seg_run_dir, list(images), out_dir,
@@ -198,6 +202,7 @@ def export_voc(seg_run_dir: str | Path, out: str | Path, *, split: str = "test",
     """The PASCAL VOC evaluation server's archive of a split's masks (``results/VOC2012/Segmentation/
     <competition>_<split>_cls/<id>.png``, VOC palette) -> ``out`` (.tar.gz, .tgz or .tar). Same as
     ``l2g export-voc``; see :mod:`l2g.stages.voc_export`."""
+    seg_run_dir = segmentation_run(seg_run_dir)
     from l2g.stages.voc_export import export_voc as export
 
     return export(load_run_config(seg_run_dir, overrides), seg_run_dir, out, split=split, competition=competition,
@@ -364,6 +369,7 @@ class Segmenter:
                  overrides: Overrides = None) -> Segmenter:
         """The network of ``<run>/checkpoints/final.pt`` (or ``checkpoint``); ``crf`` overrides
         ``seg.crf.enabled``; ``overrides`` change inference settings, e.g. ``{"seg.test_scales": [0.75, 1.0]}``."""
+        seg_run_dir = segmentation_run(seg_run_dir)
         from l2g.segmentation.loading import load_seg_checkpoint
 
         config = load_run_config(seg_run_dir, overrides)

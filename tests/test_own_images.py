@@ -113,6 +113,23 @@ def test_the_readme_command_runs_every_stage_without_masks(own_run):
     assert "report: runs/mine/report/index.html" in printed
 
 
+def test_predict_takes_the_folder_l2g_run_wrote_as_well_as_its_seg_run(own_run, tmp_path, capsys):
+    root, out, _, _ = own_run
+    for run, folder in ((out, "pipeline"), (out / "seg", "seg")):
+        code, printed, err = run_cli(capsys, "predict", root / "images" / "img01.jpg", "--run", run, "--out",
+                                     tmp_path / folder, "--quiet")
+        assert code == 0, err
+    with Image.open(tmp_path / "pipeline" / "img01.png") as a, Image.open(tmp_path / "seg" / "img01.png") as b:
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    from l2g.api import Segmenter
+
+    assert Segmenter.from_run(out, device="cpu").config.seg.arch == "deeplabv3plus_efficientnet_lite0"
+    # a folder that is neither says which run it wanted
+    code, _, err = run_cli(capsys, "predict", root / "images" / "img01.jpg", "--run", tmp_path / "nothing",
+                           "--out", tmp_path / "x", "--quiet")
+    assert code != 0 and "nothing" in err
+
+
 def test_every_stage_sees_an_exif_rotated_photo_as_a_viewer_does(own_run, tmp_path, capsys):
     """img00 is stored on its side with EXIF orientation 6: maps, pseudo mask, training predictions and
     l2g predict all have the displayed size (H, W) = OWN_SIZE."""

@@ -64,7 +64,7 @@ def flat(config: Config) -> dict[str, object]:
 
 def test_every_shipped_preset_is_covered():
     assert sorted(preset_names()) == sorted([*PAPER_PRESETS, "synth", "synth_release", "synth_efficientnet",
-                                             "pretrained_l2g"])
+                                             "pretrained_l2g", "pretrained_l2g_cpu"])
 
 
 def test_voc_preset_has_the_papers_and_the_releases_values():

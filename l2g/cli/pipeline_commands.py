@@ -42,6 +42,8 @@ CONFIG_EPILOG = """examples:
   l2g config --list
   l2g config voc12_resnet38_l2g_shape
   l2g config synth --set optim.epochs=2 > my.yaml     # then: l2g train my.yaml --out runs/mine
+  l2g config pretrained_l2g --diff                    # only what the preset changes from the defaults
+  l2g config pretrained_l2g_cpu --diff pretrained_l2g # what the CPU preset changes
 
 The YAML printed is every key with its value after the preset's base: chain, the overrides and the
 defaults; loading it gives the same config."""
@@ -126,7 +128,27 @@ def run_demo(args: argparse.Namespace) -> int:
 def config_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", nargs="?", help="YAML config file or preset name (default: the built-in defaults)")
     p.add_argument("--list", action="store_true", help="list the shipped presets with their first comment line")
+    p.add_argument("--diff", nargs="?", const="", metavar="OTHER",
+                   help="print only the keys whose values differ from the built-in defaults (or from OTHER, a "
+                        "preset or YAML file), each with the other value")
     add_overrides(p)
+
+
+def flat_keys(values: dict, prefix: str = "") -> dict[str, object]:
+    """``{"section.key": value}`` of a nested config dict, nested sections included (``seg.crf.enabled``)."""
+    flat: dict[str, object] = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and value:
+            flat.update(flat_keys(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_differences(config: dict, other: dict) -> list[tuple[str, object, object]]:
+    """(key, value, other value) of every key whose value differs, in the config's order."""
+    mine, theirs = flat_keys(config), flat_keys(other)
+    return [(key, value, theirs.get(key)) for key, value in mine.items() if theirs.get(key) != value]
 
 
 def preset_summary(name: str) -> str:
@@ -149,6 +171,8 @@ def preset_summary(name: str) -> str:
 
 
 def run_config(args: argparse.Namespace) -> int:
+    import json
+
     import yaml
 
     from l2g.config import load_config, preset_names, to_dict
@@ -162,6 +186,13 @@ def run_config(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     where = " ".join(["l2g config", *([args.config] if args.config else []),
                       *(f"--set {item}" for item in args.overrides)])
+    if args.diff is not None:
+        other_name = args.diff or "the defaults"
+        differences = config_differences(to_dict(config), to_dict(load_config(args.diff or None)))
+        print(f"# {where}: the {len(differences)} key(s) that differ from {other_name} (# its value)")
+        for key, value, other in differences:
+            print(f"{key}: {json.dumps(value)}    # {json.dumps(other)}")
+        return 0
     print(f"# {where}: every key, resolved")
     print(yaml.safe_dump(to_dict(config), sort_keys=False), end="")
     return 0

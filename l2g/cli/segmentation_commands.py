@@ -34,6 +34,7 @@ weights); it is recorded with its sha256 in <run>/init.json. Nothing is download
 PREDICT_EPILOG = """examples:
   l2g predict photo.jpg --run runs/seg --out masks/
   l2g predict photos/ more/*.png --run runs/seg --out masks/ --crf
+  l2g predict photos/ --run runs/mine --out masks/      # the folder l2g run wrote: its seg/ run
 
 Writes <out>/<name>.png (label mask, VOC palette) and <out>/<name>_overlay.jpg. Grey, RGBA (composited on
 white), palette and 16-bit images are converted; EXIF rotation is applied; an image whose long side
@@ -67,7 +68,7 @@ def seg_train_arguments(t: argparse.ArgumentParser) -> None:
 
 
 def seg_eval_arguments(e: argparse.ArgumentParser) -> None:
-    add_run(e, "segmentation run folder ('l2g seg train')")
+    add_run(e, "segmentation run folder ('l2g seg train'), or the folder 'l2g run' wrote (its seg/ is used)")
     e.add_argument("--split", help="split to evaluate (default: seg.val_split)")
     _add_inference(e)
     e.add_argument("--out", help="output JSON (default: <run>/eval_<split>.json)")
@@ -77,7 +78,7 @@ def seg_eval_arguments(e: argparse.ArgumentParser) -> None:
 
 def predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", help="image files or folders")
-    add_run(p, "segmentation run folder ('l2g seg train')")
+    add_run(p, "segmentation run folder ('l2g seg train'), or the folder 'l2g run' wrote (its seg/ is used)")
     p.add_argument("--out", required=True, help="output folder")
     _add_inference(p)
     add_overrides(p)
@@ -85,7 +86,7 @@ def predict_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def export_voc_arguments(x: argparse.ArgumentParser) -> None:
-    add_run(x, "segmentation run folder ('l2g seg train')")
+    add_run(x, "segmentation run folder ('l2g seg train'), or the folder 'l2g run' wrote (its seg/ is used)")
     x.add_argument("--out", required=True, help="archive to write (.tar.gz, .tgz or .tar)")
     x.add_argument("--split", default="test", help="split of data.root to export (default: test)")
     x.add_argument("--competition", default="comp6", choices=("comp5", "comp6"),

@@ -134,3 +134,14 @@ class PipelineFolder:
     @property
     def report(self) -> Path:
         return self.out / "report"
+
+
+def segmentation_run(path: str | Path) -> Path:
+    """The segmentation run at ``path``: the folder itself, or the ``seg/`` run when ``path`` is the folder
+    ``l2g run`` wrote (it has a ``stages/`` folder and no checkpoints of its own), so commands that read a
+    segmentation run take either."""
+    path = Path(path)
+    pipeline = PipelineFolder(path)
+    if not RunFolder(path).checkpoints.is_dir() and pipeline.markers.is_dir() and pipeline.seg.config.is_file():
+        return pipeline.seg.root
+    return path
