@@ -13,8 +13,8 @@ RSS per stage, optimiser steps of both training stages. Afterwards the held-back
 
 Writes ``<out>/photo_size.json`` (one row per preset and seed, kept across invocations, so a preset's seeds
 can be run one at a time with ``--only-seed``) and prints a table with the mean and std over the seeds.
-Finished stages are skipped: rerun the command to continue. The run goes on past degenerate pseudo masks (``--allow-degenerate-masks``); their foreground share
-is in the row.
+Finished stages are skipped: rerun the command to continue. The run goes on past degenerate pseudo masks
+(``--allow-degenerate-masks``); their foreground share is in the row.
 """
 
 from __future__ import annotations
