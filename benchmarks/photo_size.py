@@ -27,8 +27,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from l2g.stages.pipeline_stages import STAGE_NAMES
 
 HELD_BACK = "held_back"  # a mask folder that does not exist: the masks stay unread by the pipeline
@@ -87,15 +85,12 @@ def split_ids(data: Path, split: str) -> list[str]:
     return (data / "ImageSets" / "Segmentation" / f"{split}.txt").read_text().split()
 
 
-def foreground_share(pseudo: Path, ids: list[str]) -> float:
-    from PIL import Image
+def foreground_share(pseudo: Path) -> float:
+    """The share of the labelled pixels of the pseudo masks in ``pseudo`` that are foreground."""
+    from l2g.stages.threshold import pseudo_mask_foreground
 
-    counts = np.zeros(2)
-    for image_id in ids:
-        mask = np.asarray(Image.open(pseudo / f"{image_id}.png"))
-        valid = mask != 255
-        counts += [(valid & (mask > 0)).sum(), valid.sum()]
-    return float(counts[0] / counts[1])
+    foreground, total = pseudo_mask_foreground(pseudo)
+    return foreground / total
 
 
 def measure(preset: str, seed: int, out: Path, data: Path, overrides: list[str]) -> dict:
@@ -111,7 +106,7 @@ def measure(preset: str, seed: int, out: Path, data: Path, overrides: list[str])
         "cls_steps": json.loads((folder / "cls" / "train_metrics.json").read_text())["iterations"],
         "seg_steps": json.loads((folder / "seg" / "train_metrics.json").read_text())["iterations"],
         "threshold": json.loads((folder / "cls" / "threshold.json").read_text()).get("threshold"),
-        "pseudo_foreground": round(foreground_share(folder / "cls" / "pseudo", train_ids), 3),
+        "pseudo_foreground": round(foreground_share(folder / "cls" / "pseudo"), 3),
         "pseudo_miou": score(folder / "cls" / "pseudo", data / "SegmentationClassAug", train_ids, num_classes),
         "prediction_miou": score(Path(evaluation["predictions"]), data / "SegmentationClassAug", val_ids,
                                  num_classes),

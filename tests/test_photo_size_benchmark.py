@@ -30,7 +30,7 @@ def test_score_is_the_miou_of_the_predictions_against_the_held_back_masks(tmp_pa
 
 def test_foreground_share_counts_the_labelled_pixels_only(tmp_path):
     write_masks(tmp_path, {"a": [[0, 3], [255, 255]], "b": [[2, 2], [2, 0]]})
-    assert photo_size.foreground_share(tmp_path, ["a", "b"]) == pytest.approx(4 / 6)
+    assert photo_size.foreground_share(tmp_path) == pytest.approx(4 / 6)
 
 
 def test_the_masks_stay_held_back_from_the_pipeline(tmp_path):
@@ -53,6 +53,10 @@ def test_a_tiny_run_reports_every_stage_and_both_scores(tmp_path, capsys):
     assert all(cost["seconds"] > 0 and cost["peak_rss_gb"] > 0.05 for cost in row["stages"].values())
     assert row["cls_steps"] == 2 and row["seg_steps"] == 2 and row["photos"] == 4
     assert 0 <= row["pseudo_miou"] <= 1 and 0 <= row["prediction_miou"] <= 1
+    # the pipeline saw no mask: its threshold came from the maps (Otsu), the predictions went unscored
+    seed0 = tmp_path / "pretrained_l2g_cpu" / "seed0"
+    assert json.loads((seed0 / "cls" / "threshold.json").read_text())["rule"] == "otsu"
+    assert json.loads((seed0 / "seg" / "eval_val.json").read_text())["images_scored"] == 0
     # rerunning skips every finished stage: nothing is timed again
     log = (tmp_path / "pretrained_l2g_cpu" / "seed0.log").read_text()
     assert photo_size.main(args) == 0

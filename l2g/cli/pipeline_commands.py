@@ -134,20 +134,12 @@ def config_arguments(p: argparse.ArgumentParser) -> None:
     add_overrides(p)
 
 
-def flat_keys(values: dict, prefix: str = "") -> dict[str, object]:
-    """``{"section.key": value}`` of a nested config dict, nested sections included (``seg.crf.enabled``)."""
-    flat: dict[str, object] = {}
-    for key, value in values.items():
-        if isinstance(value, dict) and value:
-            flat.update(flat_keys(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def config_differences(config: dict, other: dict) -> list[tuple[str, object, object]]:
-    """(key, value, other value) of every key whose value differs, in the config's order."""
-    mine, theirs = flat_keys(config), flat_keys(other)
+    """(key, value, other value) of every dotted key (``seg.crf.enabled``) whose value differs, in the
+    config's order."""
+    from l2g.config import flatten
+
+    mine, theirs = flatten(config), flatten(other)
     return [(key, value, theirs.get(key)) for key, value in mine.items() if theirs.get(key) != value]
 
 
